@@ -1,0 +1,1 @@
+//! The engine that composes the vramless crates; shared by the example binaries.

@@ -1,0 +1,1 @@
+//! N-buffered layer streaming pipeline (work in progress).

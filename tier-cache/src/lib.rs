@@ -1,0 +1,1 @@
+//! Tiered placement planner and residency cache (work in progress).
