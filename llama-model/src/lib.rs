@@ -1,1 +1,10 @@
-//! Llama 3.x model: config, tokenizer, sampler, forward pass (work in progress).
+//! Llama 3.x model: config, tokenizer, chat templates, sampler and the per-layer forward pass.
+//!
+//! The forward pass never owns its weights: callers hand it [`LayerWeights`]-style views
+//! into buffers they own (resident or freshly streamed).
+
+pub mod chat;
+pub mod config;
+pub mod cpu;
+pub mod sampler;
+pub mod tokenizer;
