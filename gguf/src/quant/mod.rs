@@ -1,0 +1,1 @@
+//! CPU dequantization of ggml block formats (work in progress).
