@@ -1,0 +1,195 @@
+//! Reads real GGUF files and compares every header field with a dump made by the reference
+//! `gguf` Python package (llama.cpp's gguf-py; see `fixtures/dump_reference.py`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gguf::{GgufFile, MetadataValueType, Value};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The default model: $VRAMLESS_MODEL, else whatever scripts/fetch-model.sh prints.
+fn default_model() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
+        return Some(PathBuf::from(p));
+    }
+    let out = Command::new(repo_root().join("scripts/fetch-model.sh"))
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "fetch-model.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()))
+}
+
+fn vocab_fixture() -> PathBuf {
+    repo_root().join("llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf")
+}
+
+fn py_type(name: &str) -> MetadataValueType {
+    use MetadataValueType as T;
+    match name {
+        "UINT8" => T::U8,
+        "INT8" => T::I8,
+        "UINT16" => T::U16,
+        "INT16" => T::I16,
+        "UINT32" => T::U32,
+        "INT32" => T::I32,
+        "FLOAT32" => T::F32,
+        "BOOL" => T::Bool,
+        "STRING" => T::String,
+        "ARRAY" => T::Array,
+        "UINT64" => T::U64,
+        "INT64" => T::I64,
+        "FLOAT64" => T::F64,
+        other => panic!("unknown type {other} in reference dump"),
+    }
+}
+
+/// Compares `file` with the reference dump line by line.
+fn check_against_reference(file: &GgufFile, reference: &str) {
+    let mut kvs = file.metadata().iter();
+    let mut tensors = file.tensors().iter();
+    for line in reference.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let num = |i: usize| f[i].parse::<u64>().unwrap();
+        match f[0] {
+            "version" => assert_eq!(file.version() as u64, num(1)),
+            "tensor_count" => assert_eq!(file.tensors().len() as u64, num(1)),
+            "kv_count" => assert_eq!(file.metadata().len() as u64, num(1)),
+            "alignment" => assert_eq!(file.alignment(), num(1)),
+            "data_offset" => assert_eq!(file.data_offset(), num(1)),
+            "kv" => {
+                let (key, value) = kvs.next().expect("fewer keys than the reference");
+                assert_eq!(key, f[1]);
+                assert_eq!(value.value_type(), py_type(f[2]), "type of {key}");
+                if let Value::Array(a) = value {
+                    assert_eq!(a.len() as u64, num(3), "length of {key}");
+                }
+            }
+            "tensor" => {
+                let t = tensors.next().expect("fewer tensors than the reference");
+                assert_eq!(t.name, f[1]);
+                assert_eq!(t.ggml_type.name(), f[2], "type of {}", t.name);
+                let dims: Vec<u64> = f[3].split(',').map(|d| d.parse().unwrap()).collect();
+                assert_eq!(t.dims, dims, "dims of {}", t.name);
+                assert_eq!(t.abs_offset, num(4), "offset of {}", t.name);
+                assert_eq!(t.n_bytes, num(5), "size of {}", t.name);
+                assert_eq!(file.tensor_data(t).len() as u64, t.n_bytes);
+            }
+            other => panic!("bad reference line kind {other}"),
+        }
+    }
+    assert!(kvs.next().is_none(), "more keys than the reference");
+    assert!(tensors.next().is_none(), "more tensors than the reference");
+}
+
+#[test]
+fn default_model_matches_reference_dump() {
+    let Some(path) = default_model() else {
+        eprintln!(
+            "SKIPPED: default model unavailable (set VRAMLESS_MODEL or run scripts/fetch-model.sh)"
+        );
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    check_against_reference(
+        &file,
+        include_str!("fixtures/smollm2-135m-q4_1.reference.txt"),
+    );
+    assert_eq!(file.tensors().len(), 272);
+
+    let m = file.metadata();
+    // Values published for SmolLM2-135M (fixtures README): 30 layers, 576 wide, 9/3 heads.
+    assert_eq!(m.get_str("general.architecture").unwrap(), "llama");
+    assert_eq!(m.get_u32("llama.block_count").unwrap(), 30);
+    assert_eq!(m.get_u64("llama.embedding_length").unwrap(), 576);
+    assert_eq!(m.get_i32("llama.attention.head_count").unwrap(), 9);
+    assert_eq!(m.get_u32("llama.attention.head_count_kv").unwrap(), 3);
+    assert!(!m.get_bool("tokenizer.ggml.add_bos_token").unwrap());
+    assert_eq!(
+        m.get_str_array("tokenizer.ggml.tokens").unwrap().len(),
+        49152
+    );
+    assert_eq!(
+        m.get_i32_array("tokenizer.ggml.token_type").unwrap().len(),
+        49152
+    );
+    assert!(m.get_f32("llama.rope.freq_base").unwrap() > 0.0);
+    assert_eq!(m.opt_str("no.such.key").unwrap(), None);
+
+    // Layers: 30 blocks of 9 tensors, each one contiguous byte range; the rest are non-layer.
+    assert_eq!(file.block_count(), 30);
+    let mut layer_bytes = 0;
+    for i in 0..30 {
+        let ts = file.layer_tensors(i);
+        assert_eq!(ts.len(), 9, "layer {i}");
+        let span = file.layer_span(i);
+        assert_eq!(span.len(), 1, "layer {i} should be one range: {span:?}");
+        let lo = ts.iter().map(|t| t.abs_offset).min().unwrap();
+        let hi = ts.iter().map(|t| t.abs_offset + t.n_bytes).max().unwrap();
+        assert_eq!(span[0], lo..hi);
+        layer_bytes += ts.iter().map(|t| t.n_bytes).sum::<u64>();
+    }
+    let non_layer: Vec<&str> = file
+        .non_layer_tensors()
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(non_layer.len(), 272 - 270);
+    assert!(non_layer.contains(&"token_embd.weight"));
+    let all: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
+    let rest: u64 = file.non_layer_tensors().iter().map(|t| t.n_bytes).sum();
+    assert_eq!(layer_bytes + rest, all);
+
+    // The last tensor ends at the end of the file (ggml pads only between tensors here).
+    let end = file
+        .tensors()
+        .iter()
+        .map(|t| t.byte_range().end)
+        .max()
+        .unwrap();
+    assert!(end <= file.as_bytes().len() as u64);
+    assert_eq!(
+        file.tensor_bytes("token_embd.weight").unwrap().len(),
+        30081024
+    );
+    assert!(file.tensor_bytes("output.weight").is_err());
+}
+
+#[test]
+fn llama3_vocab_matches_reference_dump() {
+    let path = vocab_fixture();
+    if !path.exists() {
+        eprintln!(
+            "SKIPPED: {} missing (it is part of the repository)",
+            path.display()
+        );
+        return;
+    }
+    let file = GgufFile::open(&path).unwrap();
+    check_against_reference(
+        &file,
+        include_str!("fixtures/ggml-vocab-llama-bpe.reference.txt"),
+    );
+    let m = file.metadata();
+    assert_eq!(
+        m.get_str_array("tokenizer.ggml.tokens").unwrap().len(),
+        128256
+    );
+    assert_eq!(
+        m.get_str_array("tokenizer.ggml.merges").unwrap().len(),
+        280147
+    );
+    assert_eq!(m.get_str("tokenizer.ggml.pre").unwrap(), "llama-bpe");
+    assert_eq!(file.block_count(), 0);
+    // Parsing from a slice gives the same header as the memory map.
+    let copy = GgufFile::parse(file.as_bytes()).unwrap();
+    assert_eq!(copy.header(), file.header());
+}
