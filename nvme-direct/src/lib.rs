@@ -1,1 +1,31 @@
-//! Userspace NVMe driver over VFIO (work in progress).
+//! Userspace NVMe driver over VFIO: reads storage straight into locked, IOMMU-mapped memory
+//! whose host address the caller may also register with a GPU (`cuMemHostRegister`).
+//!
+//! The queue, PRP and controller logic is safe code over two traits, [`RegisterIo`] and
+//! [`DmaMemory`]; [`vfio`] implements them for a real device bound to `vfio-pci`, and
+//! [`emu`] (feature `emulator`) for an in-process emulated controller used by the tests.
+
+pub mod command;
+pub mod controller;
+pub mod dma;
+pub mod error;
+pub mod extent;
+pub mod io;
+pub mod prp;
+mod queue;
+pub mod regs;
+mod sys;
+
+#[cfg(feature = "emulator")]
+pub mod emu;
+
+/// VFIO device access (type1 IOMMU container), BAR0 MMIO and locked DMA memory.
+pub mod vfio {
+    pub use crate::sys::vfio::{Bar0, VfioBuffer, VfioDevice, VfioDma};
+}
+
+pub use command::{ControllerIdentity, NamespaceIdentity};
+pub use controller::{Config, Controller};
+pub use dma::{DmaBuffer, DmaMemory, RegisterIo};
+pub use error::{Error, NvmeStatus, Result};
+pub use io::BlockRange;

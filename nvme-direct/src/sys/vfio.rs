@@ -1,0 +1,348 @@
+//! VFIO type1 container/group/device, BAR0 MMIO and locked, IOMMU-mapped DMA buffers.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::FileExt;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vfio_bindings::bindings::vfio as vb;
+
+use super::cvt;
+use crate::dma::{check_range, DmaBuffer, DmaMemory, RegisterIo};
+use crate::error::{Error, Result};
+
+/// VFIO ioctls are all `_IO(VFIO_TYPE, VFIO_BASE + n)` (linux/vfio.h).
+const fn vfio_io(n: u32) -> libc::Ioctl {
+    libc::_IO(vb::VFIO_TYPE, vb::VFIO_BASE + n)
+}
+const VFIO_GET_API_VERSION: libc::Ioctl = vfio_io(0);
+const VFIO_CHECK_EXTENSION: libc::Ioctl = vfio_io(1);
+const VFIO_SET_IOMMU: libc::Ioctl = vfio_io(2);
+const VFIO_GROUP_GET_STATUS: libc::Ioctl = vfio_io(3);
+const VFIO_GROUP_SET_CONTAINER: libc::Ioctl = vfio_io(4);
+const VFIO_GROUP_GET_DEVICE_FD: libc::Ioctl = vfio_io(6);
+const VFIO_DEVICE_GET_REGION_INFO: libc::Ioctl = vfio_io(8);
+const VFIO_IOMMU_MAP_DMA: libc::Ioctl = vfio_io(13);
+const VFIO_IOMMU_UNMAP_DMA: libc::Ioctl = vfio_io(14);
+
+/// First IOVA handed out: 64 GiB, far from typical user addresses and below a 39-bit limit.
+const IOVA_BASE: u64 = 64 << 30;
+/// Highest IOVA (exclusive) used: 2^39, what a 39-bit address-width IOMMU can translate.
+const IOVA_LIMIT: u64 = 1 << 39;
+const HUGE: usize = 2 << 20;
+
+fn sys_err(op: impl Into<String>, hint: &'static str) -> impl FnOnce(io::Error) -> Error {
+    let op = op.into();
+    move |source| Error::Sys { op, source, hint }
+}
+
+struct Container {
+    fd: File,
+    next_iova: Mutex<u64>,
+}
+
+/// A PCI function opened through VFIO (type1v2 IOMMU), with BAR0 mapped.
+pub struct VfioDevice {
+    container: Arc<Container>,
+    _group: File,
+    device: Arc<File>,
+    bar0: Bar0,
+    config_offset: u64,
+}
+
+/// BAR0 of the device, mapped for volatile 32-bit MMIO.
+pub struct Bar0 {
+    ptr: NonNull<u8>,
+    len: usize,
+    _device: Arc<File>,
+}
+
+// SAFETY: the mapping is plain MMIO addressed with volatile accesses; it stays valid as long as
+// this value lives (unmapped in Drop) and may be used from any thread.
+unsafe impl Send for Bar0 {}
+// SAFETY: every access is a single volatile load or store, which the device serialises.
+unsafe impl Sync for Bar0 {}
+
+impl VfioDevice {
+    /// Opens PCI function `bdf` (e.g. `0000:00:04.0`), which must be bound to `vfio-pci`.
+    pub fn open(bdf: &str) -> Result<Self> {
+        let link = std::fs::read_link(format!("/sys/bus/pci/devices/{bdf}/iommu_group"))
+            .map_err(sys_err(format!("read iommu_group of {bdf}"), "is the IOMMU on (intel_iommu=on) and the BDF right?"))?;
+        let group_id = link
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::InvalidArgument(format!("bad iommu_group link for {bdf}")))?
+            .to_string();
+        let rw = |p: &str| OpenOptions::new().read(true).write(true).open(p);
+        let container = rw("/dev/vfio/vfio").map_err(sys_err("open /dev/vfio/vfio", "load the vfio and vfio_iommu_type1 modules; run as root or grant access"))?;
+        let cfd = container.as_raw_fd();
+        // SAFETY: argumentless ioctl on an fd we own.
+        let api = cvt(unsafe { libc::ioctl(cfd, VFIO_GET_API_VERSION) }).map_err(sys_err("VFIO_GET_API_VERSION", "is /dev/vfio/vfio a VFIO container?"))?;
+        if api != vb::VFIO_API_VERSION as i32 {
+            return Err(Error::Unsupported(format!("VFIO API version {api}")));
+        }
+        // SAFETY: VFIO_CHECK_EXTENSION takes an integer argument.
+        let ok = unsafe { libc::ioctl(cfd, VFIO_CHECK_EXTENSION, vb::VFIO_TYPE1v2_IOMMU as libc::c_ulong) };
+        if ok != 1 {
+            return Err(Error::Unsupported("VFIO type1v2 IOMMU not available; load vfio_iommu_type1".into()));
+        }
+        let group_path = format!("/dev/vfio/{group_id}");
+        let group = rw(&group_path).map_err(sys_err(format!("open {group_path}"), "bind the device to vfio-pci first; the group must not be in use"))?;
+        let gfd = group.as_raw_fd();
+        let mut status = vb::vfio_group_status { argsz: std::mem::size_of::<vb::vfio_group_status>() as u32, flags: 0 };
+        // SAFETY: status is a valid vfio_group_status with argsz set, exclusively borrowed.
+        cvt(unsafe { libc::ioctl(gfd, VFIO_GROUP_GET_STATUS, &mut status as *mut vb::vfio_group_status) }).map_err(sys_err("VFIO_GROUP_GET_STATUS", "kernel VFIO problem"))?;
+        if status.flags & vb::VFIO_GROUP_FLAGS_VIABLE == 0 {
+            return Err(Error::Unsupported(format!("IOMMU group {group_id} is not viable: bind every device of the group to vfio-pci")));
+        }
+        // SAFETY: the argument is a pointer to the container fd, valid for the call.
+        cvt(unsafe { libc::ioctl(gfd, VFIO_GROUP_SET_CONTAINER, &cfd as *const i32) }).map_err(sys_err("VFIO_GROUP_SET_CONTAINER", "group already attached elsewhere?"))?;
+        // SAFETY: integer argument selecting the IOMMU model.
+        cvt(unsafe { libc::ioctl(cfd, VFIO_SET_IOMMU, vb::VFIO_TYPE1v2_IOMMU as libc::c_ulong) }).map_err(sys_err("VFIO_SET_IOMMU(type1v2)", "load vfio_iommu_type1"))?;
+        let name = CString::new(bdf).map_err(|_| Error::InvalidArgument("BDF contains NUL".into()))?;
+        // SAFETY: name is a NUL-terminated string valid for the call; a new fd is returned.
+        let dfd = cvt(unsafe { libc::ioctl(gfd, VFIO_GROUP_GET_DEVICE_FD, name.as_ptr()) }).map_err(sys_err(format!("VFIO_GROUP_GET_DEVICE_FD({bdf})"), "is the device in this group and bound to vfio-pci?"))?;
+        // SAFETY: dfd is a fresh fd returned by the kernel that nothing else owns.
+        let device = Arc::new(unsafe { File::from_raw_fd(dfd) });
+        let bar = region_info(&device, vb::VFIO_PCI_BAR0_REGION_INDEX)?;
+        let cfg = region_info(&device, vb::VFIO_PCI_CONFIG_REGION_INDEX)?;
+        if bar.flags & vb::VFIO_REGION_INFO_FLAG_MMAP == 0 || bar.size < 0x2000 {
+            return Err(Error::Unsupported(format!("BAR0 not mappable (flags {:#x}, size {})", bar.flags, bar.size)));
+        }
+        let len = usize::try_from(bar.size).map_err(|_| Error::Unsupported("BAR0 too large".into()))?;
+        let off = libc::off_t::try_from(bar.offset).map_err(|_| Error::Unsupported("BAR0 offset too large".into()))?;
+        // SAFETY: maps `len` bytes of the device fd's BAR0 region; the result is checked.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, dfd, off) };
+        if p == libc::MAP_FAILED {
+            return Err(sys_err("mmap BAR0", "VFIO region mmap refused")(io::Error::last_os_error()));
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
+        let dev = Self {
+            container: Arc::new(Container { fd: container, next_iova: Mutex::new(IOVA_BASE) }),
+            _group: group,
+            bar0: Bar0 { ptr, len, _device: device.clone() },
+            device,
+            config_offset: cfg.offset,
+        };
+        dev.enable_bus_master()?;
+        Ok(dev)
+    }
+
+    fn enable_bus_master(&self) -> Result<()> {
+        let mut cmd = [0u8; 2];
+        let at = self.config_offset + 4;
+        self.device.read_exact_at(&mut cmd, at).map_err(sys_err("read PCI command register", "config space access"))?;
+        let v = u16::from_le_bytes(cmd) | 0x2 | 0x4; // memory space + bus master
+        self.device.write_all_at(&v.to_le_bytes(), at).map_err(sys_err("write PCI command register", "config space access"))
+    }
+
+    /// Register access to BAR0 (borrowed; the device stays open).
+    pub fn bar0(&self) -> &Bar0 {
+        &self.bar0
+    }
+
+    /// Splits the device into its register window and a DMA allocator for a controller.
+    pub fn into_parts(self) -> (Bar0, VfioDma) {
+        (self.bar0, VfioDma { container: self.container, _group: Arc::new(self._group) })
+    }
+}
+
+fn region_info(device: &File, index: u32) -> Result<vb::vfio_region_info> {
+    let mut info = vb::vfio_region_info {
+        argsz: std::mem::size_of::<vb::vfio_region_info>() as u32,
+        index,
+        ..Default::default()
+    };
+    // SAFETY: info is a valid vfio_region_info with argsz and index set, exclusively borrowed.
+    cvt(unsafe { libc::ioctl(device.as_raw_fd(), VFIO_DEVICE_GET_REGION_INFO, &mut info as *mut vb::vfio_region_info) })
+        .map_err(sys_err(format!("VFIO_DEVICE_GET_REGION_INFO({index})"), "device fd"))?;
+    Ok(info)
+}
+
+impl Drop for Bar0 {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len is the mapping created in open and nothing uses it after drop.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl RegisterIo for Bar0 {
+    fn read32(&self, offset: usize) -> u32 {
+        if offset % 4 != 0 || offset.checked_add(4).map_or(true, |e| e > self.len) {
+            return u32::MAX;
+        }
+        // SAFETY: offset is aligned and inside the mapped BAR; MMIO needs a volatile load.
+        unsafe { self.ptr.as_ptr().add(offset).cast::<u32>().read_volatile() }
+    }
+    fn write32(&self, offset: usize, value: u32) {
+        if offset % 4 != 0 || offset.checked_add(4).map_or(true, |e| e > self.len) {
+            return;
+        }
+        // Make queue entries written to memory visible before the doorbell.
+        fence(Ordering::SeqCst);
+        // SAFETY: offset is aligned and inside the mapped BAR; MMIO needs a volatile store.
+        unsafe { self.ptr.as_ptr().add(offset).cast::<u32>().write_volatile(value) }
+    }
+}
+
+/// Allocator of locked, IOMMU-mapped DMA buffers for one VFIO container.
+#[derive(Clone)]
+pub struct VfioDma {
+    container: Arc<Container>,
+    _group: Arc<File>,
+}
+
+/// A locked, page-aligned buffer mapped at an IOVA (unmapped and freed on drop).
+///
+/// [`VfioBuffer::as_ptr`] gives the host address, e.g. for `cuMemHostRegister`.
+pub struct VfioBuffer {
+    ptr: NonNull<u8>,
+    len: usize,
+    iova: u64,
+    huge: bool,
+    container: Arc<Container>,
+}
+
+// SAFETY: the buffer owns its mapping; shared access goes through volatile copies.
+unsafe impl Send for VfioBuffer {}
+// SAFETY: `&self` methods only do volatile/ordered copies; slices need `&mut self`.
+unsafe impl Sync for VfioBuffer {}
+
+impl VfioBuffer {
+    /// Host virtual address of byte 0 (register it with CUDA to let the GPU copy from it).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+    /// True when backed by 2 MiB huge pages.
+    pub fn is_huge(&self) -> bool {
+        self.huge
+    }
+    /// The bytes; `&mut self` guarantees no command is using the buffer.
+    pub fn as_slice(&mut self) -> &[u8] {
+        fence(Ordering::Acquire);
+        // SAFETY: ptr/len is our live mapping; &mut self excludes concurrent driver use.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+    /// The bytes, writable; `&mut self` guarantees no command is using the buffer.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in as_slice, and the borrow is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DmaBuffer for VfioBuffer {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn iova(&self) -> u64 {
+        self.iova
+    }
+    fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        check_range(self.len, offset, out.len())?;
+        fence(Ordering::Acquire);
+        for (i, o) in out.iter_mut().enumerate() {
+            // SAFETY: offset + i < len (checked above); volatile because the device may write.
+            *o = unsafe { self.ptr.as_ptr().add(offset + i).read_volatile() };
+        }
+        Ok(())
+    }
+    fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
+        check_range(self.len, offset, data.len())?;
+        for (i, d) in data.iter().enumerate() {
+            // SAFETY: offset + i < len (checked above); volatile because the device may read.
+            unsafe { self.ptr.as_ptr().add(offset + i).write_volatile(*d) };
+        }
+        fence(Ordering::Release);
+        Ok(())
+    }
+    fn read_u32(&self, offset: usize) -> Result<u32> {
+        check_range(self.len, offset, 4)?;
+        if offset % 4 != 0 {
+            return Err(Error::BufferRange("unaligned u32".into()));
+        }
+        // SAFETY: aligned and in range; the device writes completion entries concurrently.
+        let v = unsafe { self.ptr.as_ptr().add(offset).cast::<u32>().read_volatile() };
+        fence(Ordering::Acquire);
+        Ok(u32::from_le(v))
+    }
+}
+
+impl Drop for VfioBuffer {
+    fn drop(&mut self) {
+        let mut unmap = vb::vfio_iommu_type1_dma_unmap {
+            argsz: std::mem::size_of::<vb::vfio_iommu_type1_dma_unmap>() as u32,
+            flags: 0,
+            iova: self.iova,
+            size: self.len as u64,
+        };
+        // SAFETY: unmap is a valid struct for the call; the range was mapped by us.
+        unsafe { libc::ioctl(self.container.fd.as_raw_fd(), VFIO_IOMMU_UNMAP_DMA, &mut unmap as *mut _) };
+        // SAFETY: ptr/len is the anonymous mapping made in alloc; no references remain.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl DmaMemory for VfioDma {
+    type Buffer = VfioBuffer;
+    fn alloc(&self, len: usize) -> Result<VfioBuffer> {
+        let page = 4096usize;
+        let want_huge = len >= HUGE;
+        let round = if want_huge { HUGE } else { page };
+        let len = len.max(1).checked_next_multiple_of(round).ok_or_else(|| Error::Dma("size overflow".into()))?;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        let mut huge = false;
+        let mut p = libc::MAP_FAILED;
+        if want_huge {
+            // SAFETY: anonymous mapping request; result checked.
+            p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags | libc::MAP_HUGETLB, -1, 0) };
+            huge = p != libc::MAP_FAILED;
+        }
+        if p == libc::MAP_FAILED {
+            // SAFETY: anonymous mapping request; result checked.
+            p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+        }
+        if p == libc::MAP_FAILED {
+            return Err(sys_err(format!("mmap {len} bytes"), "out of memory?")(io::Error::last_os_error()));
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
+        let free = |e: Error| {
+            // SAFETY: undo the mapping made just above; nothing references it.
+            unsafe { libc::munmap(p, len) };
+            e
+        };
+        // SAFETY: locks our own fresh mapping.
+        if unsafe { libc::mlock(p, len) } != 0 {
+            return Err(free(sys_err("mlock", "raise RLIMIT_MEMLOCK (ulimit -l) or run as root")(io::Error::last_os_error())));
+        }
+        let iova = {
+            let mut next = self.container.next_iova.lock().unwrap_or_else(|e| e.into_inner());
+            let align = round as u64;
+            let start = next.next_multiple_of(align);
+            let end = start.checked_add(len as u64).filter(|e| *e <= IOVA_LIMIT);
+            match end {
+                Some(e) => {
+                    *next = e;
+                    start
+                }
+                None => return Err(free(Error::Dma("IOVA space below 2^39 exhausted".into()))),
+            }
+        };
+        let mut map = vb::vfio_iommu_type1_dma_map {
+            argsz: std::mem::size_of::<vb::vfio_iommu_type1_dma_map>() as u32,
+            flags: vb::VFIO_DMA_MAP_FLAG_READ | vb::VFIO_DMA_MAP_FLAG_WRITE,
+            vaddr: p as u64,
+            iova,
+            size: len as u64,
+        };
+        // SAFETY: map describes our locked mapping; the kernel pins it for the device.
+        if let Err(e) = cvt(unsafe { libc::ioctl(self.container.fd.as_raw_fd(), VFIO_IOMMU_MAP_DMA, &mut map as *mut _) }) {
+            return Err(free(sys_err("VFIO_IOMMU_MAP_DMA", "IOVA range reserved or RLIMIT_MEMLOCK too low")(e)));
+        }
+        Ok(VfioBuffer { ptr, len, iova, huge, container: self.container.clone() })
+    }
+}
