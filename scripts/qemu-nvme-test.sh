@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Real-device test of nvme-direct without NVMe hardware: boots the Debian 6.1 kernel under QEMU
+# (TCG) with an emulated Intel IOMMU and an emulated NVMe controller backed by a random image of
+# known SHA-256, binds the controller to vfio-pci in the guest and runs the driver there.
+#
+# Exit codes: 0 pass, 1 test failure, 3 QEMU or its tools cannot be installed (caller decides).
+# Environment: NVME_QEMU_IMAGE_MB (default 64), NVME_QEMU_TIMEOUT seconds (default 420),
+# VRAMLESS_QEMU_CACHE (default ~/.cache/vramless/qemu), CARGO_TARGET_DIR (honoured).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=${VRAMLESS_QEMU_CACHE:-$HOME/.cache/vramless/qemu}
+IMAGE_MB=${NVME_QEMU_IMAGE_MB:-64}
+TIMEOUT=${NVME_QEMU_TIMEOUT:-420}
+SCRATCH_MB=4
+mkdir -p "$CACHE"
+log() { echo "[qemu-nvme-test] $*" >&2; }
+
+# --- tools ---------------------------------------------------------------------------------
+need_pkgs=()
+command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
+[ -x /bin/busybox ] && /bin/busybox --list | grep -qx insmod || need_pkgs+=(busybox-static)
+command -v cpio >/dev/null || need_pkgs+=(cpio)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    log "installing ${need_pkgs[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}"; } >&2; then
+        log "cannot install ${need_pkgs[*]}"
+        exit 3
+    fi
+fi
+if ldd /bin/busybox >/dev/null 2>&1; then
+    log "/bin/busybox is dynamically linked; install busybox-static"; exit 3
+fi
+
+# --- kernel ----------------------------------------------------------------------------------
+KDIR=$CACHE/kernel
+VMLINUZ=$(ls "$KDIR"/boot/vmlinuz-6.1.* 2>/dev/null | head -1 || true)
+if [ -z "$VMLINUZ" ]; then
+    PKG=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | cut -d' ' -f1 | sort -V | tail -1)
+    if [ -z "$PKG" ]; then
+        apt-get update -qq >&2 || true
+        PKG=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | cut -d' ' -f1 | sort -V | tail -1)
+    fi
+    [ -n "$PKG" ] || { log "no linux-image-6.1.0-*-amd64 package in the apt sources"; exit 3; }
+    log "downloading $PKG"
+    (cd "$CACHE" && apt-get download "$PKG" >&2) || { log "apt-get download $PKG failed"; exit 3; }
+    rm -rf "$KDIR"; mkdir -p "$KDIR"
+    dpkg -x "$(ls "$CACHE"/"$PKG"_*.deb | head -1)" "$KDIR"
+    VMLINUZ=$(ls "$KDIR"/boot/vmlinuz-6.1.* | head -1)
+fi
+KVER=${VMLINUZ##*/vmlinuz-}
+MODDIR=$KDIR/lib/modules/$KVER
+log "kernel $KVER"
+
+# --- guest test binary -----------------------------------------------------------------------
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl \
+    || rustup target add x86_64-unknown-linux-musl >&2 2>/dev/null; then
+    log "building the static (musl) guest test binary"
+    cargo build -q --release --target x86_64-unknown-linux-musl -p vramless-nvme-direct --example qemu-guest-test >&2
+    GUEST_BIN=$TARGET_DIR/x86_64-unknown-linux-musl/release/examples/qemu-guest-test
+else
+    log "musl target unavailable: building for the host and copying its shared libraries"
+    cargo build -q --release -p vramless-nvme-direct --example qemu-guest-test >&2
+    GUEST_BIN=$TARGET_DIR/release/examples/qemu-guest-test
+fi
+
+# --- initramfs -------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/vramless-qemu.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+IR=$WORK/initramfs
+mkdir -p "$IR"/{bin,dev,proc,sys,lib/modules}
+cp /bin/busybox "$IR/bin/busybox"
+cp "$ROOT/scripts/qemu/init" "$IR/init"; chmod +x "$IR/init"
+cp "$GUEST_BIN" "$IR/nvme-guest-test"
+if ldd "$GUEST_BIN" >/dev/null 2>&1; then
+    for lib in $(ldd "$GUEST_BIN" | grep -o '/[^ ]*'); do
+        mkdir -p "$IR$(dirname "$lib")"; cp -L "$lib" "$IR$lib"
+    done
+fi
+# Modules in dependency order, resolved from each module's own "depends=" field.
+declare -A MODPATH=(); declare -A DONE=(); ORDER=()
+while IFS= read -r f; do n=$(basename "$f" .ko); MODPATH[${n//-/_}]=$f; done < <(find "$MODDIR/kernel" -name '*.ko')
+add_mod() {
+    local key=${1//-/_} f dep
+    [ -n "${DONE[$key]:-}" ] && return 0
+    f=${MODPATH[$key]:-}; [ -n "$f" ] || { log "module $1 not found"; exit 1; }
+    for dep in $(tr '\0' '\n' < "$f" | sed -n 's/^depends=//p' | tr ',' ' '); do add_mod "$dep"; done
+    DONE[$key]=1; ORDER+=("$f")
+}
+for m in vfio vfio_iommu_type1 vfio-pci nvme; do add_mod "$m"; done
+: > "$IR/modules.order"
+for f in "${ORDER[@]}"; do cp "$f" "$IR/lib/modules/"; basename "$f" >> "$IR/modules.order"; done
+log "modules: $(tr '\n' ' ' < "$IR/modules.order")"
+(cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/initramfs.gz"
+
+# --- disk image of known bytes ---------------------------------------------------------------
+SIZE=$((IMAGE_MB * 1048576))
+head -c "$SIZE" /dev/urandom > "$WORK/disk.img"
+SHA=$(sha256sum "$WORK/disk.img" | cut -d' ' -f1)
+head -c $((SCRATCH_MB * 1048576)) /dev/zero >> "$WORK/disk.img"
+log "image: $IMAGE_MB MiB random bytes, sha256 $SHA (+ $SCRATCH_MB MiB scratch)"
+
+# --- boot ------------------------------------------------------------------------------------
+LOG=$WORK/console.log
+set +e
+timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 1024 -smp 2 \
+    -machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,caching-mode=on \
+    -drive file="$WORK/disk.img",if=none,id=d,format=raw -device nvme,drive=d,serial=vramless0001 \
+    -kernel "$VMLINUZ" -initrd "$WORK/initramfs.gz" \
+    -append "console=ttyS0 intel_iommu=on panic=-1 quiet nvt.size=$SIZE nvt.sha=$SHA nvt.scratch=$((SIZE / 512))" \
+    -display none -serial stdio -monitor none -no-reboot < /dev/null > "$LOG" 2>&1
+rc=$?
+set -e
+mkdir -p "$CACHE/logs" && cp "$LOG" "$CACHE/logs/console-last.log"
+grep -a -E '^(guest:|identify:|namespace|RESULT-LINE|write\+read|shutdown:|error:|NVME-)' "$LOG" | tr -d '\r' >&2 || true
+if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    log "FAIL: QEMU hit the ${TIMEOUT}s timeout (console log: $CACHE/logs/console-last.log)"; exit 1
+fi
+if grep -aq 'NVME-DIRECT-GUEST-RESULT: PASS' "$LOG" && grep -aq 'kernel-driver sha256 OK' "$LOG"; then
+    log "PASS"
+    exit 0
+fi
+log "FAIL (qemu rc $rc); console log: $CACHE/logs/console-last.log"
+tail -30 "$LOG" >&2
+exit 1
