@@ -1,1 +1,3 @@
 //! Shared helpers for the workspace benchmarks.
+
+pub mod quant_data;
