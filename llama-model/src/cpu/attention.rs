@@ -1,0 +1,173 @@
+//! Causal grouped-query attention over a per-layer KV cache.
+
+use rayon::prelude::*;
+
+use super::q8::dot_f32;
+
+/// Keys and values of every position seen so far, per layer (rows of `kv_dim` f32, rotary
+/// already applied to the keys). Grows as positions are added, up to `max_len`.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    kv_dim: usize,
+    max_len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layers` layers of `kv_dim`-wide keys and values.
+    pub fn new(n_layers: usize, kv_dim: usize, max_len: usize) -> KvCache {
+        KvCache {
+            keys: vec![Vec::new(); n_layers],
+            values: vec![Vec::new(); n_layers],
+            kv_dim,
+            max_len,
+        }
+    }
+
+    /// Most positions the cache accepts.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Positions stored for `layer` (0 for an unknown layer).
+    pub fn len(&self, layer: usize) -> usize {
+        self.keys
+            .get(layer)
+            .map_or(0, |k| k.len() / self.kv_dim.max(1))
+    }
+
+    /// True when no layer holds any position.
+    pub fn is_empty(&self) -> bool {
+        self.keys.iter().all(Vec::is_empty)
+    }
+
+    /// Drops every position from `n` on, in every layer.
+    pub fn truncate(&mut self, n: usize) {
+        for v in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            v.truncate(n * self.kv_dim);
+        }
+    }
+
+    /// Keys and values of `layer` (`len(layer)` rows of `kv_dim`).
+    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+        match (self.keys.get(layer), self.values.get(layer)) {
+            (Some(k), Some(v)) => (k, v),
+            _ => (&[], &[]),
+        }
+    }
+
+    /// Keeps the first `n_past` positions of `layer` and appends `k`, `v` (whole rows).
+    /// Returns false (changing nothing) for an unknown layer or a layer holding fewer than
+    /// `n_past` positions.
+    pub(crate) fn store(&mut self, layer: usize, n_past: usize, k: &[f32], v: &[f32]) -> bool {
+        let kv_dim = self.kv_dim;
+        match (self.keys.get_mut(layer), self.values.get_mut(layer)) {
+            (Some(kc), Some(vc)) if kc.len() >= n_past * kv_dim => {
+                kc.truncate(n_past * kv_dim);
+                vc.truncate(n_past * kv_dim);
+                kc.extend_from_slice(k);
+                vc.extend_from_slice(v);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads; query head `h` reads kv head `h / (n_heads / n_kv_heads)`.
+    pub n_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+}
+
+/// For each query token `t` (at absolute position `start_pos + t`) and head, softmax-weighted
+/// sum of the values at positions `0..=start_pos + t` (causal), weights
+/// `softmax(q . k / sqrt(head_dim))`. `q` and `out` are `[token][n_heads * head_dim]`, `keys` and
+/// `values` `[position][n_kv_heads * head_dim]` and hold every position up to the last token.
+pub fn attention(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    start_pos: usize,
+    s: AttentionShape,
+    out: &mut [f32],
+) {
+    let hd = s.head_dim.max(1);
+    let group = (s.n_heads / s.n_kv_heads.max(1)).max(1);
+    let kv_dim = s.n_kv_heads * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.par_chunks_mut(hd)
+        .zip(q.par_chunks(hd))
+        .enumerate()
+        .for_each(|(i, (o, qh))| {
+            let (t, h) = (i / s.n_heads, i % s.n_heads);
+            let kvh = h / group;
+            let n_keys = (start_pos + t + 1).min(keys.len() / kv_dim.max(1));
+            let mut scores: Vec<f32> = (0..n_keys)
+                .map(|p| dot_f32(qh, &keys[p * kv_dim + kvh * hd..][..hd]) * scale)
+                .collect();
+            let max = scores.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+            let mut sum = 0f32;
+            for sc in scores.iter_mut() {
+                *sc = (*sc - max).exp();
+                sum += *sc;
+            }
+            o.fill(0.0);
+            for (p, w) in scores.iter().enumerate() {
+                let vrow = &values[p * kv_dim + kvh * hd..][..hd];
+                let w = w / sum;
+                for (ov, vv) in o.iter_mut().zip(vrow) {
+                    *ov += w * vv;
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_key_returns_its_value_and_causality_holds() {
+        // 2 query heads sharing 1 kv head of size 2; 2 tokens at positions 0 and 1.
+        let shape = AttentionShape {
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 2,
+        };
+        let q = [1.0, 0.0, 0.0, 1.0, /* token 1 */ 1.0, 0.0, 0.0, 0.0];
+        let keys = [1.0, 0.0, /* pos 1 */ 0.0, 0.0];
+        let values = [2.0, 3.0, /* pos 1 */ 4.0, 5.0];
+        let mut out = [0f32; 8];
+        attention(&q, &keys, &values, 0, shape, &mut out);
+        // Token 0 sees only position 0: both heads return value 0.
+        assert_eq!(&out[..4], &[2.0, 3.0, 2.0, 3.0]);
+        // Token 1, head 0: scores [1/sqrt2, 0] -> weights e^(s)/sum.
+        let s0 = (1.0f32 / 2f32.sqrt()).exp();
+        let w0 = s0 / (s0 + 1.0);
+        assert!((out[4] - (w0 * 2.0 + (1.0 - w0) * 4.0)).abs() < 1e-6);
+        // Token 1, head 1: q = 0 -> uniform weights.
+        assert!((out[6] - 3.0).abs() < 1e-6 && (out[7] - 4.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cache_truncate_and_store() {
+        let mut c = KvCache::new(2, 2, 8);
+        assert!(c.store(0, 0, &[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0, 7.0, 8.0]));
+        assert_eq!(c.len(0), 2);
+        assert!(
+            !c.store(1, 1, &[0.0, 0.0], &[0.0, 0.0]),
+            "layer 1 has no position 0"
+        );
+        assert!(c.store(0, 1, &[9.0, 9.0], &[9.0, 9.0]));
+        assert_eq!(c.layer(0).0, &[1.0, 2.0, 9.0, 9.0]);
+        c.truncate(0);
+        assert!(c.is_empty());
+    }
+}

@@ -1,0 +1,224 @@
+//! The CPU forward pass against llama.cpp on the real SmolLM2-135M-Instruct Q4_1 GGUF:
+//! logits after each fixture prompt (cosine >= 0.999) and greedy continuations up to the first
+//! near-tie (reference top-2 margin < 0.1). Fixtures: `tests/fixtures/smollm2/` (llama.cpp output).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use llama_model::cpu::{Kernel, Model, ModelOptions};
+
+const PROMPTS: [&str; 3] = ["capital", "story", "chat"];
+const MIN_MARGIN: f32 = 0.1;
+/// The issue's criterion, for the default kernel (8-bit activations inside the dot products,
+/// like llama.cpp).
+const MIN_COSINE: f64 = 0.999;
+/// For the plain f32 kernel: llama.cpp rounds activations to 8 bits, so exact f32 arithmetic is
+/// a slightly different computation (the fixture README says to expect "close, not bit-exact");
+/// on the 5-token `capital` prompt it measures 0.9986.
+const MIN_COSINE_F32: f64 = 0.998;
+/// Greedy steps for the f32 kernel are compared only while llama.cpp's top-2 margin exceeds the
+/// logit error its 8-bit activations make (max abs diff ~0.75 here; a 0.26 margin flips).
+const MIN_MARGIN_F32: f32 = 0.5;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2")
+}
+
+/// The model path: $VRAMLESS_MODEL, else whatever scripts/fetch-model.sh prints.
+fn model_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
+        return Some(PathBuf::from(p));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
+    let out = Command::new("bash").arg(&script).output().ok()?;
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    p.exists().then_some(p)
+}
+
+fn open(kernel: Kernel) -> Option<Model> {
+    let Some(path) = model_path() else {
+        eprintln!(
+            "\n*** SKIPPED: the SmolLM2 model is unavailable (set VRAMLESS_MODEL or let \
+             scripts/fetch-model.sh download it) ***\n"
+        );
+        return None;
+    };
+    let opts = ModelOptions {
+        max_context: 512,
+        kernel,
+    };
+    Some(Model::open_with(&path, opts).expect("open the model"))
+}
+
+struct Fixture {
+    prompt_tokens: Vec<u32>,
+    /// (token, reference top-2 margin) per generated step.
+    steps: Vec<(u32, f32)>,
+    logits: Vec<f32>,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let dir = fixture_dir();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+    let prompt_tokens = json["prompt_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let steps = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let top = s["top"].as_array().unwrap();
+            let l = |i: usize| top[i][1].as_f64().unwrap() as f32;
+            (s["token"].as_u64().unwrap() as u32, l(0) - l(1))
+        })
+        .collect();
+    let bytes = std::fs::read(dir.join(format!("{name}.logits.f32"))).unwrap();
+    let logits = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Fixture {
+        prompt_tokens,
+        steps,
+        logits,
+    }
+}
+
+/// (cosine similarity, max abs difference).
+fn compare(got: &[f32], want: &[f32]) -> (f64, f32) {
+    assert_eq!(got.len(), want.len(), "logit count");
+    let (mut dot, mut na, mut nb, mut maxd) = (0f64, 0f64, 0f64, 0f32);
+    for (a, b) in got.iter().zip(want) {
+        dot += f64::from(*a) * f64::from(*b);
+        na += f64::from(*a) * f64::from(*a);
+        nb += f64::from(*b) * f64::from(*b);
+        maxd = maxd.max((a - b).abs());
+    }
+    (dot / (na.sqrt() * nb.sqrt()), maxd)
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Prefill, logits check, then greedy decoding checked step by step until the first near-tie.
+fn check_prompt(model: &mut Model, name: &str, min_cosine: f64, min_margin: f32) {
+    let f = fixture(name);
+    model.reset();
+    let logits = model.prefill(&f.prompt_tokens).expect("prefill");
+    let (cos, maxd) = compare(&logits, &f.logits);
+    eprintln!(
+        "{name} ({:?}): {} prompt tokens, cosine {cos:.6}, max abs diff {maxd:.4}",
+        model.state().kernel(),
+        f.prompt_tokens.len()
+    );
+    assert!(cos >= min_cosine, "{name}: cosine {cos} < {min_cosine}");
+    let mut logits = logits;
+    let mut checked = 0;
+    for (i, (want, margin)) in f.steps.iter().enumerate() {
+        if *margin < min_margin {
+            break;
+        }
+        let got = argmax(&logits);
+        assert_eq!(
+            got, *want,
+            "{name}: step {i} generated {got}, llama.cpp {want}"
+        );
+        checked += 1;
+        if i + 1 < f.steps.len() {
+            logits = model.decode(got).expect("decode");
+        }
+    }
+    eprintln!(
+        "{name}: {checked} of {} greedy steps equal llama.cpp's",
+        f.steps.len()
+    );
+    assert!(checked > 0, "{name}: no step checked");
+}
+
+#[test]
+fn q8_kernel_matches_llama_cpp() {
+    let Some(mut model) = open(Kernel::Q8) else {
+        return;
+    };
+    for name in PROMPTS {
+        check_prompt(&mut model, name, MIN_COSINE, MIN_MARGIN);
+    }
+}
+
+#[test]
+fn f32_kernel_matches_llama_cpp() {
+    let Some(mut model) = open(Kernel::F32) else {
+        return;
+    };
+    for name in PROMPTS {
+        check_prompt(&mut model, name, MIN_COSINE_F32, MIN_MARGIN_F32);
+    }
+}
+
+/// Token-by-token feeding (the decode path) and rollback after an unrelated sequence still
+/// reach llama.cpp's logits.
+#[test]
+fn decode_path_and_rollback_match_llama_cpp() {
+    let Some(mut model) = open(Kernel::Q8) else {
+        return;
+    };
+    let f = fixture("capital");
+    // Feed an unrelated sequence, roll back to the start, then feed the prompt one by one.
+    model.prefill(&fixture("story").prompt_tokens).unwrap();
+    model.truncate(0);
+    assert_eq!(model.n_past(), 0);
+    let mut logits = Vec::new();
+    for &t in &f.prompt_tokens {
+        logits = model.decode(t).unwrap();
+    }
+    let (cos, maxd) = compare(&logits, &f.logits);
+    eprintln!("capital token by token after rollback: cosine {cos:.6}, max abs diff {maxd:.4}");
+    assert!(cos >= MIN_COSINE);
+    // Partial rollback: keep the first 2 positions, re-feed the rest as a batch.
+    model.truncate(2);
+    let logits = model.prefill(&f.prompt_tokens[2..]).unwrap();
+    let (cos, _) = compare(&logits, &f.logits);
+    assert!(cos >= MIN_COSINE, "after truncate(2): cosine {cos}");
+}
+
+#[test]
+fn bad_tokens_and_full_context_are_errors() {
+    let Some(path) = model_path() else {
+        eprintln!("\n*** SKIPPED: SmolLM2 model unavailable ***\n");
+        return;
+    };
+    let opts = ModelOptions {
+        max_context: 4,
+        kernel: Kernel::Q8,
+    };
+    let mut model = Model::open_with(&path, opts).unwrap();
+    assert!(model.prefill(&[49152]).is_err(), "token outside vocabulary");
+    assert_eq!(
+        model.n_past(),
+        0,
+        "a failed batch leaves the cache unchanged"
+    );
+    assert!(
+        model.prefill(&[1, 2, 3, 4, 5]).is_err(),
+        "5 positions > limit 4"
+    );
+    assert!(model.prefill(&[]).is_err());
+    model.prefill(&[1, 2, 3, 4]).unwrap();
+    assert!(model.decode(5).is_err(), "context full");
+}
