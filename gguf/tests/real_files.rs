@@ -193,3 +193,30 @@ fn llama3_vocab_matches_reference_dump() {
     let copy = GgufFile::parse(file.as_bytes()).unwrap();
     assert_eq!(copy.header(), file.header());
 }
+
+#[test]
+fn quant_fixtures_match_reference_dumps() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut checked = 0;
+    for ty in [
+        "BF16", "F16", "Q2_K", "Q3_K", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K",
+        "Q8_0",
+    ] {
+        let path = dir.join(format!("quants/{ty}.gguf"));
+        if !path.exists() {
+            eprintln!("SKIPPED: {} missing", path.display());
+            continue;
+        }
+        let reference =
+            std::fs::read_to_string(dir.join(format!("quant-references/{ty}.reference.txt")))
+                .unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        check_against_reference(&file, &reference);
+        assert_eq!(
+            file.tensor("ffn_down.quantized").unwrap().ggml_type.name(),
+            ty
+        );
+        checked += 1;
+    }
+    eprintln!("checked {checked} quant fixtures");
+}
