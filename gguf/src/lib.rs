@@ -30,3 +30,8 @@ pub use tensor::{TensorInfo, MAX_DIMS};
 pub use types::{GgmlType, ALL_TYPES, QK_K};
 pub use value::{Array, MetadataValueType, Value};
 pub use writer::{GgufWriter, TensorDecl};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
