@@ -25,7 +25,11 @@ fn run() -> Result<(), String> {
     let scratch_lba: u64 = a[4].parse().map_err(|e| format!("SCRATCH_LBA: {e}"))?;
     let dev = VfioDevice::open(bdf).map_err(|e| e.to_string())?;
     let (bar, dma) = dev.into_parts();
-    let conf = Config { io_queue_size: 256, io_queues: 2, ..Default::default() };
+    let conf = Config {
+        io_queue_size: 256,
+        io_queues: 2,
+        ..Default::default()
+    };
     let mut c = Controller::new(bar, dma, conf).map_err(|e| e.to_string())?;
     let id = c.identity().clone();
     println!(
@@ -40,11 +44,17 @@ fn run() -> Result<(), String> {
         c.capabilities().doorbell_stride
     );
     let ns = c.namespace(1).map_err(|e| e.to_string())?;
-    println!("namespace 1: {} blocks of {} bytes", ns.size_blocks, ns.block_size);
+    println!(
+        "namespace 1: {} blocks of {} bytes",
+        ns.size_blocks, ns.block_size
+    );
     let bs = ns.block_size as usize;
     let blocks = (image_bytes / bs) as u64;
     for (qd, off) in [(1usize, 0usize), (8, 4), (32, 0), (64, 2048), (128, 0)] {
-        let mut buf = c.memory().alloc(image_bytes + off).map_err(|e| e.to_string())?;
+        let mut buf = c
+            .memory()
+            .alloc(image_bytes + off)
+            .map_err(|e| e.to_string())?;
         let t = Instant::now();
         c.read(0, &ns, BlockRange { lba: 0, blocks }, &mut buf, off, qd)
             .map_err(|e| format!("read qd {qd}: {e}"))?;
@@ -56,15 +66,39 @@ fn run() -> Result<(), String> {
             if got == want { "OK" } else { "MISMATCH" }
         );
         if got != want {
-            return Err(format!("sha256 mismatch at qd {qd} offset {off}: {got} != {want}"));
+            return Err(format!(
+                "sha256 mismatch at qd {qd} offset {off}: {got} != {want}"
+            ));
         }
     }
     // Second queue, a smaller unaligned read checked against the first queue's bytes.
     let mut a1 = c.memory().alloc(1 << 20).map_err(|e| e.to_string())?;
     let mut a2 = c.memory().alloc((1 << 20) + 8).map_err(|e| e.to_string())?;
     let n = ((1 << 20) / bs) as u64;
-    c.read(0, &ns, BlockRange { lba: 3, blocks: n.min(blocks - 3) }, &mut a1, 0, 4).map_err(|e| e.to_string())?;
-    c.read(1, &ns, BlockRange { lba: 3, blocks: n.min(blocks - 3) }, &mut a2, 8, 4).map_err(|e| e.to_string())?;
+    c.read(
+        0,
+        &ns,
+        BlockRange {
+            lba: 3,
+            blocks: n.min(blocks - 3),
+        },
+        &mut a1,
+        0,
+        4,
+    )
+    .map_err(|e| e.to_string())?;
+    c.read(
+        1,
+        &ns,
+        BlockRange {
+            lba: 3,
+            blocks: n.min(blocks - 3),
+        },
+        &mut a2,
+        8,
+        4,
+    )
+    .map_err(|e| e.to_string())?;
     let len = (n.min(blocks - 3) as usize) * bs;
     if a1.as_slice()[..len] != a2.as_slice()[8..8 + len] {
         return Err("queue 2 read differs from queue 1".into());
@@ -74,12 +108,20 @@ fn run() -> Result<(), String> {
     let mut w = c.memory().alloc(wlen).map_err(|e| e.to_string())?;
     let pattern: Vec<u8> = (0..wlen).map(|i| (i * 7 + i / 4096) as u8).collect();
     w.write_bytes(0, &pattern).map_err(|e| e.to_string())?;
-    let wr = BlockRange { lba: scratch_lba, blocks: (wlen / bs) as u64 };
+    let wr = BlockRange {
+        lba: scratch_lba,
+        blocks: (wlen / bs) as u64,
+    };
     let t = Instant::now();
-    c.write(0, &ns, wr, &mut w, 0, 32).map_err(|e| format!("write: {e}"))?;
-    println!("RESULT-LINE driver write qd=32: {:.1} MB/s", wlen as f64 / t.elapsed().as_secs_f64() / 1e6);
+    c.write(0, &ns, wr, &mut w, 0, 32)
+        .map_err(|e| format!("write: {e}"))?;
+    println!(
+        "RESULT-LINE driver write qd=32: {:.1} MB/s",
+        wlen as f64 / t.elapsed().as_secs_f64() / 1e6
+    );
     let mut r = c.memory().alloc(wlen).map_err(|e| e.to_string())?;
-    c.read(0, &ns, wr, &mut r, 0, 32).map_err(|e| format!("read back: {e}"))?;
+    c.read(0, &ns, wr, &mut r, 0, 32)
+        .map_err(|e| format!("read back: {e}"))?;
     if r.as_slice()[..wlen] != pattern[..] {
         return Err("write/read-back mismatch".into());
     }

@@ -171,7 +171,10 @@ pub struct ControllerIdentity {
 }
 
 fn ascii_field(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim_end_matches([' ', '\0']).trim().to_string()
+    String::from_utf8_lossy(b)
+        .trim_end_matches([' ', '\0'])
+        .trim()
+        .to_string()
 }
 
 impl ControllerIdentity {

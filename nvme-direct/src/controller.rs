@@ -59,7 +59,9 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
         }
         let cap = Capabilities::decode(cap_raw);
         if !cap.nvm_command_set {
-            return Err(Error::Unsupported("CAP.CSS lacks the NVM command set".into()));
+            return Err(Error::Unsupported(
+                "CAP.CSS lacks the NVM command set".into(),
+            ));
         }
         if cap.mps_min > PAGE_SIZE {
             return Err(Error::Unsupported(format!(
@@ -95,7 +97,8 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
         } else {
             cap.mps_min << c.identity.mdts
         };
-        c.max_transfer = c.config.max_transfer.min(mdts_bytes).max(PAGE_SIZE) / PAGE_SIZE * PAGE_SIZE;
+        c.max_transfer =
+            c.config.max_transfer.min(mdts_bytes).max(PAGE_SIZE) / PAGE_SIZE * PAGE_SIZE;
         c.create_io_queues()?;
         Ok(c)
     }
@@ -145,7 +148,12 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
         Ok(())
     }
 
-    fn wait_csts(&self, what: &'static str, done: impl Fn(u32) -> bool, fatal_cfs: bool) -> Result<()> {
+    fn wait_csts(
+        &self,
+        what: &'static str,
+        done: impl Fn(u32) -> bool,
+        fatal_cfs: bool,
+    ) -> Result<()> {
         let deadline = Instant::now() + self.cap.timeout;
         let mut spins = 0u32;
         loop {
@@ -306,7 +314,9 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
         let mut d = [0u8; 4096];
         self.identify(0, nsid, &mut d)?;
         NamespaceIdentity::parse(nsid, &d).ok_or_else(|| {
-            Error::Unsupported(format!("namespace {nsid} is inactive or has an unusable LBA format"))
+            Error::Unsupported(format!(
+                "namespace {nsid} is inactive or has an unusable LBA format"
+            ))
         })
     }
 

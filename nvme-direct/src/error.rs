@@ -77,7 +77,11 @@ impl std::fmt::Display for NvmeStatus {
             self.sc,
             self.describe(),
             if self.dnr { ", do not retry" } else { "" },
-            if self.more { ", more info in error log" } else { "" }
+            if self.more {
+                ", more info in error log"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -120,7 +124,9 @@ pub enum Error {
     #[error("controller fatal status (CSTS.CFS) set; the controller needs a reset")]
     ControllerFatal,
     /// A register read returned all ones: the device fell off the bus or its BAR is unmapped.
-    #[error("register {offset:#x} read as all ones: device removed, powered off or BAR not mapped")]
+    #[error(
+        "register {offset:#x} read as all ones: device removed, powered off or BAR not mapped"
+    )]
     DeviceGone {
         /// The register offset read.
         offset: usize,

@@ -53,20 +53,25 @@ pub fn file_extents(path: &Path) -> Result<Vec<FileExtent>> {
     let mut out: Vec<FileExtent> = Vec::new();
     let mut start = 0u64;
     loop {
-        let batch = crate::sys::fiemap::fiemap_batch(&file, start).map_err(|source| {
-            match source.raw_os_error() {
-                Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL) => Error::FiemapUnsupported {
-                    path: path.display().to_string(),
-                    source,
-                },
-                _ => Error::Sys {
-                    op: format!("FIEMAP {}", path.display()),
-                    source,
-                    hint: "filesystem error",
-                },
-            }
-        })?;
-        let Some(last) = batch.last().copied() else { break };
+        let batch =
+            crate::sys::fiemap::fiemap_batch(&file, start).map_err(|source| {
+                match source.raw_os_error() {
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL) => {
+                        Error::FiemapUnsupported {
+                            path: path.display().to_string(),
+                            source,
+                        }
+                    }
+                    _ => Error::Sys {
+                        op: format!("FIEMAP {}", path.display()),
+                        source,
+                        hint: "filesystem error",
+                    },
+                }
+            })?;
+        let Some(last) = batch.last().copied() else {
+            break;
+        };
         out.extend(batch.iter().map(|e| FileExtent {
             logical: e.fe_logical,
             physical: e.fe_physical,
@@ -108,22 +113,36 @@ pub fn partition_start(path: &Path) -> Result<u64> {
 
 /// Converts byte extents to namespace blocks, adding `partition_offset` bytes. Extents must be
 /// block aligned and raw (not inline, encoded or delayed); the last one may end mid-block.
-pub fn to_lba_extents(extents: &[FileExtent], partition_offset: u64, block_size: u32) -> Result<Vec<LbaExtent>> {
+pub fn to_lba_extents(
+    extents: &[FileExtent],
+    partition_offset: u64,
+    block_size: u32,
+) -> Result<Vec<LbaExtent>> {
     let bs = u64::from(block_size.max(1));
     extents
         .iter()
         .map(|e| {
             if e.flags & NOT_RAW != 0 {
-                return Err(Error::ExtentNotRaw { logical: e.logical, flags: e.flags });
+                return Err(Error::ExtentNotRaw {
+                    logical: e.logical,
+                    flags: e.flags,
+                });
             }
             let phys = e
                 .physical
                 .checked_add(partition_offset)
                 .ok_or_else(|| Error::InvalidArgument("extent offset overflows".into()))?;
             if phys % bs != 0 {
-                return Err(Error::ExtentNotRaw { logical: e.logical, flags: e.flags });
+                return Err(Error::ExtentNotRaw {
+                    logical: e.logical,
+                    flags: e.flags,
+                });
             }
-            Ok(LbaExtent { logical: e.logical, lba: phys / bs, blocks: e.length.div_ceil(bs) })
+            Ok(LbaExtent {
+                logical: e.logical,
+                lba: phys / bs,
+                blocks: e.length.div_ceil(bs),
+            })
         })
         .collect()
 }

@@ -1,9 +1,4 @@
-//! Userspace NVMe driver over VFIO: reads storage straight into locked, IOMMU-mapped memory
-//! whose host address the caller may also register with a GPU (`cuMemHostRegister`).
-//!
-//! The queue, PRP and controller logic is safe code over two traits, [`RegisterIo`] and
-//! [`DmaMemory`]; [`vfio`] implements them for a real device bound to `vfio-pci`, and
-//! [`emu`] (feature `emulator`) for an in-process emulated controller used by the tests.
+#![doc = include_str!("../README.md")]
 
 pub mod command;
 pub mod controller;

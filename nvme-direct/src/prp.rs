@@ -47,7 +47,9 @@ pub fn build<B: DmaBuffer>(
         return Err(Error::InvalidArgument("zero-length transfer".into()));
     }
     if list_offset % PAGE_SIZE != 0 {
-        return Err(Error::BufferRange("PRP list offset not page aligned".into()));
+        return Err(Error::BufferRange(
+            "PRP list offset not page aligned".into(),
+        ));
     }
     let n = pages_after_first(addr, len);
     let first_page = addr - addr % PAGE;
@@ -68,7 +70,11 @@ pub fn build<B: DmaBuffer>(
     for p in 0..pages {
         let remaining = n - next;
         let last = remaining <= ENTRIES_PER_PAGE;
-        let data_entries = if last { remaining } else { ENTRIES_PER_PAGE - 1 };
+        let data_entries = if last {
+            remaining
+        } else {
+            ENTRIES_PER_PAGE - 1
+        };
         for e in 0..data_entries {
             page_bytes[e * 8..e * 8 + 8].copy_from_slice(&data_page(next + e).to_le_bytes());
         }

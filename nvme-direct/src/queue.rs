@@ -110,7 +110,11 @@ impl<B: DmaBuffer> QueuePair<B> {
 
     /// Returns an unused reserved id.
     pub fn release_cid(&mut self, cid: u16) {
-        if self.inflight.get(usize::from(cid)).is_some_and(|s| s.is_none()) {
+        if self
+            .inflight
+            .get(usize::from(cid))
+            .is_some_and(|s| s.is_none())
+        {
             self.free.push(cid);
         }
     }
@@ -127,14 +131,21 @@ impl<B: DmaBuffer> QueuePair<B> {
     }
 
     /// Writes `sqe` with command id `cid` at the tail and rings the doorbell.
-    pub fn submit<R: RegisterIo>(&mut self, regs: &R, mut sqe: Sqe, cid: u16, info: Inflight) -> Result<()> {
+    pub fn submit<R: RegisterIo>(
+        &mut self,
+        regs: &R,
+        mut sqe: Sqe,
+        cid: u16,
+        info: Inflight,
+    ) -> Result<()> {
         let slot = self
             .inflight
             .get_mut(usize::from(cid))
             .ok_or_else(|| Error::InvalidArgument(format!("command id {cid} out of range")))?;
         *slot = Some(info);
         sqe.set_cid(cid);
-        self.sq.write_bytes(usize::from(self.sq_tail) * 64, &sqe.to_bytes())?;
+        self.sq
+            .write_bytes(usize::from(self.sq_tail) * 64, &sqe.to_bytes())?;
         self.sq_tail = (self.sq_tail + 1) % self.size;
         regs.write32(self.sq_db, u32::from(self.sq_tail));
         Ok(())

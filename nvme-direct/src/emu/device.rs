@@ -126,12 +126,16 @@ impl State {
         v.get_mut(start..start.checked_add(len)?)
     }
     pub fn host_read(&mut self, addr: u64, out: &mut [u8]) -> Result<()> {
-        let r = self.region(addr, out.len()).ok_or_else(|| Error::BufferRange("unmapped".into()))?;
+        let r = self
+            .region(addr, out.len())
+            .ok_or_else(|| Error::BufferRange("unmapped".into()))?;
         out.copy_from_slice(r);
         Ok(())
     }
     pub fn host_write(&mut self, addr: u64, data: &[u8]) -> Result<()> {
-        let r = self.region(addr, data.len()).ok_or_else(|| Error::BufferRange("unmapped".into()))?;
+        let r = self
+            .region(addr, data.len())
+            .ok_or_else(|| Error::BufferRange("unmapped".into()))?;
         r.copy_from_slice(data);
         Ok(())
     }
@@ -139,7 +143,12 @@ impl State {
     /// A driver memory read: late completions come closer.
     pub fn tick(&mut self) {
         if self.cfg.deferred {
-            let mut ids: Vec<u16> = self.sqs.iter().filter(|(_, q)| q.head != q.tail).map(|(i, _)| *i).collect();
+            let mut ids: Vec<u16> = self
+                .sqs
+                .iter()
+                .filter(|(_, q)| q.head != q.tail)
+                .map(|(i, _)| *i)
+                .collect();
             ids.sort_unstable();
             for qid in ids {
                 self.process_sq(qid);
@@ -208,7 +217,9 @@ impl State {
             o if o >= regs::DOORBELL_BASE => {
                 let stride = 4usize << (self.cfg.dstrd & 0xf);
                 let idx = (o - regs::DOORBELL_BASE) / stride;
-                let Ok(qid) = u16::try_from(idx / 2) else { return };
+                let Ok(qid) = u16::try_from(idx / 2) else {
+                    return;
+                };
                 if self.csts & regs::CSTS_RDY == 0 || self.csts & regs::CSTS_CFS != 0 {
                     return;
                 }
@@ -237,8 +248,26 @@ impl State {
             self.stats.enables += 1;
             let asqs = (self.aqa & 0xfff) as u16 + 1;
             let acqs = ((self.aqa >> 16) & 0xfff) as u16 + 1;
-            self.sqs.insert(0, Sq { base: self.asq, size: asqs, head: 0, tail: 0, cqid: 0 });
-            self.cqs.insert(0, Cq { base: self.acq, size: acqs, tail: 0, head: 0, phase: true });
+            self.sqs.insert(
+                0,
+                Sq {
+                    base: self.asq,
+                    size: asqs,
+                    head: 0,
+                    tail: 0,
+                    cqid: 0,
+                },
+            );
+            self.cqs.insert(
+                0,
+                Cq {
+                    base: self.acq,
+                    size: acqs,
+                    tail: 0,
+                    head: 0,
+                    phase: true,
+                },
+            );
             self.ready_countdown = self.cfg.ready_delay_reads;
             if self.ready_countdown == 0 {
                 self.csts |= regs::CSTS_RDY;
@@ -260,11 +289,16 @@ impl State {
     }
 
     fn sq_doorbell(&mut self, qid: u16, tail: u16) {
-        let Some(sq) = self.sqs.get_mut(&qid) else { return };
+        let Some(sq) = self.sqs.get_mut(&qid) else {
+            return;
+        };
         sq.tail = tail % sq.size;
         if qid != 0 {
             let pending = (sq.tail + sq.size - sq.head) % sq.size;
-            self.stats.max_outstanding = self.stats.max_outstanding.max(self.outstanding + u64::from(pending));
+            self.stats.max_outstanding = self
+                .stats
+                .max_outstanding
+                .max(self.outstanding + u64::from(pending));
         }
         if !self.cfg.deferred {
             self.process_sq(qid);
@@ -273,7 +307,9 @@ impl State {
 
     fn process_sq(&mut self, qid: u16) {
         loop {
-            let Some(sq) = self.sqs.get_mut(&qid) else { return };
+            let Some(sq) = self.sqs.get_mut(&qid) else {
+                return;
+            };
             if sq.head == sq.tail {
                 return;
             }
@@ -295,7 +331,13 @@ impl State {
                 let fault = self.take_fault();
                 match fault {
                     Some(Fault::Status { sct, sc, dnr, more }) => {
-                        let st = NvmeStatus { sct, sc, dnr, more, crd: 0 };
+                        let st = NvmeStatus {
+                            sct,
+                            sc,
+                            dnr,
+                            more,
+                            crd: 0,
+                        };
                         self.complete_raw(cqid, qid, head, sqe.cid(), st.to_field(), 0, None);
                         continue;
                     }
@@ -313,8 +355,22 @@ impl State {
                 match fault {
                     Some(Fault::DropCompletion) => continue,
                     Some(Fault::LateCompletion { ticks }) => {
-                        let st = NvmeStatus { sct: r.0 .0, sc: r.0 .1, dnr: false, more: false, crd: 0 };
-                        self.complete_raw(cqid, qid, head, sqe.cid(), st.to_field(), r.1, Some(ticks.max(1)));
+                        let st = NvmeStatus {
+                            sct: r.0 .0,
+                            sc: r.0 .1,
+                            dnr: false,
+                            more: false,
+                            crd: 0,
+                        };
+                        self.complete_raw(
+                            cqid,
+                            qid,
+                            head,
+                            sqe.cid(),
+                            st.to_field(),
+                            r.1,
+                            Some(ticks.max(1)),
+                        );
                         continue;
                     }
                     Some(Fault::WrongCommandId) => {
@@ -324,7 +380,13 @@ impl State {
                     _ => r,
                 }
             };
-            let st = NvmeStatus { sct: status.0, sc: status.1, dnr: status != OK, more: false, crd: 0 };
+            let st = NvmeStatus {
+                sct: status.0,
+                sc: status.1,
+                dnr: status != OK,
+                more: false,
+                crd: 0,
+            };
             self.complete_raw(cqid, qid, head, sqe.cid(), st.to_field(), result, None);
         }
     }
@@ -337,8 +399,24 @@ impl State {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn complete_raw(&mut self, cqid: u16, sqid: u16, head: u16, cid: u16, status: u16, result: u32, late: Option<u32>) {
-        let cqe = Cqe { result, sq_head: head, sq_id: sqid, cid, phase: false, status };
+    fn complete_raw(
+        &mut self,
+        cqid: u16,
+        sqid: u16,
+        head: u16,
+        cid: u16,
+        status: u16,
+        result: u32,
+        late: Option<u32>,
+    ) {
+        let cqe = Cqe {
+            result,
+            sq_head: head,
+            sq_id: sqid,
+            cid,
+            phase: false,
+            status,
+        };
         match late {
             Some(t) => self.late.push((t, cqid, cqe)),
             None => self.post(cqid, cqe),
@@ -346,7 +424,9 @@ impl State {
     }
 
     fn post(&mut self, cqid: u16, mut cqe: Cqe) {
-        let Some(cq) = self.cqs.get_mut(&cqid) else { return };
+        let Some(cq) = self.cqs.get_mut(&cqid) else {
+            return;
+        };
         if (cq.tail + 1) % cq.size == cq.head {
             self.overflow.push_back((cqid, cqe));
             return;

@@ -70,61 +70,129 @@ unsafe impl Sync for Bar0 {}
 impl VfioDevice {
     /// Opens PCI function `bdf` (e.g. `0000:00:04.0`), which must be bound to `vfio-pci`.
     pub fn open(bdf: &str) -> Result<Self> {
-        let link = std::fs::read_link(format!("/sys/bus/pci/devices/{bdf}/iommu_group"))
-            .map_err(sys_err(format!("read iommu_group of {bdf}"), "is the IOMMU on (intel_iommu=on) and the BDF right?"))?;
+        let link = std::fs::read_link(format!("/sys/bus/pci/devices/{bdf}/iommu_group")).map_err(
+            sys_err(
+                format!("read iommu_group of {bdf}"),
+                "is the IOMMU on (intel_iommu=on) and the BDF right?",
+            ),
+        )?;
         let group_id = link
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::InvalidArgument(format!("bad iommu_group link for {bdf}")))?
             .to_string();
         let rw = |p: &str| OpenOptions::new().read(true).write(true).open(p);
-        let container = rw("/dev/vfio/vfio").map_err(sys_err("open /dev/vfio/vfio", "load the vfio and vfio_iommu_type1 modules; run as root or grant access"))?;
+        let container = rw("/dev/vfio/vfio").map_err(sys_err(
+            "open /dev/vfio/vfio",
+            "load the vfio and vfio_iommu_type1 modules; run as root or grant access",
+        ))?;
         let cfd = container.as_raw_fd();
         // SAFETY: argumentless ioctl on an fd we own.
-        let api = cvt(unsafe { libc::ioctl(cfd, VFIO_GET_API_VERSION) }).map_err(sys_err("VFIO_GET_API_VERSION", "is /dev/vfio/vfio a VFIO container?"))?;
+        let api = cvt(unsafe { libc::ioctl(cfd, VFIO_GET_API_VERSION) }).map_err(sys_err(
+            "VFIO_GET_API_VERSION",
+            "is /dev/vfio/vfio a VFIO container?",
+        ))?;
         if api != vb::VFIO_API_VERSION as i32 {
             return Err(Error::Unsupported(format!("VFIO API version {api}")));
         }
         // SAFETY: VFIO_CHECK_EXTENSION takes an integer argument.
-        let ok = unsafe { libc::ioctl(cfd, VFIO_CHECK_EXTENSION, vb::VFIO_TYPE1v2_IOMMU as libc::c_ulong) };
+        let ok = unsafe {
+            libc::ioctl(
+                cfd,
+                VFIO_CHECK_EXTENSION,
+                vb::VFIO_TYPE1v2_IOMMU as libc::c_ulong,
+            )
+        };
         if ok != 1 {
-            return Err(Error::Unsupported("VFIO type1v2 IOMMU not available; load vfio_iommu_type1".into()));
+            return Err(Error::Unsupported(
+                "VFIO type1v2 IOMMU not available; load vfio_iommu_type1".into(),
+            ));
         }
         let group_path = format!("/dev/vfio/{group_id}");
-        let group = rw(&group_path).map_err(sys_err(format!("open {group_path}"), "bind the device to vfio-pci first; the group must not be in use"))?;
+        let group = rw(&group_path).map_err(sys_err(
+            format!("open {group_path}"),
+            "bind the device to vfio-pci first; the group must not be in use",
+        ))?;
         let gfd = group.as_raw_fd();
-        let mut status = vb::vfio_group_status { argsz: std::mem::size_of::<vb::vfio_group_status>() as u32, flags: 0 };
+        let mut status = vb::vfio_group_status {
+            argsz: std::mem::size_of::<vb::vfio_group_status>() as u32,
+            flags: 0,
+        };
         // SAFETY: status is a valid vfio_group_status with argsz set, exclusively borrowed.
-        cvt(unsafe { libc::ioctl(gfd, VFIO_GROUP_GET_STATUS, &mut status as *mut vb::vfio_group_status) }).map_err(sys_err("VFIO_GROUP_GET_STATUS", "kernel VFIO problem"))?;
+        cvt(unsafe {
+            libc::ioctl(
+                gfd,
+                VFIO_GROUP_GET_STATUS,
+                &mut status as *mut vb::vfio_group_status,
+            )
+        })
+        .map_err(sys_err("VFIO_GROUP_GET_STATUS", "kernel VFIO problem"))?;
         if status.flags & vb::VFIO_GROUP_FLAGS_VIABLE == 0 {
-            return Err(Error::Unsupported(format!("IOMMU group {group_id} is not viable: bind every device of the group to vfio-pci")));
+            return Err(Error::Unsupported(format!(
+                "IOMMU group {group_id} is not viable: bind every device of the group to vfio-pci"
+            )));
         }
         // SAFETY: the argument is a pointer to the container fd, valid for the call.
-        cvt(unsafe { libc::ioctl(gfd, VFIO_GROUP_SET_CONTAINER, &cfd as *const i32) }).map_err(sys_err("VFIO_GROUP_SET_CONTAINER", "group already attached elsewhere?"))?;
+        cvt(unsafe { libc::ioctl(gfd, VFIO_GROUP_SET_CONTAINER, &cfd as *const i32) }).map_err(
+            sys_err(
+                "VFIO_GROUP_SET_CONTAINER",
+                "group already attached elsewhere?",
+            ),
+        )?;
         // SAFETY: integer argument selecting the IOMMU model.
-        cvt(unsafe { libc::ioctl(cfd, VFIO_SET_IOMMU, vb::VFIO_TYPE1v2_IOMMU as libc::c_ulong) }).map_err(sys_err("VFIO_SET_IOMMU(type1v2)", "load vfio_iommu_type1"))?;
-        let name = CString::new(bdf).map_err(|_| Error::InvalidArgument("BDF contains NUL".into()))?;
+        cvt(unsafe { libc::ioctl(cfd, VFIO_SET_IOMMU, vb::VFIO_TYPE1v2_IOMMU as libc::c_ulong) })
+            .map_err(sys_err("VFIO_SET_IOMMU(type1v2)", "load vfio_iommu_type1"))?;
+        let name =
+            CString::new(bdf).map_err(|_| Error::InvalidArgument("BDF contains NUL".into()))?;
         // SAFETY: name is a NUL-terminated string valid for the call; a new fd is returned.
-        let dfd = cvt(unsafe { libc::ioctl(gfd, VFIO_GROUP_GET_DEVICE_FD, name.as_ptr()) }).map_err(sys_err(format!("VFIO_GROUP_GET_DEVICE_FD({bdf})"), "is the device in this group and bound to vfio-pci?"))?;
+        let dfd = cvt(unsafe { libc::ioctl(gfd, VFIO_GROUP_GET_DEVICE_FD, name.as_ptr()) })
+            .map_err(sys_err(
+                format!("VFIO_GROUP_GET_DEVICE_FD({bdf})"),
+                "is the device in this group and bound to vfio-pci?",
+            ))?;
         // SAFETY: dfd is a fresh fd returned by the kernel that nothing else owns.
         let device = Arc::new(unsafe { File::from_raw_fd(dfd) });
         let bar = region_info(&device, vb::VFIO_PCI_BAR0_REGION_INDEX)?;
         let cfg = region_info(&device, vb::VFIO_PCI_CONFIG_REGION_INDEX)?;
         if bar.flags & vb::VFIO_REGION_INFO_FLAG_MMAP == 0 || bar.size < 0x2000 {
-            return Err(Error::Unsupported(format!("BAR0 not mappable (flags {:#x}, size {})", bar.flags, bar.size)));
+            return Err(Error::Unsupported(format!(
+                "BAR0 not mappable (flags {:#x}, size {})",
+                bar.flags, bar.size
+            )));
         }
-        let len = usize::try_from(bar.size).map_err(|_| Error::Unsupported("BAR0 too large".into()))?;
-        let off = libc::off_t::try_from(bar.offset).map_err(|_| Error::Unsupported("BAR0 offset too large".into()))?;
+        let len =
+            usize::try_from(bar.size).map_err(|_| Error::Unsupported("BAR0 too large".into()))?;
+        let off = libc::off_t::try_from(bar.offset)
+            .map_err(|_| Error::Unsupported("BAR0 offset too large".into()))?;
         // SAFETY: maps `len` bytes of the device fd's BAR0 region; the result is checked.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, dfd, off) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                dfd,
+                off,
+            )
+        };
         if p == libc::MAP_FAILED {
-            return Err(sys_err("mmap BAR0", "VFIO region mmap refused")(io::Error::last_os_error()));
+            return Err(sys_err("mmap BAR0", "VFIO region mmap refused")(
+                io::Error::last_os_error(),
+            ));
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
         let dev = Self {
-            container: Arc::new(Container { fd: container, next_iova: Mutex::new(IOVA_BASE) }),
+            container: Arc::new(Container {
+                fd: container,
+                next_iova: Mutex::new(IOVA_BASE),
+            }),
             _group: group,
-            bar0: Bar0 { ptr, len, _device: device.clone() },
+            bar0: Bar0 {
+                ptr,
+                len,
+                _device: device.clone(),
+            },
             device,
             config_offset: cfg.offset,
         };
@@ -135,9 +203,13 @@ impl VfioDevice {
     fn enable_bus_master(&self) -> Result<()> {
         let mut cmd = [0u8; 2];
         let at = self.config_offset + 4;
-        self.device.read_exact_at(&mut cmd, at).map_err(sys_err("read PCI command register", "config space access"))?;
+        self.device
+            .read_exact_at(&mut cmd, at)
+            .map_err(sys_err("read PCI command register", "config space access"))?;
         let v = u16::from_le_bytes(cmd) | 0x2 | 0x4; // memory space + bus master
-        self.device.write_all_at(&v.to_le_bytes(), at).map_err(sys_err("write PCI command register", "config space access"))
+        self.device
+            .write_all_at(&v.to_le_bytes(), at)
+            .map_err(sys_err("write PCI command register", "config space access"))
     }
 
     /// Register access to BAR0 (borrowed; the device stays open).
@@ -147,7 +219,13 @@ impl VfioDevice {
 
     /// Splits the device into its register window and a DMA allocator for a controller.
     pub fn into_parts(self) -> (Bar0, VfioDma) {
-        (self.bar0, VfioDma { container: self.container, _group: Arc::new(self._group) })
+        (
+            self.bar0,
+            VfioDma {
+                container: self.container,
+                _group: Arc::new(self._group),
+            },
+        )
     }
 }
 
@@ -158,8 +236,17 @@ fn region_info(device: &File, index: u32) -> Result<vb::vfio_region_info> {
         ..Default::default()
     };
     // SAFETY: info is a valid vfio_region_info with argsz and index set, exclusively borrowed.
-    cvt(unsafe { libc::ioctl(device.as_raw_fd(), VFIO_DEVICE_GET_REGION_INFO, &mut info as *mut vb::vfio_region_info) })
-        .map_err(sys_err(format!("VFIO_DEVICE_GET_REGION_INFO({index})"), "device fd"))?;
+    cvt(unsafe {
+        libc::ioctl(
+            device.as_raw_fd(),
+            VFIO_DEVICE_GET_REGION_INFO,
+            &mut info as *mut vb::vfio_region_info,
+        )
+    })
+    .map_err(sys_err(
+        format!("VFIO_DEVICE_GET_REGION_INFO({index})"),
+        "device fd",
+    ))?;
     Ok(info)
 }
 
@@ -185,7 +272,13 @@ impl RegisterIo for Bar0 {
         // Make queue entries written to memory visible before the doorbell.
         fence(Ordering::SeqCst);
         // SAFETY: offset is aligned and inside the mapped BAR; MMIO needs a volatile store.
-        unsafe { self.ptr.as_ptr().add(offset).cast::<u32>().write_volatile(value) }
+        unsafe {
+            self.ptr
+                .as_ptr()
+                .add(offset)
+                .cast::<u32>()
+                .write_volatile(value)
+        }
     }
 }
 
@@ -280,7 +373,13 @@ impl Drop for VfioBuffer {
             size: self.len as u64,
         };
         // SAFETY: unmap is a valid struct for the call; the range was mapped by us.
-        unsafe { libc::ioctl(self.container.fd.as_raw_fd(), VFIO_IOMMU_UNMAP_DMA, &mut unmap as *mut _) };
+        unsafe {
+            libc::ioctl(
+                self.container.fd.as_raw_fd(),
+                VFIO_IOMMU_UNMAP_DMA,
+                &mut unmap as *mut _,
+            )
+        };
         // SAFETY: ptr/len is the anonymous mapping made in alloc; no references remain.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
@@ -292,14 +391,26 @@ impl DmaMemory for VfioDma {
         let page = 4096usize;
         let want_huge = len >= HUGE;
         let round = if want_huge { HUGE } else { page };
-        let len = len.max(1).checked_next_multiple_of(round).ok_or_else(|| Error::Dma("size overflow".into()))?;
+        let len = len
+            .max(1)
+            .checked_next_multiple_of(round)
+            .ok_or_else(|| Error::Dma("size overflow".into()))?;
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
         let mut huge = false;
         let mut p = libc::MAP_FAILED;
         if want_huge {
             // SAFETY: anonymous mapping request; result checked.
-            p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags | libc::MAP_HUGETLB, -1, 0) };
+            p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    prot,
+                    flags | libc::MAP_HUGETLB,
+                    -1,
+                    0,
+                )
+            };
             huge = p != libc::MAP_FAILED;
         }
         if p == libc::MAP_FAILED {
@@ -307,9 +418,12 @@ impl DmaMemory for VfioDma {
             p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
         }
         if p == libc::MAP_FAILED {
-            return Err(sys_err(format!("mmap {len} bytes"), "out of memory?")(io::Error::last_os_error()));
+            return Err(sys_err(format!("mmap {len} bytes"), "out of memory?")(
+                io::Error::last_os_error(),
+            ));
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
         let free = |e: Error| {
             // SAFETY: undo the mapping made just above; nothing references it.
             unsafe { libc::munmap(p, len) };
@@ -317,10 +431,17 @@ impl DmaMemory for VfioDma {
         };
         // SAFETY: locks our own fresh mapping.
         if unsafe { libc::mlock(p, len) } != 0 {
-            return Err(free(sys_err("mlock", "raise RLIMIT_MEMLOCK (ulimit -l) or run as root")(io::Error::last_os_error())));
+            return Err(free(sys_err(
+                "mlock",
+                "raise RLIMIT_MEMLOCK (ulimit -l) or run as root",
+            )(io::Error::last_os_error())));
         }
         let iova = {
-            let mut next = self.container.next_iova.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next = self
+                .container
+                .next_iova
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let align = round as u64;
             let start = next.next_multiple_of(align);
             let end = start.checked_add(len as u64).filter(|e| *e <= IOVA_LIMIT);
@@ -340,9 +461,24 @@ impl DmaMemory for VfioDma {
             size: len as u64,
         };
         // SAFETY: map describes our locked mapping; the kernel pins it for the device.
-        if let Err(e) = cvt(unsafe { libc::ioctl(self.container.fd.as_raw_fd(), VFIO_IOMMU_MAP_DMA, &mut map as *mut _) }) {
-            return Err(free(sys_err("VFIO_IOMMU_MAP_DMA", "IOVA range reserved or RLIMIT_MEMLOCK too low")(e)));
+        if let Err(e) = cvt(unsafe {
+            libc::ioctl(
+                self.container.fd.as_raw_fd(),
+                VFIO_IOMMU_MAP_DMA,
+                &mut map as *mut _,
+            )
+        }) {
+            return Err(free(sys_err(
+                "VFIO_IOMMU_MAP_DMA",
+                "IOVA range reserved or RLIMIT_MEMLOCK too low",
+            )(e)));
         }
-        Ok(VfioBuffer { ptr, len, iova, huge, container: self.container.clone() })
+        Ok(VfioBuffer {
+            ptr,
+            len,
+            iova,
+            huge,
+            container: self.container.clone(),
+        })
     }
 }

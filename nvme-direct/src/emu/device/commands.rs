@@ -157,7 +157,13 @@ impl State {
                 if sqe.cdw(11) & 1 == 0 || sqe.prp1() % PAGE != 0 {
                     return (INVALID_FIELD, 0);
                 }
-                let cq = Cq { base: sqe.prp1(), size: size as u16, tail: 0, head: 0, phase: true };
+                let cq = Cq {
+                    base: sqe.prp1(),
+                    size: size as u16,
+                    tail: 0,
+                    head: 0,
+                    phase: true,
+                };
                 self.cqs.insert(qid, cq);
                 (OK, 0)
             }
@@ -174,7 +180,13 @@ impl State {
                 if size < 2 || size > mqes + 1 {
                     return ((1, 0x02), 0);
                 }
-                let sq = Sq { base: sqe.prp1(), size: size as u16, head: 0, tail: 0, cqid };
+                let sq = Sq {
+                    base: sqe.prp1(),
+                    size: size as u16,
+                    head: 0,
+                    tail: 0,
+                    cqid,
+                };
                 self.sqs.insert(qid, sq);
                 (OK, 0)
             }
@@ -191,9 +203,20 @@ impl State {
                 let sqid = sqe.cdw(10) as u16;
                 let cid = (sqe.cdw(10) >> 16) as u16;
                 // A late completion still pending can be aborted; a dropped one is lost.
-                if let Some(i) = self.late.iter().position(|(_, _, c)| c.sq_id == sqid && c.cid == cid) {
+                if let Some(i) = self
+                    .late
+                    .iter()
+                    .position(|(_, _, c)| c.sq_id == sqid && c.cid == cid)
+                {
                     let (_, q, mut c) = self.late.remove(i);
-                    c.status = crate::error::NvmeStatus { sct: 0, sc: 0x07, dnr: false, more: false, crd: 0 }.to_field();
+                    c.status = crate::error::NvmeStatus {
+                        sct: 0,
+                        sc: 0x07,
+                        dnr: false,
+                        more: false,
+                        crd: 0,
+                    }
+                    .to_field();
                     self.post(q, c);
                     (OK, 0)
                 } else {
