@@ -30,16 +30,39 @@ pub(super) fn q4_1(b: &BlockQ4_1, y: &mut [f32; QK]) {
     }
 }
 
+/// `SPREAD_BIT4[b]` holds, in byte `i`, `0x10` where bit `i` of `b` is set and 0 elsewhere:
+/// eight fifth bits moved into place with one table load.
+const SPREAD_BIT4: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if (b >> i) & 1 == 1 {
+                t[b] |= 0x10 << (8 * i);
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// The 5-bit unsigned quants of a `Q5_0` / `Q5_1` block, in element order.
 #[inline(always)]
-fn five_bit(qs: &[u8; HALF], qh: u32) -> [u8; QK] {
+fn five_bit(qs: &[u8; HALF], qh: [u8; 4]) -> [u8; QK] {
+    // Bit 4 of element i is bit i of the little-endian u32 `qh`, i.e. bit i % 8 of byte i / 8.
+    let mut high = [0u8; QK];
+    for (dst, &b) in high.chunks_exact_mut(8).zip(qh.iter()) {
+        dst.copy_from_slice(&SPREAD_BIT4[usize::from(b)].to_le_bytes());
+    }
     let mut q = [0u8; QK];
     let (lo, hi) = q.split_at_mut(HALF);
-    for (j, ((l, h), &b)) in lo.iter_mut().zip(hi.iter_mut()).zip(qs.iter()).enumerate() {
-        let bit_lo = ((qh >> j) & 1) as u8;
-        let bit_hi = ((qh >> (j + HALF)) & 1) as u8;
-        *l = (b & 0x0F) | (bit_lo << 4);
-        *h = (b >> 4) | (bit_hi << 4);
+    let (high_lo, high_hi) = high.split_at(HALF);
+    let lanes = lo.iter_mut().zip(hi.iter_mut()).zip(qs.iter());
+    for (((l, h), &b), (&bl, &bh)) in lanes.zip(high_lo.iter().zip(high_hi.iter())) {
+        *l = (b & 0x0F) | bl;
+        *h = (b >> 4) | bh;
     }
     q
 }
@@ -48,7 +71,7 @@ fn five_bit(qs: &[u8; HALF], qh: u32) -> [u8; QK] {
 #[inline(always)]
 pub(super) fn q5_0(b: &BlockQ5_0, y: &mut [f32; QK]) {
     let d = b.d();
-    let q = five_bit(&b.qs, b.qh());
+    let q = five_bit(&b.qs, b.qh);
     for (o, &q) in y.iter_mut().zip(q.iter()) {
         *o = (i32::from(q) - 16) as f32 * d;
     }
@@ -58,7 +81,7 @@ pub(super) fn q5_0(b: &BlockQ5_0, y: &mut [f32; QK]) {
 #[inline(always)]
 pub(super) fn q5_1(b: &BlockQ5_1, y: &mut [f32; QK]) {
     let (d, m) = (b.d(), b.m());
-    let q = five_bit(&b.qs, b.qh());
+    let q = five_bit(&b.qs, b.qh);
     for (o, &q) in y.iter_mut().zip(q.iter()) {
         *o = f32::from(q) * d + m;
     }
