@@ -1,5 +1,6 @@
 //! [`GgufFile`]: a parsed header plus zero-copy access to the tensor data.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
@@ -52,6 +53,8 @@ impl Backing {
 pub struct GgufFile {
     header: GgufHeader,
     backing: Backing,
+    /// Tensor name -> index in `header.tensors` (names are unique: checked by the parser).
+    by_name: HashMap<String, usize>,
 }
 
 impl fmt::Debug for GgufFile {
@@ -90,15 +93,26 @@ impl GgufFile {
     pub fn parse(bytes: &[u8]) -> Result<GgufFile> {
         // Validate before copying, so a hostile header costs no copy.
         let header = parse_header(bytes)?;
-        Ok(GgufFile {
-            header,
-            backing: Backing::Owned(bytes.to_vec()),
-        })
+        Ok(Self::assemble(header, Backing::Owned(bytes.to_vec())))
     }
 
     fn with_backing(backing: Backing) -> Result<GgufFile> {
         let header = parse_header(backing.bytes())?;
-        Ok(GgufFile { header, backing })
+        Ok(Self::assemble(header, backing))
+    }
+
+    fn assemble(header: GgufHeader, backing: Backing) -> GgufFile {
+        let by_name = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        GgufFile {
+            header,
+            backing,
+            by_name,
+        }
     }
 
     /// The parsed header.
@@ -123,7 +137,7 @@ impl GgufFile {
 
     /// The tensor named `name`.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.header.tensors.iter().find(|t| t.name == name)
+        self.by_name.get(name).map(|&i| &self.header.tensors[i])
     }
 
     /// The bytes of a tensor of this file (zero-copy).
