@@ -151,6 +151,14 @@ mod tests {
             .collect()
     }
 
+    pub(super) fn values_pub(n: usize, seed: u64) -> Vec<f32> {
+        values(n, seed)
+    }
+
+    pub(super) fn random_blocks_pub(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
+        random_blocks(ty, n_blocks, seed)
+    }
+
     fn random_blocks(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
         let raw = values(n_blocks * ty.type_size(), seed);
         let mut b: Vec<u8> = raw.iter().map(|v| (v.to_bits() >> 7) as u8).collect();
@@ -226,5 +234,40 @@ mod tests {
             .map(|(x, y)| f64::from(*x) * f64::from(*y))
             .sum();
         assert!((f64::from(dot_f32(&a, &b)) - want).abs() < 1e-5);
+    }
+}
+
+#[cfg(test)]
+mod dispatch_tests {
+    use super::*;
+    use crate::cpu::{kernels, simd};
+
+    /// The run-time dispatched kernel (AVX2 where available) agrees with the portable one.
+    #[test]
+    fn dispatched_rows_match_portable_rows() {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
+            let (bpr, n_rows, n_tokens) = (18, 5, 3);
+            let rb = bpr * ty.type_size();
+            let rows = tests::random_blocks_pub(ty, bpr * n_rows, 11 + ty.id() as u64);
+            let x = tests::values_pub(bpr * 32 * n_tokens, 5);
+            let mut xq = Vec::new();
+            quantize_q8(&x, &mut xq);
+            let mut a = vec![0f32; n_rows * n_tokens];
+            let mut b = vec![0f32; n_rows * n_tokens];
+            kernels::rows_q8(ty, &rows, rb, &xq, bpr, &mut a);
+            simd::rows_q8(ty, &rows, rb, &xq, bpr, &mut b);
+            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (p - q).abs() <= 1e-5 * (1.0 + p.abs()),
+                    "{ty} [{i}]: {p} vs {q}"
+                );
+            }
+        }
     }
 }
