@@ -183,3 +183,12 @@ fn default_model_header_mutations_never_panic() {
         })
         .unwrap();
 }
+
+#[test]
+fn allocation_tracker_sees_large_allocations() {
+    // The bound checked by `parse_bounded` is only meaningful if the tracker records sizes.
+    LARGEST.with(|l| l.set(0));
+    let v = std::hint::black_box(vec![1u8; 3 << 20]);
+    assert!(LARGEST.with(|l| l.get()) >= 3 << 20);
+    drop(v);
+}

@@ -127,3 +127,31 @@ fn writer_rejects_invalid_declarations_and_metadata() {
         Err(GgufError::BadAlignment { .. })
     ));
 }
+
+#[test]
+fn layer_span_merges_padding_and_keeps_separate_ranges() {
+    // Alignment 32; F32 tensors of 1 element (4 bytes, padded to 32) and 8 elements (32 bytes).
+    let decls = [
+        TensorDecl::new("blk.0.a", &[1], GgmlType::F32), // offset 0, 4 bytes
+        TensorDecl::new("blk.0.b", &[8], GgmlType::F32), // offset 32, 32 bytes
+        TensorDecl::new("blk.1.a", &[8], GgmlType::F32), // offset 64
+        TensorDecl::new("blk.0.c", &[8], GgmlType::F32), // offset 96
+        TensorDecl::new("output_norm.weight", &[8], GgmlType::F32), // offset 128
+    ];
+    let mut w = GgufWriter::new(Vec::new(), &Metadata::new(), &decls).unwrap();
+    for d in &decls {
+        let n = d.dims[0] as usize * 4;
+        w.write_tensor(&d.name, &vec![7u8; n]).unwrap();
+    }
+    let f = GgufFile::from_bytes(w.finish().unwrap()).unwrap();
+    let d = f.data_offset();
+    // a and b are separated only by padding: one range; c is after blk.1.a: a second range.
+    assert_eq!(f.layer_span(0), vec![d..d + 64, d + 96..d + 128]);
+    assert_eq!(f.layer_span(1), vec![d + 64..d + 96]);
+    assert!(f.layer_span(2).is_empty());
+    assert_eq!(f.block_count(), 2);
+    let names: Vec<&str> = f.layer_tensors(0).iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["blk.0.a", "blk.0.b", "blk.0.c"]);
+    assert_eq!(f.non_layer_tensors().len(), 1);
+    assert_eq!(f.tensor("blk.0.c").unwrap().offset, 96);
+}
