@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
     let again = GgufFile::from_bytes(w.finish().unwrap()).unwrap();
     assert_eq!(again.tensors().len(), file.tensors().len());
     for (a, b) in file.tensors().iter().zip(again.tensors()) {
-        assert_eq!((&a.name, &a.dims, a.ggml_type), (&b.name, &b.dims, b.ggml_type));
+        assert_eq!(
+            (&a.name, &a.dims, a.ggml_type),
+            (&b.name, &b.dims, b.ggml_type)
+        );
         assert_eq!(file.tensor_data(a), again.tensor_data(b));
     }
     assert_eq!(again.metadata().len(), file.metadata().len());
