@@ -32,6 +32,24 @@ fn int_as<T: TryFrom<i128>>(key: &str, expected: &str, v: &Value) -> Result<T> {
     })
 }
 
+impl<K: Into<String>> FromIterator<(K, Value)> for Metadata {
+    /// Collects key-value pairs in order; a repeated key keeps its first position and its last
+    /// value (as [`Metadata::insert`]).
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Self {
+        let mut m = Metadata::new();
+        m.extend(iter);
+        m
+    }
+}
+
+impl<K: Into<String>> Extend<(K, Value)> for Metadata {
+    fn extend<I: IntoIterator<Item = (K, Value)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
 impl Metadata {
     /// An empty metadata set (for building files with [`crate::GgufWriter`]).
     pub fn new() -> Self {
@@ -63,6 +81,18 @@ impl Metadata {
     pub(crate) fn reserve(&mut self, n: usize) {
         self.entries.reserve(n);
         self.index.reserve(n);
+    }
+
+    /// Removes `key`, returning its value; later keys keep their order.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.index.remove(key)?;
+        let (_, v) = self.entries.remove(i);
+        for idx in self.index.values_mut() {
+            if *idx > i {
+                *idx -= 1;
+            }
+        }
+        Some(v)
     }
 
     /// The value of `key`, if present.

@@ -296,3 +296,23 @@ fn open_reports_missing_file_with_its_path() {
         .to_string();
     assert!(e.contains("/nonexistent/model.gguf"), "{e}");
 }
+
+#[test]
+fn metadata_insert_remove_and_collect_keep_order() {
+    let mut m: gguf::Metadata = [
+        ("a", Value::U8(1)),
+        ("b", Value::U8(2)),
+        ("c", Value::U8(3)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(m.insert("a", Value::U8(9)), Some(Value::U8(1)));
+    assert_eq!(m.remove("b"), Some(Value::U8(2)));
+    assert_eq!(m.remove("b"), None);
+    m.extend([("d", Value::Bool(true))]);
+    let keys: Vec<&str> = m.iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["a", "c", "d"]);
+    assert_eq!(m.get_u32("c").unwrap(), 3);
+    assert_eq!(m.get_u32("a").unwrap(), 9);
+    assert_eq!(m.len(), 3);
+}
