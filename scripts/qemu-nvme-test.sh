@@ -89,7 +89,7 @@ add_mod() {
     for dep in $(tr '\0' '\n' < "$f" | sed -n 's/^depends=//p' | tr ',' ' '); do add_mod "$dep"; done
     DONE[$key]=1; ORDER+=("$f")
 }
-for m in vfio vfio_iommu_type1 vfio-pci nvme; do add_mod "$m"; done
+for m in vfio vfio_iommu_type1 vfio-pci nvme crc32c_generic ext4; do add_mod "$m"; done
 : > "$IR/modules.order"
 for f in "${ORDER[@]}"; do cp "$f" "$IR/lib/modules/"; basename "$f" >> "$IR/modules.order"; done
 log "modules: $(tr '\n' ' ' < "$IR/modules.order")"
@@ -101,6 +101,22 @@ head -c "$SIZE" /dev/urandom > "$WORK/disk.img"
 SHA=$(sha256sum "$WORK/disk.img" | cut -d' ' -f1)
 head -c $((SCRATCH_MB * 1048576)) /dev/zero >> "$WORK/disk.img"
 log "image: $IMAGE_MB MiB random bytes, sha256 $SHA (+ $SCRATCH_MB MiB scratch)"
+# A second controller with an ext4 filesystem holding a file of known bytes (extent test).
+FS_ARGS=(); FS_CMDLINE=""
+if command -v mkfs.ext4 >/dev/null; then
+    mkdir -p "$WORK/fsroot"
+    # 1 MiB data, a 1 MiB hole, 3 MiB + 777 bytes data: several extents, holes read as zeros.
+    FLEN=$((5 * 1048576 + 777))
+    head -c 1048576 /dev/urandom > "$WORK/fsroot/model.bin"
+    head -c $((3 * 1048576 + 777)) /dev/urandom | dd of="$WORK/fsroot/model.bin" bs=1M seek=2 conv=notrunc status=none
+    FSHA=$(sha256sum "$WORK/fsroot/model.bin" | cut -d' ' -f1)
+    mkfs.ext4 -q -F -b 4096 -d "$WORK/fsroot" "$WORK/fs.img" 48M >&2
+    FS_ARGS=(-drive file="$WORK/fs.img",if=none,id=f,format=raw -device nvme,drive=f,serial=vramlessfs01)
+    FS_CMDLINE="nvt.fsha=$FSHA nvt.flen=$FLEN"
+    log "ext4 image with model.bin ($FLEN bytes, sha256 $FSHA)"
+else
+    log "!!! mkfs.ext4 missing: the FIEMAP extent part of the guest test is skipped"
+fi
 
 # --- boot ------------------------------------------------------------------------------------
 LOG=$WORK/console.log
@@ -108,17 +124,20 @@ set +e
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 1024 -smp 2 \
     -machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,caching-mode=on \
     -drive file="$WORK/disk.img",if=none,id=d,format=raw -device nvme,drive=d,serial=vramless0001 \
+    "${FS_ARGS[@]}" \
     -kernel "$VMLINUZ" -initrd "$WORK/initramfs.gz" \
-    -append "console=ttyS0 intel_iommu=on panic=-1 quiet nvt.size=$SIZE nvt.sha=$SHA nvt.scratch=$((SIZE / 512))" \
+    -append "console=ttyS0 intel_iommu=on panic=-1 quiet nvt.size=$SIZE nvt.sha=$SHA nvt.scratch=$((SIZE / 512)) $FS_CMDLINE" \
     -display none -serial stdio -monitor none -no-reboot < /dev/null > "$LOG" 2>&1
 rc=$?
 set -e
 mkdir -p "$CACHE/logs" && cp "$LOG" "$CACHE/logs/console-last.log"
-grep -a -E '^(guest:|identify:|namespace|RESULT-LINE|write\+read|shutdown:|error:|NVME-)' "$LOG" | tr -d '\r' >&2 || true
+grep -a -E '^(guest:|identify:|namespace|RESULT-LINE|write\+read|shutdown:|error:|extents:|NVME-|EXTENT-)' "$LOG" | tr -d '\r' >&2 || true
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     log "FAIL: QEMU hit the ${TIMEOUT}s timeout (console log: $CACHE/logs/console-last.log)"; exit 1
 fi
-if grep -aq 'NVME-DIRECT-GUEST-RESULT: PASS' "$LOG" && grep -aq 'kernel-driver sha256 OK' "$LOG"; then
+extent_ok=true
+if [ -n "$FS_CMDLINE" ] && ! grep -aq 'EXTENT-RESULT: PASS' "$LOG"; then extent_ok=false; fi
+if grep -aq 'NVME-DIRECT-GUEST-RESULT: PASS' "$LOG" && grep -aq 'kernel-driver sha256 OK' "$LOG" && $extent_ok; then
     log "PASS"
     exit 0
 fi
