@@ -37,14 +37,18 @@ fn unpack_2bit(qs: &[u8; QK_K / 4]) -> [u8; QK_K] {
 pub(super) fn q2_k(b: &BlockQ2_K, y: &mut [f32; QK_K]) {
     let (d, dmin) = (b.d(), b.dmin());
     let q = unpack_2bit(&b.qs);
-    for (y, (q, &sc)) in y
-        .chunks_exact_mut(16)
-        .zip(q.chunks_exact(16).zip(b.scales.iter()))
-    {
+    // Widen first: with the widening inside the per-group loop LLVM vectorised across groups
+    // with byte-wise loads (measured about 20% slower).
+    let mut qf = [0f32; QK_K];
+    for (o, &q) in qf.iter_mut().zip(q.iter()) {
+        *o = f32::from(q);
+    }
+    let groups = y.chunks_exact_mut(16).zip(qf.chunks_exact(16));
+    for ((y, q), &sc) in groups.zip(b.scales.iter()) {
         let dl = d * f32::from(sc & 0x0F);
         let ml = dmin * f32::from(sc >> 4);
         for (o, &q) in y.iter_mut().zip(q.iter()) {
-            *o = dl * f32::from(q) - ml;
+            *o = dl * q - ml;
         }
     }
 }
