@@ -68,13 +68,18 @@ impl PipelineStats {
 impl fmt::Display for PipelineStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let row = |f: &mut fmt::Formatter<'_>, name: &str, s: &StageStats| {
+            // Rates over less than a millisecond of work are noise: show them as "-".
+            let rate = if s.busy.as_micros() >= 1000 {
+                format!("{:.2}", s.gbps())
+            } else {
+                "-".into()
+            };
             writeln!(
                 f,
-                "  {name:<8} {:>6} items {:>12} bytes {:>10.3} s busy {:>8.2} GB/s",
+                "  {name:<8} {:>6} items {:>12} bytes {:>10.3} s busy {rate:>8} GB/s",
                 s.items,
                 s.bytes,
                 s.busy.as_secs_f64(),
-                s.gbps()
             )
         };
         row(f, "read", &self.read)?;
