@@ -48,6 +48,7 @@ pub struct Controller<R: RegisterIo, M: DmaMemory> {
     pub(crate) max_transfer: usize,
     scratch: M::Buffer,
     shut_down: bool,
+    pub(crate) needs_reset: std::sync::atomic::AtomicBool,
 }
 
 impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
@@ -86,6 +87,7 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
             max_transfer: PAGE_SIZE,
             scratch,
             shut_down: false,
+            needs_reset: std::sync::atomic::AtomicBool::new(false),
         };
         c.disable()?;
         c.enable()?;
@@ -303,8 +305,17 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
         Ok(())
     }
 
+    /// Resets the controller when a queue handle disabled it after an error.
+    pub(crate) fn reset_if_needed(&mut self) -> Result<()> {
+        if self.needs_reset.load(std::sync::atomic::Ordering::SeqCst) {
+            self.reset()?;
+        }
+        Ok(())
+    }
+
     /// Identify Namespace `nsid`: size and LBA format.
     pub fn namespace(&mut self, nsid: u32) -> Result<NamespaceIdentity> {
+        self.reset_if_needed()?;
         if nsid == 0 || nsid > self.identity.namespace_count.max(1) {
             return Err(Error::InvalidArgument(format!(
                 "namespace {nsid} does not exist (controller has {})",
@@ -331,12 +342,17 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
     /// Controller reset: disable (stops all DMA), re-enable, recreate the I/O queues.
     /// Every command in flight is forgotten.
     pub fn reset(&mut self) -> Result<()> {
+        self.needs_reset
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.disable()?;
         for q in &mut self.io {
             q.reset_state()?;
         }
         self.enable()?;
-        self.create_io_queues()
+        self.create_io_queues()?;
+        self.needs_reset
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// Normal shutdown (CC.SHN), waiting for CSTS.SHST = complete. Idempotent.

@@ -23,4 +23,4 @@ pub use command::{ControllerIdentity, NamespaceIdentity};
 pub use controller::{Config, Controller};
 pub use dma::{DmaBuffer, DmaMemory, RegisterIo};
 pub use error::{Error, NvmeStatus, Result};
-pub use io::BlockRange;
+pub use io::{BlockRange, IoQueue};
