@@ -25,7 +25,7 @@ pub struct PlanOptions {
     /// Node budget of the exact search; when spent, the best placement found so far is used and
     /// [`PlanMethod::ExactStopped`] reports it.
     pub exact_node_limit: u64,
-    /// Passes of the improvement step (single moves and pairwise swaps) after greedy.
+    /// Passes of the improvement step (single moves, pairwise swaps, ejections) after greedy.
     pub improvement_rounds: usize,
 }
 
@@ -45,7 +45,7 @@ impl Default for PlanOptions {
 /// The order of work: pinned items go to their tier first (error if one does not fit). Then the
 /// items with weight > 0 are assigned, by exact branch and bound when there are at most
 /// [`PlanOptions::exact_max_items`] of them, otherwise by greedy value density (time saved per
-/// byte) followed by single-move and swap improvements. Items with weight 0 (not read per step)
+/// byte) followed by single-move, swap and ejection improvements. Items with weight 0 (not read per step)
 /// then go into the room left, slowest allowed tier first, so they never take room in a fast
 /// tier from an item that is read; only if one of them finds no room that way (a limited
 /// slowest tier, `Never` constraints) are all items solved together, weight-0 items costing

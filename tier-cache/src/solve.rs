@@ -109,7 +109,69 @@ pub(crate) fn greedy(p: &Problem, rounds: usize) -> Solution {
     Ok(out)
 }
 
-/// Local search: move single items to a cheaper tier with room, swap pairs between tiers.
+/// One pass of ejection moves: item `i` moves from its tier `c` into a cheaper tier `a` that
+/// lacks room, pushing out to `c` the items of `a` that lose the least per byte by the move,
+/// when the total cost drops (a 1-for-k exchange, which pairwise swaps cannot do).
+fn eject(p: &Problem, assign: &mut [usize], free: &mut [u128]) -> bool {
+    let n = assign.len();
+    let tiers = p.tiers();
+    let mut improved = false;
+    for a in 0..tiers {
+        for c in 0..tiers {
+            if a == c {
+                continue;
+            }
+            // Items in `a` that may go to `c`, by loss per byte of that move, lowest first.
+            let mut pool: Vec<(f64, usize)> = (0..n)
+                .filter(|&j| assign[j] == a && p.allowed(j, c))
+                .map(|j| {
+                    let loss = p.cost[j][c] - p.cost[j][a];
+                    (loss / p.sizes[j].max(1) as f64, j)
+                })
+                .collect();
+            pool.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+            for i in 0..n {
+                if assign[i] != c || !p.allowed(i, a) {
+                    continue;
+                }
+                let gain = p.cost[i][c] - p.cost[i][a];
+                let si = u128::from(p.sizes[i]);
+                if gain <= 0.0 || si <= free[a] {
+                    continue; // not cheaper there, or a plain move (done elsewhere)
+                }
+                let (mut room, mut out_bytes, mut loss) = (free[a], 0u128, 0.0);
+                let mut chosen = Vec::new();
+                for &(_, j) in &pool {
+                    if room >= si || loss >= gain {
+                        break;
+                    }
+                    if assign[j] != a {
+                        continue;
+                    }
+                    let sj = u128::from(p.sizes[j]);
+                    room += sj;
+                    out_bytes += sj;
+                    loss += p.cost[j][c] - p.cost[j][a];
+                    chosen.push(j);
+                }
+                let fits_c = free[c] + si >= out_bytes;
+                if room >= si && fits_c && loss < gain - 1e-12 * gain.abs() {
+                    for &j in &chosen {
+                        assign[j] = c;
+                    }
+                    assign[i] = a;
+                    free[a] = room - si;
+                    free[c] = free[c] + si - out_bytes;
+                    improved = true;
+                }
+            }
+        }
+    }
+    improved
+}
+
+/// Local search: move single items to a cheaper tier with room, swap pairs between tiers,
+/// eject several items of a cheaper tier to make room for one that gains more.
 pub(crate) fn improve(p: &Problem, assign: &mut [usize], free: &mut [u128], rounds: usize) {
     let n = assign.len();
     let tiers = p.tiers();
@@ -155,6 +217,9 @@ pub(crate) fn improve(p: &Problem, assign: &mut [usize], free: &mut [u128], roun
                     improved = true;
                 }
             }
+        }
+        if n <= 3000 && eject(p, assign, free) {
+            improved = true;
         }
         if !improved {
             break;
