@@ -76,6 +76,70 @@ fn run() -> Result<(), String> {
             ));
         }
     }
+    // Both I/O queues at once, one thread each, every thread reading half of the image.
+    {
+        let half = blocks / 2;
+        let half_bytes = half as usize * bs;
+        let mut halves = [
+            c.memory().alloc(half_bytes).map_err(|e| e.to_string())?,
+            c.memory().alloc(half_bytes).map_err(|e| e.to_string())?,
+        ];
+        let t = Instant::now();
+        let nsr = &ns;
+        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = c
+                .io_queues()
+                .into_iter()
+                .zip(halves.iter_mut())
+                .enumerate()
+                .map(|(i, (mut q, buf))| {
+                    s.spawn(move || {
+                        let r = BlockRange {
+                            lba: i as u64 * half,
+                            blocks: half,
+                        };
+                        q.read(nsr, r, buf, 0, 32).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+                .collect()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        for r in results {
+            r?;
+        }
+        let mut h = Sha256::new();
+        h.update(&halves[0].as_slice()[..half_bytes]);
+        h.update(&halves[1].as_slice()[..half_bytes]);
+        let mut whole = c
+            .memory()
+            .alloc(2 * half_bytes)
+            .map_err(|e| e.to_string())?;
+        c.read(
+            0,
+            &ns,
+            BlockRange {
+                lba: 0,
+                blocks: 2 * half,
+            },
+            &mut whole,
+            0,
+            32,
+        )
+        .map_err(|e| e.to_string())?;
+        let ok = h.finalize()[..] == Sha256::digest(&whole.as_slice()[..2 * half_bytes])[..];
+        println!(
+            "RESULT-LINE driver read 2 threads x 1 queue each, qd=32: {:.1} MB/s, bytes {}",
+            (2 * half_bytes) as f64 / secs / 1e6,
+            if ok { "OK" } else { "MISMATCH" }
+        );
+        if !ok {
+            return Err("two-thread read differs from a single-queue read".into());
+        }
+    }
     // Second queue, a smaller unaligned read checked against the first queue's bytes.
     let mut a1 = c.memory().alloc(1 << 20).map_err(|e| e.to_string())?;
     let mut a2 = c.memory().alloc((1 << 20) + 8).map_err(|e| e.to_string())?;
