@@ -202,7 +202,8 @@ impl<K: Key, S: Storage> TierCache<K, S> {
 
     /// Hands the cache an item whose bytes already live in `tier` under `handle`; that becomes
     /// its home. Fails on a duplicate key, an unknown tier, or if `tier` has no room even after
-    /// evicting streamed copies. Call [`TierCache::replan`] after inserting to place items.
+    /// evicting streamed copies. The home may break the item's constraints (e.g. a layer pinned
+    /// to VRAM inserted on storage) until [`TierCache::replan`], which places every item.
     pub fn insert(&self, item: Item<K>, tier: TierId, handle: S::Handle) -> Result<(), CacheError> {
         let mut st = self.state.lock();
         st.check_tier(tier)?;

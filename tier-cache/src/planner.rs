@@ -45,11 +45,11 @@ impl Default for PlanOptions {
 /// The order of work: pinned items go to their tier first (error if one does not fit). Then the
 /// items with weight > 0 are assigned, by exact branch and bound when there are at most
 /// [`PlanOptions::exact_max_items`] of them, otherwise by greedy value density (time saved per
-/// byte) followed by single-move, swap and ejection improvements. Items with weight 0 (not read per step)
-/// then go into the room left, slowest allowed tier first, so they never take room in a fast
-/// tier from an item that is read; only if one of them finds no room that way (a limited
-/// slowest tier, `Never` constraints) are all items solved together, weight-0 items costing
-/// nothing, so the predicted time stays optimal. The exact search is optimal (checked against
+/// byte) followed by single-move, swap and ejection improvements. Items with weight 0 (not
+/// read per step) then go into the room left, slowest allowed tier first, so they never take
+/// room in a fast tier from an item that is read; only if one of them finds no room that way
+/// (a limited slowest tier, `Never` constraints) are all items solved together, weight-0 items
+/// costing nothing, so the predicted time stays optimal. The exact search is optimal (checked against
 /// brute force in the tests); greedy is optimal when the items have equal size (e.g. the
 /// layers of one model) and a heuristic otherwise (a big item with the best density can block
 /// two smaller ones worth more together).
