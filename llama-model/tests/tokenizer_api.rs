@@ -152,3 +152,67 @@ fn metadata_errors_name_the_problem() {
     assert_eq!(tok.encode("ab", false).unwrap(), [2]);
     assert_eq!(tok.encode("ba", false).unwrap(), [1, 0]);
 }
+
+mod round_trip {
+    use std::sync::OnceLock;
+
+    use llama_model::tokenizer::{StreamDecoder, Tokenizer};
+    use proptest::prelude::*;
+
+    fn tok() -> &'static Tokenizer {
+        static TOK: OnceLock<Tokenizer> = OnceLock::new();
+        TOK.get_or_init(super::llama3_vocab)
+    }
+
+    /// Strings mixing what the pre-tokenizer treats differently: letters, digits, spaces,
+    /// newlines, tabs, apostrophes, punctuation, accents, CJK, emoji (4-byte), combining marks,
+    /// non-ASCII spaces and digits, and special-token text.
+    fn text() -> impl Strategy<Value = String> {
+        let atoms = prop::sample::select(vec![
+            "a",
+            "Z",
+            "hello",
+            " ",
+            "  ",
+            "\n",
+            "\r\n",
+            "\t",
+            "'s",
+            "'RE",
+            "'",
+            "7",
+            "123456",
+            ".",
+            "!!",
+            "é",
+            "Ä",
+            "я",
+            "中文",
+            "🦙",
+            "😶\u{200d}🌫\u{fe0f}",
+            "\u{301}",
+            "\u{a0}",
+            "\u{3000}",
+            "٣",
+            "½",
+            "<|eot_id|>",
+            "<|begin_of_text|>",
+            "``",
+            "\u{10ffff}",
+        ]);
+        prop::collection::vec(atoms, 0..24).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn decode_inverts_encode(s in text()) {
+            let ids = tok().encode(&s, false).unwrap();
+            prop_assert_eq!(tok().decode(&ids), s.clone());
+            let mut stream = StreamDecoder::new(tok());
+            let mut streamed: String = ids.iter().map(|&id| stream.push(id)).collect();
+            streamed.push_str(&stream.finish());
+            prop_assert_eq!(streamed, s);
+        }
+    }
+}
