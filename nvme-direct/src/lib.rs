@@ -6,6 +6,7 @@ pub mod dma;
 pub mod error;
 pub mod extent;
 pub mod io;
+pub mod iova;
 pub mod prp;
 mod queue;
 pub mod regs;

@@ -14,6 +14,7 @@ use vfio_bindings::bindings::vfio as vb;
 use super::cvt;
 use crate::dma::{check_range, DmaBuffer, DmaMemory, RegisterIo};
 use crate::error::{Error, Result};
+use crate::iova::IovaAllocator;
 
 /// VFIO ioctls are all `_IO(VFIO_TYPE, VFIO_BASE + n)` (linux/vfio.h).
 const fn vfio_io(n: u32) -> libc::Ioctl {
@@ -42,7 +43,7 @@ fn sys_err(op: impl Into<String>, hint: &'static str) -> impl FnOnce(io::Error) 
 
 struct Container {
     fd: File,
-    next_iova: Mutex<u64>,
+    iova: Mutex<IovaAllocator>,
 }
 
 /// A PCI function opened through VFIO (type1v2 IOMMU), with BAR0 mapped.
@@ -185,7 +186,7 @@ impl VfioDevice {
         let dev = Self {
             container: Arc::new(Container {
                 fd: container,
-                next_iova: Mutex::new(IOVA_BASE),
+                iova: Mutex::new(IovaAllocator::new(IOVA_BASE, IOVA_LIMIT)),
             }),
             _group: group,
             bar0: Bar0 {
@@ -373,13 +374,21 @@ impl Drop for VfioBuffer {
             size: self.len as u64,
         };
         // SAFETY: unmap is a valid struct for the call; the range was mapped by us.
-        unsafe {
+        let unmapped = unsafe {
             libc::ioctl(
                 self.container.fd.as_raw_fd(),
                 VFIO_IOMMU_UNMAP_DMA,
                 &mut unmap as *mut _,
             )
         };
+        if unmapped == 0 {
+            // Only a range the IOMMU no longer translates may be handed out again.
+            self.container
+                .iova
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .free(self.iova, self.len as u64);
+        }
         // SAFETY: ptr/len is the anonymous mapping made in alloc; no references remain.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
@@ -422,6 +431,10 @@ impl DmaMemory for VfioDma {
                 io::Error::last_os_error(),
             ));
         }
+        if want_huge && !huge {
+            // SAFETY: advice on our own fresh mapping; failure only means no transparent huge pages.
+            unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+        }
         let ptr =
             NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
         let free = |e: Error| {
@@ -436,22 +449,14 @@ impl DmaMemory for VfioDma {
                 "raise RLIMIT_MEMLOCK (ulimit -l) or run as root",
             )(io::Error::last_os_error())));
         }
-        let iova = {
-            let mut next = self
-                .container
-                .next_iova
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let align = round as u64;
-            let start = next.next_multiple_of(align);
-            let end = start.checked_add(len as u64).filter(|e| *e <= IOVA_LIMIT);
-            match end {
-                Some(e) => {
-                    *next = e;
-                    start
-                }
-                None => return Err(free(Error::Dma("IOVA space below 2^39 exhausted".into()))),
-            }
+        let iova = self
+            .container
+            .iova
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alloc(len as u64, round as u64);
+        let Some(iova) = iova else {
+            return Err(free(Error::Dma("IOVA space below 2^39 exhausted".into())));
         };
         let mut map = vb::vfio_iommu_type1_dma_map {
             argsz: std::mem::size_of::<vb::vfio_iommu_type1_dma_map>() as u32,
@@ -461,13 +466,19 @@ impl DmaMemory for VfioDma {
             size: len as u64,
         };
         // SAFETY: map describes our locked mapping; the kernel pins it for the device.
-        if let Err(e) = cvt(unsafe {
+        let mapped = cvt(unsafe {
             libc::ioctl(
                 self.container.fd.as_raw_fd(),
                 VFIO_IOMMU_MAP_DMA,
                 &mut map as *mut _,
             )
-        }) {
+        });
+        if let Err(e) = mapped {
+            self.container
+                .iova
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .free(iova, len as u64);
             return Err(free(sys_err(
                 "VFIO_IOMMU_MAP_DMA",
                 "IOVA range reserved or RLIMIT_MEMLOCK too low",
