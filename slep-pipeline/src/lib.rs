@@ -59,3 +59,8 @@ pub use source::resident::ResidentSource;
 pub use source::routed::RoutedSource;
 pub use stage::{CopySegment, Fetched, HostMemory, HostRegion, Source, SourceKind, Transfer};
 pub use stats::{PipelineStats, StageStats};
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -184,3 +184,24 @@ fn file_truncated_after_open_is_a_typed_error() {
     assert!(matches!(err, PipelineError::ShortRead { .. }), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn consumer_panic_propagates_without_hanging() {
+    let dir = scratch("panic");
+    let (path, _) = random_file(&dir, "data.bin", 100_000, 7);
+    let schedule = random_schedule(100_000, 30, 5000, 8);
+    let mut src = MmapSource::open(&path, 1).unwrap();
+    let mut p = Pipeline::new(CpuTransfer::default(), 4, 5000).unwrap();
+    let t = Instant::now();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.run(&schedule, &mut src, |ready| {
+            if ready.index == 3 {
+                panic!("consumer bug");
+            }
+            Ok(None)
+        })
+    }));
+    assert!(r.is_err(), "the consumer's panic reaches the caller");
+    assert!(t.elapsed() < Duration::from_secs(60), "no hang");
+    std::fs::remove_dir_all(dir).ok();
+}

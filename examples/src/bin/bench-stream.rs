@@ -289,8 +289,15 @@ fn run<T: Transfer>(
     Ok(())
 }
 
-fn main() -> Result<(), BoxError> {
+fn main() {
     let args = Args::parse();
+    if let Err(e) = bench(&args) {
+        eprintln!("bench-stream: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn bench(args: &Args) -> Result<(), BoxError> {
     let probe_bytes = usize::try_from(args.chunk.min(256 << 20))?;
     match args.device {
         DeviceArg::Cpu => {
@@ -306,7 +313,7 @@ fn main() -> Result<(), BoxError> {
                 "host memcpy bandwidth",
             )
         }
-        DeviceArg::Cuda => cuda_main(&args, probe_bytes),
+        DeviceArg::Cuda => cuda_main(args, probe_bytes),
     }
 }
 
