@@ -66,3 +66,49 @@ fn every_source_streams_into_vram_exactly() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn device_side_consumer_with_release_events() {
+    let t = match CudaTransfer::new(0) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("SKIPPED GPU release-event test: {e}");
+            return;
+        }
+    };
+    let dir = scratch("cuda-release");
+    let len = 32 * 1024 * 1024 + 77;
+    let (path, file) = random_file(&dir, "data.bin", len, 3);
+    let max_item = 3 * 1024 * 1024 + 5;
+    let schedule = random_schedule(len as u64, 40, max_item, 4);
+    let total = schedule.total_bytes().unwrap() as usize;
+    // The consumer works on its own stream: it waits on the copy's event, copies the slot into
+    // an accumulation buffer (device to device, asynchronously) and returns its release event.
+    let compute = t.context().new_stream().unwrap();
+    let mut acc = compute.alloc_zeros::<u8>(total.max(1)).unwrap();
+    let mut src = FileSource::open(&path, ReadMode::Direct, IoEngine::Auto).unwrap();
+    let mut p = Pipeline::new(t, 2, max_item as usize).unwrap();
+    let mut at = 0usize;
+    p.run(&schedule, &mut src, |ready| {
+        let slot = ready.buffer().expect("streamed");
+        if ready.len > 0 {
+            compute.wait(ready.event().expect("copied").event())?;
+            let view = slot.slice().slice(..ready.len);
+            let mut dst = acc.slice_mut(at..at + ready.len);
+            compute.memcpy_dtod(&view, &mut dst)?;
+        }
+        at += ready.len;
+        Ok(Some(ready.transfer().release_signal(&compute)?))
+    })
+    .unwrap();
+    let back = compute.clone_dtoh(&acc).unwrap();
+    let mut want = Vec::with_capacity(total);
+    for item in schedule.items() {
+        want.extend_from_slice(&expected(&file, item));
+    }
+    assert!(
+        back[..total] == want[..],
+        "device-side consumer saw wrong bytes"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
