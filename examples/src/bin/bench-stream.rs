@@ -307,7 +307,7 @@ fn bench(args: &Args) -> Result<(), BoxError> {
                 args.threads
             );
             run(
-                &args,
+                args,
                 CpuTransfer::new(args.threads),
                 limit,
                 "host memcpy bandwidth",
