@@ -131,7 +131,7 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 1024 -smp
 rc=$?
 set -e
 mkdir -p "$CACHE/logs" && cp "$LOG" "$CACHE/logs/console-last.log"
-grep -a -E '^(guest:|identify:|namespace|RESULT-LINE|write\+read|shutdown:|error:|extents:|NVME-|EXTENT-)' "$LOG" | tr -d '\r' >&2 || true
+grep -a -E '^(guest:|vfio:|identify:|namespace|RESULT-LINE|write\+read|shutdown:|error:|extents:|NVME-|EXTENT-)' "$LOG" | tr -d '\r' >&2 || true
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     log "FAIL: QEMU hit the ${TIMEOUT}s timeout (console log: $CACHE/logs/console-last.log)"; exit 1
 fi

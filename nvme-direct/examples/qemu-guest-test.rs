@@ -26,6 +26,16 @@ fn run() -> Result<(), String> {
     let want = a[3].to_lowercase();
     let scratch_lba: u64 = a[4].parse().map_err(|e| format!("SCRATCH_LBA: {e}"))?;
     let dev = VfioDevice::open(bdf).map_err(|e| e.to_string())?;
+    let (w0, w1) = dev.iova_window();
+    let ranges: Vec<String> = dev
+        .iova_ranges()
+        .iter()
+        .map(|(a, b)| format!("{a:#x}-{b:#x}"))
+        .collect();
+    println!(
+        "vfio: IOMMU valid IOVA ranges [{}]; DMA window {w0:#x}..{w1:#x}",
+        ranges.join(", ")
+    );
     let (bar, dma) = dev.into_parts();
     let conf = Config {
         io_queue_size: 256,

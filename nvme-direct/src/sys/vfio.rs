@@ -27,7 +27,15 @@ const VFIO_GROUP_GET_STATUS: libc::Ioctl = vfio_io(3);
 const VFIO_GROUP_SET_CONTAINER: libc::Ioctl = vfio_io(4);
 const VFIO_GROUP_GET_DEVICE_FD: libc::Ioctl = vfio_io(6);
 const VFIO_DEVICE_GET_REGION_INFO: libc::Ioctl = vfio_io(8);
+const VFIO_IOMMU_GET_INFO: libc::Ioctl = vfio_io(12);
 const VFIO_IOMMU_MAP_DMA: libc::Ioctl = vfio_io(13);
+/// linux/vfio.h `VFIO_IOMMU_INFO_CAPS`: the info carries a capability chain (Linux 5.4+;
+/// newer than the 5.0 bindings).
+const VFIO_IOMMU_INFO_CAPS: u32 = 1 << 1;
+/// linux/vfio.h `VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`.
+const CAP_IOVA_RANGE: u16 = 1;
+/// Size of `struct vfio_iommu_type1_info` with `cap_offset` and its padding (Linux 5.4+).
+const INFO_WITH_CAPS: usize = 24;
 const VFIO_IOMMU_UNMAP_DMA: libc::Ioctl = vfio_io(14);
 
 /// First IOVA handed out: 64 GiB, far from typical user addresses and below a 39-bit limit.
@@ -48,6 +56,8 @@ struct Container {
 
 /// A PCI function opened through VFIO (type1v2 IOMMU), with BAR0 mapped.
 pub struct VfioDevice {
+    ranges: Vec<(u64, u64)>,
+    window: (u64, u64),
     container: Arc<Container>,
     _group: File,
     device: Arc<File>,
@@ -183,10 +193,14 @@ impl VfioDevice {
         }
         let ptr =
             NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
+        let ranges = iova_ranges(&container);
+        let window = iova_window(&ranges);
         let dev = Self {
+            ranges,
+            window,
             container: Arc::new(Container {
                 fd: container,
-                iova: Mutex::new(IovaAllocator::new(IOVA_BASE, IOVA_LIMIT)),
+                iova: Mutex::new(IovaAllocator::new(window.0, window.1)),
             }),
             _group: group,
             bar0: Bar0 {
@@ -213,6 +227,18 @@ impl VfioDevice {
             .map_err(sys_err("write PCI command register", "config space access"))
     }
 
+    /// The IOVA window `[start, end)` DMA buffers are placed in: inside the IOMMU's valid
+    /// ranges (VFIO_IOMMU_GET_INFO) when the kernel reports them, else 64 GiB .. 2^39.
+    pub fn iova_window(&self) -> (u64, u64) {
+        self.window
+    }
+
+    /// The IOMMU's valid IOVA ranges `(start, inclusive end)` as reported by the kernel
+    /// (VFIO_IOMMU_GET_INFO capability chain); empty when it reports none.
+    pub fn iova_ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
     /// Register access to BAR0 (borrowed; the device stays open).
     pub fn bar0(&self) -> &Bar0 {
         &self.bar0
@@ -228,6 +254,88 @@ impl VfioDevice {
             },
         )
     }
+}
+
+/// The IOMMU's valid IOVA ranges (inclusive ends), empty when the kernel does not say.
+fn iova_ranges(container: &File) -> Vec<(u64, u64)> {
+    let call = |buf: &mut Vec<u64>| -> Option<Vec<u8>> {
+        let argsz = (buf.len() * 8) as u32;
+        buf[0] = u64::from(argsz); // argsz in the low half (little endian), flags = 0
+                                   // SAFETY: buf is an 8-aligned, writable buffer of argsz bytes that begins with a
+                                   // struct vfio_iommu_type1_info whose argsz field says how much the kernel may fill.
+        let r =
+            unsafe { libc::ioctl(container.as_raw_fd(), VFIO_IOMMU_GET_INFO, buf.as_mut_ptr()) };
+        (r == 0).then(|| buf.iter().flat_map(|w| w.to_ne_bytes()).collect())
+    };
+    let mut head = vec![0u64; INFO_WITH_CAPS / 8];
+    let Some(b) = call(&mut head) else {
+        return Vec::new();
+    };
+    let u32_at = |b: &[u8], o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let u64_at = |b: &[u8], o: usize| {
+        b.get(o..o + 8)
+            .map(|x| u64::from_ne_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]))
+    };
+    let (argsz, flags) = (
+        u32_at(&b, 0).unwrap_or(0) as usize,
+        u32_at(&b, 4).unwrap_or(0),
+    );
+    if flags & VFIO_IOMMU_INFO_CAPS == 0 || argsz <= INFO_WITH_CAPS || argsz > 1 << 20 {
+        return Vec::new();
+    }
+    let mut full = vec![0u64; argsz.div_ceil(8)];
+    let Some(b) = call(&mut full) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut off = u32_at(&b, 16).unwrap_or(0) as usize;
+    for _ in 0..64 {
+        if off == 0 {
+            break;
+        }
+        let id = b
+            .get(off..off + 2)
+            .map(|x| u16::from_ne_bytes([x[0], x[1]]));
+        if id == Some(CAP_IOVA_RANGE) {
+            let n = u32_at(&b, off + 8).unwrap_or(0) as usize;
+            for i in 0..n.min(4096) {
+                let at = off + 16 + 16 * i;
+                if let (Some(s), Some(e)) = (u64_at(&b, at), u64_at(&b, at + 8)) {
+                    out.push((s, e));
+                }
+            }
+        }
+        off = u32_at(&b, off + 4).unwrap_or(0) as usize;
+    }
+    out
+}
+
+/// Chooses `[start, end)` for DMA buffers: the valid range holding 64 GiB (capped at its end),
+/// else the largest valid range starting at or above 2 MiB; the default without information.
+fn iova_window(ranges: &[(u64, u64)]) -> (u64, u64) {
+    if ranges.is_empty() {
+        return (IOVA_BASE, IOVA_LIMIT);
+    }
+    if let Some(&(_, e)) = ranges
+        .iter()
+        .find(|(s, e)| *s <= IOVA_BASE && IOVA_BASE < *e)
+    {
+        return (IOVA_BASE, e.saturating_add(1));
+    }
+    ranges
+        .iter()
+        .filter_map(|&(s, e)| {
+            Some((
+                s.max(HUGE as u64).checked_next_multiple_of(HUGE as u64)?,
+                e.saturating_add(1),
+            ))
+        })
+        .filter(|(s, e)| s < e)
+        .max_by_key(|(s, e)| e - s)
+        .unwrap_or((IOVA_BASE, IOVA_LIMIT))
 }
 
 fn region_info(device: &File, index: u32) -> Result<vb::vfio_region_info> {
@@ -491,5 +599,21 @@ impl DmaMemory for VfioDma {
             huge,
             container: self.container.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iova_window_choices() {
+        assert_eq!(iova_window(&[]), (IOVA_BASE, IOVA_LIMIT));
+        // Intel IOMMU, 39-bit, with the MSI hole: the window holding 64 GiB up to 2^39.
+        let intel = [(0, 0xfedf_ffff), (0xfef0_0000, (1 << 39) - 1)];
+        assert_eq!(iova_window(&intel), (IOVA_BASE, 1 << 39));
+        // A small IOMMU (32-bit): the largest range, starting at or above 2 MiB.
+        let small = [(0, 0xfedf_ffff), (0xfef0_0000, 0xffff_ffff)];
+        assert_eq!(iova_window(&small), (HUGE as u64, 0xfee0_0000));
     }
 }
