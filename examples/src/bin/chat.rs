@@ -1,0 +1,177 @@
+//! Interactive chat with a Llama GGUF on the CPU, rendered with the model's own chat template.
+//!
+//! ```text
+//! cargo run --release --bin chat -- --model model.gguf
+//! ```
+//! Type a message and press Enter; Ctrl-D exits. Earlier turns stay in the KV cache: each turn
+//! feeds only the text the template adds after what the model has already seen.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use clap::Parser;
+use llama_model::chat::{ChatTemplate, Conversation, PromptDelta};
+use llama_model::cpu::{Model, ModelOptions};
+use llama_model::sampler::{Sampler, SamplerConfig};
+use llama_model::tokenizer::{StreamDecoder, Tokenizer};
+
+#[derive(Parser, Debug)]
+#[command(about = "Chat with a Llama GGUF (CPU reference backend)")]
+struct Args {
+    /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// System message (default: the template's own, if it has one).
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens per reply.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Top-k (0: off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Top-p (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Min-p (0: off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Repetition penalty (1: off).
+    #[arg(long, default_value_t = 1.1)]
+    repeat_penalty: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// KV cache size in positions (0: the model's context length).
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default model's path, from scripts/fetch-model.sh (which downloads it if missing).
+fn default_model() -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
+    eprintln!("chat: no --model given; running {}", script.display());
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed; pass --model PATH", script.display()));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => default_model()?,
+    };
+    let opts = ModelOptions {
+        max_context: args.ctx,
+        ..ModelOptions::default()
+    };
+    let mut model =
+        Model::open_with(&path, opts).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
+    let template = ChatTemplate::from_tokenizer_or_builtin(&tok).map_err(|e| e.to_string())?;
+    let mut conv = match &args.system {
+        Some(s) => Conversation::with_system(template, s),
+        None => Conversation::new(template),
+    };
+    let mut sampler = Sampler::new(SamplerConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        seed: args.seed,
+        ..SamplerConfig::default()
+    });
+    eprintln!(
+        "chat: {} loaded ({} layers). Type a message, Enter to send, Ctrl-D to quit.",
+        path.display(),
+        model.config().n_layers
+    );
+    let mut history: Vec<u32> = Vec::new();
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("> ");
+        let Some(line) = lines.next() else {
+            eprintln!();
+            return Ok(());
+        };
+        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let delta = conv.add_user(&line).map_err(|e| e.to_string())?;
+        if let PromptDelta::Restart(_) = delta {
+            model.reset();
+            history.clear();
+        }
+        let mut new_tokens = Vec::new();
+        if model.n_past() == 0 && tok.add_bos() {
+            if let Some(bos) = tok.bos_id() {
+                new_tokens.push(bos);
+            }
+        }
+        new_tokens.extend(tok.encode(delta.text(), true).map_err(|e| e.to_string())?);
+        if model.n_past() + new_tokens.len() + 1 >= model.state().max_context() {
+            return Err(format!(
+                "context full ({} positions cached, limit {}): restart the chat or pass a larger --ctx",
+                model.n_past(),
+                model.state().max_context()
+            ));
+        }
+        let t = Instant::now();
+        let mut logits = model.prefill(&new_tokens).map_err(|e| e.to_string())?;
+        history.extend(&new_tokens);
+        let mut reply_tokens = Vec::new();
+        let mut stream = StreamDecoder::new(&tok);
+        while reply_tokens.len() < args.max_tokens && model.n_past() < model.state().max_context() {
+            let next = sampler
+                .sample(&logits, &history)
+                .map_err(|e| e.to_string())?;
+            if tok.is_eog(next) {
+                break;
+            }
+            reply_tokens.push(next);
+            history.push(next);
+            let _ = stdout.write_all(stream.push(next).as_bytes());
+            let _ = stdout.flush();
+            logits = model.decode(next).map_err(|e| e.to_string())?;
+        }
+        let _ = stdout.write_all(stream.finish().as_bytes());
+        let _ = writeln!(stdout);
+        let _ = stdout.flush();
+        let reply = tok.decode(&reply_tokens);
+        // Every generated token went through the model; the end-of-turn token did not, so the
+        // template's end-of-turn text is part of the next turn's delta.
+        conv.add_assistant(&reply, &reply);
+        eprintln!(
+            "chat: [{} new prompt tokens, {} reply tokens, {:.1} s, {} positions cached]",
+            new_tokens.len(),
+            reply_tokens.len(),
+            t.elapsed().as_secs_f64(),
+            model.n_past()
+        );
+    }
+}

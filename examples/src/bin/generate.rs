@@ -1,0 +1,293 @@
+//! Generate text from a Llama GGUF on the CPU.
+//!
+//! ```text
+//! cargo run --release --bin generate -- --prompt "The capital of France is" --max-tokens 32
+//! ```
+//! Text streams to stdout; progress and figures go to stderr. With no `--model` the default
+//! model (SmolLM2-135M-Instruct Q4_1) is used, fetched by `scripts/fetch-model.sh` if missing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use clap::Parser;
+use llama_model::cpu::{Model, ModelOptions};
+use llama_model::sampler::{Sampler, SamplerConfig};
+use llama_model::tokenizer::{StreamDecoder, Tokenizer};
+
+#[derive(Parser, Debug)]
+#[command(about = "Generate text from a Llama GGUF (CPU reference backend)")]
+struct Args {
+    /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Prompt text (special tokens such as <|im_start|> are parsed).
+    #[arg(
+        long,
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
+    prompt: Option<String>,
+    /// Read the prompt from this file.
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Top-k (0: off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Top-p (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Min-p (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Repetition penalty (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Compute device: cpu (cuda is not built yet).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// KV cache size in positions (0: the model's context length).
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
+    /// Write {"prompt_tokens":[..],"tokens":[..],"text":".."} here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the f32 little-endian logits after the last prompt token here.
+    #[arg(long)]
+    dump_logits: Option<PathBuf>,
+    /// Print prefill and decode speed (also a standard 128-token prefill + 64-token decode).
+    #[arg(long)]
+    bench: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("generate: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default model's path, from scripts/fetch-model.sh (which downloads it if missing).
+fn default_model() -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
+    eprintln!("generate: no --model given; running {}", script.display());
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed; pass --model PATH", script.display()));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    match args.device.as_str() {
+        "cpu" => {}
+        "cuda" => {
+            return Err(
+                "this build has no CUDA backend yet (not built with CUDA); use --device cpu".into(),
+            )
+        }
+        d => return Err(format!("unknown device `{d}`: use cpu")),
+    }
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => default_model()?,
+    };
+    let prompt = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read prompt file {}: {e}", f.display()))?,
+        (None, None) => return Err("give --prompt or --prompt-file".into()),
+    };
+    let t0 = Instant::now();
+    let opts = ModelOptions {
+        max_context: args.ctx,
+        ..ModelOptions::default()
+    };
+    let mut model =
+        Model::open_with(&path, opts).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
+    let c = model.config();
+    eprintln!(
+        "generate: {} — {} layers, width {}, {} heads / {} kv heads, vocab {} (loaded in {:.2} s, {} threads)",
+        path.display(),
+        c.n_layers,
+        c.dim,
+        c.n_heads,
+        c.n_kv_heads,
+        c.vocab_size,
+        t0.elapsed().as_secs_f64(),
+        rayon_threads(),
+    );
+    let prompt_tokens = tok.encode_prompt(&prompt).map_err(|e| e.to_string())?;
+    if prompt_tokens.is_empty() {
+        return Err("the prompt encodes to no tokens".into());
+    }
+    eprintln!("generate: {} prompt tokens", prompt_tokens.len());
+
+    let mut sampler = Sampler::new(SamplerConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        seed: args.seed,
+        ..SamplerConfig::default()
+    });
+
+    let t_prefill = Instant::now();
+    let mut logits = model.prefill(&prompt_tokens).map_err(|e| e.to_string())?;
+    let prefill_s = t_prefill.elapsed().as_secs_f64();
+    if let Some(p) = &args.dump_logits {
+        let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(p, bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+
+    let mut history = prompt_tokens.clone();
+    let mut generated = Vec::new();
+    let mut stream = StreamDecoder::new(&tok);
+    let mut stdout = std::io::stdout();
+    let t_decode = Instant::now();
+    let mut decoded = 0usize;
+    while generated.len() < args.max_tokens {
+        let next = sampler
+            .sample(&logits, &history)
+            .map_err(|e| e.to_string())?;
+        if tok.is_eog(next) {
+            break;
+        }
+        generated.push(next);
+        history.push(next);
+        let piece = stream.push(next);
+        let _ = stdout.write_all(piece.as_bytes());
+        let _ = stdout.flush();
+        if generated.len() == args.max_tokens {
+            break;
+        }
+        if model.n_past() >= model.state().max_context() {
+            eprintln!("\ngenerate: context full ({} positions)", model.n_past());
+            break;
+        }
+        logits = model.decode(next).map_err(|e| e.to_string())?;
+        decoded += 1;
+    }
+    let decode_s = t_decode.elapsed().as_secs_f64();
+    let _ = stdout.write_all(stream.finish().as_bytes());
+    let _ = writeln!(stdout);
+
+    eprintln!(
+        "generate: prefill {} tokens in {:.3} s ({:.1} tok/s); {} tokens generated, decode {:.1} tok/s",
+        prompt_tokens.len(),
+        prefill_s,
+        prompt_tokens.len() as f64 / prefill_s,
+        generated.len(),
+        if decode_s > 0.0 { decoded as f64 / decode_s } else { 0.0 }
+    );
+
+    if let Some(p) = &args.json {
+        let v = serde_json::json!({
+            "prompt_tokens": prompt_tokens,
+            "tokens": generated,
+            "text": tok.decode(&generated),
+        });
+        std::fs::write(p, v.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    if args.bench {
+        bench(&mut model, &prompt_tokens)?;
+    }
+    Ok(())
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Standard figures like llama-bench's pp128 / tg64: 128 prompt tokens (the prompt repeated)
+/// as one prefill, then 64 single-token decode steps, each timed over the median of 3 runs.
+fn bench(model: &mut Model, prompt: &[u32]) -> Result<(), String> {
+    let pp: Vec<u32> = prompt.iter().copied().cycle().take(128).collect();
+    let mut pp_times = Vec::new();
+    let mut tg_times = Vec::new();
+    let (mut pp_cpu, mut tg_cpu) = (0.0, 0.0);
+    for _ in 0..3 {
+        model.reset();
+        let (t, c) = (Instant::now(), cpu_seconds());
+        let logits = model.prefill(&pp).map_err(|e| e.to_string())?;
+        pp_times.push(t.elapsed().as_secs_f64());
+        let c1 = cpu_seconds();
+        pp_cpu += c1 - c;
+        let mut next = argmax(&logits);
+        let t = Instant::now();
+        for _ in 0..64 {
+            next = argmax(&model.decode(next).map_err(|e| e.to_string())?);
+        }
+        tg_times.push(t.elapsed().as_secs_f64());
+        tg_cpu += cpu_seconds() - c1;
+    }
+    pp_times.sort_by(f64::total_cmp);
+    tg_times.sort_by(f64::total_cmp);
+    eprintln!(
+        "bench: prefill 128 tokens: {:.1} tok/s; decode 64 tokens: {:.1} tok/s (median of 3, {} threads)",
+        128.0 / pp_times[1],
+        64.0 / tg_times[1],
+        rayon_threads()
+    );
+    let threads = rayon_threads() as f64;
+    if pp_cpu > 0.0 && tg_cpu > 0.0 {
+        // On a shared machine wall time includes waiting for other processes; CPU time spent
+        // by this process over the thread count is what an idle machine would take (an upper
+        // bound on the idle wall time: it includes the worker threads' spinning).
+        eprintln!(
+            "bench: from CPU time / {threads} threads (idle-machine estimate): prefill {:.1} tok/s, decode {:.1} tok/s",
+            3.0 * 128.0 / (pp_cpu / threads),
+            3.0 * 64.0 / (tg_cpu / threads)
+        );
+    }
+    println!(
+        "{{\"prefill_tok_s\":{:.2},\"decode_tok_s\":{:.2}}}",
+        128.0 / pp_times[1],
+        64.0 / tg_times[1]
+    );
+    Ok(())
+}
+
+/// User + system CPU seconds of this process (Linux /proc; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
