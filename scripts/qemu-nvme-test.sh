@@ -5,7 +5,8 @@
 #
 # Exit codes: 0 pass, 1 test failure, 3 QEMU or its tools cannot be installed (caller decides).
 # Environment: NVME_QEMU_IMAGE_MB (default 64), NVME_QEMU_TIMEOUT seconds (default 420),
-# VRAMLESS_QEMU_CACHE (default ~/.cache/vramless/qemu), CARGO_TARGET_DIR (honoured).
+# VRAMLESS_QEMU_CACHE (default ~/.cache/vramless/qemu), CARGO_TARGET_DIR (honoured),
+# NVME_QEMU_FORCE_GLIBC=1 (use the host target + copied shared libraries instead of musl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,13 +56,13 @@ log "kernel $KVER"
 
 # --- guest test binary -----------------------------------------------------------------------
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl \
-    || rustup target add x86_64-unknown-linux-musl >&2 2>/dev/null; then
+if [ -z "${NVME_QEMU_FORCE_GLIBC:-}" ] && { rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl \
+    || rustup target add x86_64-unknown-linux-musl >&2 2>/dev/null; }; then
     log "building the static (musl) guest test binary"
     cargo build -q --release --target x86_64-unknown-linux-musl -p vramless-nvme-direct --example qemu-guest-test >&2
     GUEST_BIN=$TARGET_DIR/x86_64-unknown-linux-musl/release/examples/qemu-guest-test
 else
-    log "musl target unavailable: building for the host and copying its shared libraries"
+    log "musl target unavailable (or NVME_QEMU_FORCE_GLIBC set): building for the host and copying its shared libraries"
     cargo build -q --release -p vramless-nvme-direct --example qemu-guest-test >&2
     GUEST_BIN=$TARGET_DIR/release/examples/qemu-guest-test
 fi
