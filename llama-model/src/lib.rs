@@ -6,5 +6,7 @@
 pub mod chat;
 pub mod config;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod sampler;
 pub mod tokenizer;

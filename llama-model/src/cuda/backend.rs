@@ -1,0 +1,334 @@
+//! The CUDA device, its compute stream, the loaded kernels and safe launches of each kernel.
+
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+
+use super::compile::{compile_module_cached, nvrtc_available, KERNEL_MODULES};
+use super::error::{driver, CudaError, Result};
+use super::sys::{self, Launch};
+use super::weights::{type_code, DeviceWeight};
+
+/// Rows of a matrix-vector product per CTA (`MATVEC_WARPS` in `kernels/matvec.cu`).
+const MATVEC_ROWS_PER_CTA: usize = 4;
+/// Threads of the reduction kernels (`RED_THREADS` in `kernels/elementwise.cu`).
+const RED_THREADS: u32 = 256;
+/// Threads per CTA of the element-wise kernels.
+const EW_THREADS: u32 = 256;
+
+/// Checks that libcuda can be loaded, without touching cudarc (whose loader panics when the
+/// library is absent).
+pub fn driver_available() -> Result<()> {
+    let names: Vec<String> = ["libcuda.so.1", "libcuda.so", "nvcuda.dll"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    sys::probe_library(&names)
+        .map_err(|why| CudaError::Unavailable(format!("cannot load libcuda ({why})")))
+}
+
+#[derive(Debug)]
+struct Kernels {
+    matvec: CudaFunction,
+    embed_rows: CudaFunction,
+    rmsnorm: CudaFunction,
+    rope: CudaFunction,
+    swiglu: CudaFunction,
+    add_inplace: CudaFunction,
+    argmax: CudaFunction,
+}
+
+/// One GPU with its compute stream and every kernel compiled for its architecture.
+#[derive(Debug)]
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    arch: String,
+    k: Kernels,
+}
+
+fn i32_arg(op: &'static str, what: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| CudaError::Shape {
+        op,
+        detail: format!("{what} = {v} exceeds the kernels' 32-bit indices"),
+    })
+}
+
+fn need_len(op: &'static str, what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(CudaError::Shape {
+            op,
+            detail: format!("{what} holds {have} elements, needs {need}"),
+        });
+    }
+    Ok(())
+}
+
+fn grid_for(n: usize, per: usize, op: &'static str) -> Result<u32> {
+    u32::try_from(n.div_ceil(per)).map_err(|_| CudaError::Shape {
+        op,
+        detail: format!("{n} items need too many CTAs"),
+    })
+}
+
+fn cfg(grid: u32, block: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid, 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal`, creates a compute stream and compiles (or loads from the disk cache)
+    /// every kernel module for the GPU's architecture. [`CudaError::Unavailable`] when there is
+    /// no driver, no NVRTC or no such GPU.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        driver_available()?;
+        nvrtc_available()?;
+        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| CudaError::Unavailable("the CUDA driver failed to load".into()))?
+            .map_err(|e| CudaError::Unavailable(format!("GPU {ordinal}: {e}")))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(driver("compute capability"))?;
+        let arch = format!("sm_{major}{minor}");
+        let stream = ctx.new_stream().map_err(driver("stream create"))?;
+        let mut modules: Vec<(&str, Arc<CudaModule>)> = Vec::new();
+        for (name, body) in KERNEL_MODULES {
+            let cubin = compile_module_cached(name, body, &arch)?;
+            let m = ctx
+                .load_module(Ptx::from_binary(cubin))
+                .map_err(driver("module load"))?;
+            modules.push((name, m));
+        }
+        let get = |module: &str, f: &str| -> Result<CudaFunction> {
+            let m = modules
+                .iter()
+                .find(|(n, _)| *n == module)
+                .map(|(_, m)| m)
+                .ok_or_else(|| CudaError::Unavailable(format!("kernel module {module} missing")))?;
+            m.load_function(f).map_err(driver("function load"))
+        };
+        let k = Kernels {
+            matvec: get("matvec", "matvec")?,
+            embed_rows: get("embed", "embed_rows")?,
+            rmsnorm: get("elementwise", "rmsnorm")?,
+            rope: get("elementwise", "rope")?,
+            swiglu: get("elementwise", "swiglu")?,
+            add_inplace: get("elementwise", "add_inplace")?,
+            argmax: get("elementwise", "argmax")?,
+        };
+        Ok(Self {
+            ctx,
+            stream,
+            arch,
+            k,
+        })
+    }
+
+    /// The CUDA context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The compute stream every launch goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The architecture the kernels were built for, e.g. `sm_90`.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// `y[r] = sum_c w[r][c] * x[c]` for every row `r` of `w` (f32 accumulation), reading the
+    /// weight's ggml blocks in place.
+    pub fn matvec(
+        &self,
+        w: &DeviceWeight<'_>,
+        x: &CudaSlice<f32>,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        const OP: &str = "matvec";
+        need_len(OP, "x", x.len(), w.row_len)?;
+        need_len(OP, "y", y.len(), w.n_rows)?;
+        let t = type_code(w.ggml_type)?;
+        let rows = i32_arg(OP, "rows", w.n_rows)?;
+        let cols = i32_arg(OP, "cols", w.row_len)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let grid = grid_for(w.n_rows, MATVEC_ROWS_PER_CTA, OP)?;
+        let mut l = Launch::new(&self.stream, &self.k.matvec);
+        l.0.arg(&w.data).arg(&t).arg(&rows).arg(&cols).arg(x).arg(y);
+        l.run(OP, cfg(grid, (MATVEC_ROWS_PER_CTA * 32) as u32))
+    }
+
+    /// `out[i] = w[tokens[i]]` (dequantized rows, `tokens.len()` rows of `w.row_len`). Token
+    /// ids are checked by the kernel: an id past the table writes a row of NaN.
+    pub fn embed(
+        &self,
+        w: &DeviceWeight<'_>,
+        tokens: &CudaSlice<u32>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        const OP: &str = "embed";
+        let n = tokens.len();
+        let need = n.checked_mul(w.row_len).ok_or_else(|| CudaError::Shape {
+            op: OP,
+            detail: "output size overflows".into(),
+        })?;
+        need_len(OP, "out", out.len(), need)?;
+        let t = type_code(w.ggml_type)?;
+        let rows = i32_arg(OP, "rows", w.n_rows)?;
+        let cols = i32_arg(OP, "cols", w.row_len)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let grid = grid_for(n, 1, OP)?;
+        let mut l = Launch::new(&self.stream, &self.k.embed_rows);
+        l.0.arg(&w.data)
+            .arg(&t)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(tokens)
+            .arg(out);
+        l.run(OP, cfg(grid, RED_THREADS))
+    }
+
+    /// RMSNorm of each of the `x.len() / n` rows of `x`: `out = x / rms(x) * w` with `rms =
+    /// sqrt(mean(x^2) + eps)`.
+    pub fn rmsnorm(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        n: usize,
+        eps: f32,
+    ) -> Result<()> {
+        const OP: &str = "rmsnorm";
+        if n == 0 || x.len() % n != 0 {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!(
+                    "x holds {} elements, not a whole number of rows of {n}",
+                    x.len()
+                ),
+            });
+        }
+        need_len(OP, "w", w.len(), n)?;
+        need_len(OP, "out", out.len(), x.len())?;
+        let rows = x.len() / n;
+        let n32 = i32_arg(OP, "n", n)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let grid = grid_for(rows, 1, OP)?;
+        let mut l = Launch::new(&self.stream, &self.k.rmsnorm);
+        l.0.arg(x).arg(w).arg(out).arg(&n32).arg(&eps);
+        l.run(OP, cfg(grid, RED_THREADS))
+    }
+
+    /// Rotary embedding in place on `n_heads` heads of `head_dim` (llama.cpp's adjacent-pair
+    /// mode): pair `i < rope_dim / 2` turns by `pos * base^(-2i / rope_dim) / factors[i]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &self,
+        x: &mut CudaSlice<f32>,
+        n_heads: usize,
+        head_dim: usize,
+        rope_dim: usize,
+        pos: usize,
+        base: f32,
+        factors: Option<&CudaSlice<f32>>,
+    ) -> Result<()> {
+        const OP: &str = "rope";
+        if rope_dim > head_dim || rope_dim % 2 != 0 {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!("rope_dim {rope_dim} must be even and at most head_dim {head_dim}"),
+            });
+        }
+        let total = n_heads
+            .checked_mul(head_dim)
+            .ok_or_else(|| CudaError::Shape {
+                op: OP,
+                detail: "size overflows".into(),
+            })?;
+        need_len(OP, "x", x.len(), total)?;
+        if let Some(f) = factors {
+            need_len(OP, "factors", f.len(), rope_dim / 2)?;
+        }
+        let pairs = n_heads * (rope_dim / 2);
+        let (nh, hd, rd, p) = (
+            i32_arg(OP, "n_heads", n_heads)?,
+            i32_arg(OP, "head_dim", head_dim)?,
+            i32_arg(OP, "rope_dim", rope_dim)?,
+            i32_arg(OP, "pos", pos)?,
+        );
+        i32_arg(OP, "pairs", pairs)?;
+        if pairs == 0 {
+            return Ok(());
+        }
+        let grid = grid_for(pairs, EW_THREADS as usize, OP)?;
+        let null: u64 = 0;
+        let mut l = Launch::new(&self.stream, &self.k.rope);
+        l.0.arg(x).arg(&nh).arg(&hd).arg(&rd).arg(&p).arg(&base);
+        match factors {
+            Some(f) => l.0.arg(f),
+            None => l.0.arg(&null),
+        };
+        l.run(OP, cfg(grid, EW_THREADS))
+    }
+
+    /// `out[i] = silu(gate[i]) * up[i]` over `gate.len()` elements.
+    pub fn swiglu(
+        &self,
+        gate: &CudaSlice<f32>,
+        up: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        const OP: &str = "swiglu";
+        let n = gate.len();
+        need_len(OP, "up", up.len(), n)?;
+        need_len(OP, "out", out.len(), n)?;
+        let n32 = i32_arg(OP, "n", n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let grid = grid_for(n, EW_THREADS as usize, OP)?;
+        let mut l = Launch::new(&self.stream, &self.k.swiglu);
+        l.0.arg(gate).arg(up).arg(out).arg(&n32);
+        l.run(OP, cfg(grid, EW_THREADS))
+    }
+
+    /// Residual add: `x[i] += y[i]` over `x.len()` elements.
+    pub fn add_inplace(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>) -> Result<()> {
+        const OP: &str = "add";
+        let n = x.len();
+        need_len(OP, "y", y.len(), n)?;
+        let n32 = i32_arg(OP, "n", n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let grid = grid_for(n, EW_THREADS as usize, OP)?;
+        let mut l = Launch::new(&self.stream, &self.k.add_inplace);
+        l.0.arg(x).arg(y).arg(&n32);
+        l.run(OP, cfg(grid, EW_THREADS))
+    }
+
+    /// Writes to `out[0]` the index of the largest element of `x` (lowest index on ties; NaN
+    /// never wins).
+    pub fn argmax(&self, x: &CudaSlice<f32>, out: &mut CudaSlice<u32>) -> Result<()> {
+        const OP: &str = "argmax";
+        need_len(OP, "out", out.len(), 1)?;
+        let n = i32_arg(OP, "n", x.len())?;
+        let mut l = Launch::new(&self.stream, &self.k.argmax);
+        l.0.arg(x).arg(&n).arg(out);
+        l.run(OP, cfg(1, RED_THREADS))
+    }
+}

@@ -1,0 +1,134 @@
+//! Kernel sources (embedded at build time), NVRTC compilation and the on-disk cubin cache.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::error::{CudaError, Result};
+use super::sys;
+
+/// The prelude every kernel module starts with (types, block decoders, reductions).
+pub const COMMON_PRELUDE: &str = include_str!("kernels/common.cuh");
+
+/// The kernel modules: (name, source). Each is compiled as `COMMON_PRELUDE + source`.
+pub const KERNEL_MODULES: &[(&str, &str)] = &[
+    ("matvec", include_str!("kernels/matvec.cu")),
+    ("embed", include_str!("kernels/embed.cu")),
+    ("elementwise", include_str!("kernels/elementwise.cu")),
+];
+
+/// The full source NVRTC compiles for module `body`.
+pub fn module_source(body: &str) -> String {
+    let mut s = String::with_capacity(COMMON_PRELUDE.len() + body.len() + 1);
+    s.push_str(COMMON_PRELUDE);
+    s.push('\n');
+    s.push_str(body);
+    s
+}
+
+/// Library names under which NVRTC may be found (the dynamic loader's search path applies).
+pub fn nvrtc_library_names() -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(p) = std::env::var("VRAMLESS_NVRTC_LIB") {
+        if !p.is_empty() {
+            names.push(p);
+        }
+    }
+    names.extend(cudarc::get_lib_name_candidates("nvrtc"));
+    names
+}
+
+/// Checks that NVRTC can be loaded, without touching cudarc (whose loader panics when the
+/// library is absent). When `VRAMLESS_NVRTC_LIB` names a file it is loaded first, so later
+/// lookups by soname find it already in the process.
+pub fn nvrtc_available() -> Result<()> {
+    let names = nvrtc_library_names();
+    sys::probe_library(&names)
+        .map_err(|why| CudaError::Unavailable(format!("cannot load libnvrtc ({why})")))?;
+    if let Ok(p) = std::env::var("VRAMLESS_NVRTC_LIB") {
+        if !p.is_empty() {
+            // Keep the named library loaded for the life of the process so cudarc's soname
+            // lookup resolves to it.
+            sys::pin_library(&p);
+            // NVRTC opens its builtins library by soname at compile time: pin the one beside it.
+            if let Some(dir) = std::path::Path::new(&p).parent() {
+                if let Ok(entries) = std::fs::read_dir(dir) {
+                    for e in entries.flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if name.starts_with("libnvrtc-builtins.so") {
+                            sys::pin_library(&e.path().to_string_lossy());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// NVRTC's version as (major, minor); probes the library first.
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    nvrtc_available()?;
+    std::panic::catch_unwind(sys::nvrtc_version)
+        .map_err(|_| CudaError::Unavailable("the NVRTC library failed to load".into()))?
+}
+
+/// Compiles module `name` (`COMMON_PRELUDE + body`) for `arch` (`sm_80`, `sm_90`, ...) to a
+/// cubin, without the disk cache.
+pub fn compile_module(name: &str, body: &str, arch: &str) -> Result<Vec<u8>> {
+    nvrtc_available()?;
+    let src = module_source(body);
+    std::panic::catch_unwind(|| sys::compile_cubin(name, &src, arch))
+        .map_err(|_| CudaError::Unavailable("the NVRTC library failed to load".into()))?
+}
+
+/// Where compiled kernels are cached: `$VRAMLESS_KERNEL_CACHE`, else
+/// `$XDG_CACHE_HOME/vramless/kernels`, else `~/.cache/vramless/kernels`.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VRAMLESS_KERNEL_CACHE") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(p).join("vramless/kernels"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vramless/kernels"))
+}
+
+/// Cache key of a module: hash of the full source, the architecture and NVRTC's version.
+pub fn cache_key(name: &str, body: &str, arch: &str, nvrtc: (i32, i32)) -> String {
+    let mut h = Sha256::new();
+    h.update(module_source(body).as_bytes());
+    h.update(arch.as_bytes());
+    h.update(format!("nvrtc {}.{}", nvrtc.0, nvrtc.1).as_bytes());
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{name}-{arch}-{hex}.cubin")
+}
+
+/// Compiles module `name` for `arch`, reusing a cubin cached on disk under the same key.
+/// Cache problems (unwritable directory, unreadable file) only cost a recompilation.
+pub fn compile_module_cached(name: &str, body: &str, arch: &str) -> Result<Vec<u8>> {
+    let version = nvrtc_version()?;
+    let key = cache_key(name, body, arch, version);
+    let path = cache_dir().map(|d| d.join(&key));
+    if let Some(p) = &path {
+        if let Ok(bytes) = std::fs::read(p) {
+            if !bytes.is_empty() {
+                return Ok(bytes);
+            }
+        }
+    }
+    let cubin = compile_module(name, body, arch)?;
+    if let Some(p) = &path {
+        if let Some(dir) = p.parent() {
+            if std::fs::create_dir_all(dir).is_ok() {
+                // Write then rename, so a concurrent reader never sees a partial file.
+                let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+                if std::fs::write(&tmp, &cubin).is_ok() && std::fs::rename(&tmp, p).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+        }
+    }
+    Ok(cubin)
+}

@@ -1,0 +1,123 @@
+//! Every `unsafe` of the CUDA backend: library probing, raw NVRTC calls (cubin output, version)
+//! and kernel launches.
+
+use std::ffi::{c_char, c_int, CStr, CString};
+
+use cudarc::driver::{CudaFunction, CudaStream, LaunchArgs, LaunchConfig};
+use cudarc::nvrtc::{result, sys};
+
+use super::error::{CudaError, Result};
+
+/// Tries to load the first loadable of `names`; returns an explanation when none loads.
+pub(crate) fn probe_library(names: &[String]) -> std::result::Result<(), String> {
+    let mut errors = Vec::new();
+    for name in names {
+        // SAFETY: loading the CUDA driver / NVRTC library runs their initialisers, which are made
+        // to be loaded by any process; the handle is dropped (library unloaded) right away.
+        match unsafe { libloading::Library::new(name) } {
+            Ok(_lib) => return Ok(()),
+            Err(e) => errors.push(format!("{name}: {e}")),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// NVRTC's version (major, minor). The library must have been probed first.
+pub(crate) fn nvrtc_version() -> Result<(i32, i32)> {
+    let (mut major, mut minor): (c_int, c_int) = (0, 0);
+    // SAFETY: both pointers are valid for writes of one c_int each.
+    let status = unsafe { sys::nvrtcVersion(&mut major, &mut minor) };
+    status
+        .result()
+        .map_err(|e| CudaError::Unavailable(format!("nvrtcVersion: {e:?}")))?;
+    Ok((major, minor))
+}
+
+/// Owns an NVRTC program and destroys it on drop.
+struct Program(sys::nvrtcProgram);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from create_program and is destroyed exactly once, here.
+        let _ = unsafe { result::destroy_program(self.0) };
+    }
+}
+
+/// Compiles CUDA C++ `source` to a cubin for `arch` (e.g. `sm_90`) with NVRTC. The library must
+/// have been probed first.
+pub(crate) fn compile_cubin(module: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
+    let fail = |message: String, log: String| CudaError::Compile {
+        module: module.to_owned(),
+        arch: arch.to_owned(),
+        message,
+        log,
+    };
+    let src =
+        CString::new(source).map_err(|_| fail("source holds a NUL byte".into(), String::new()))?;
+    let name =
+        CString::new(format!("{module}.cu")).map_err(|_| fail("bad name".into(), String::new()))?;
+    let prog = Program(
+        result::create_program(&src, Some(&name))
+            .map_err(|e| fail(format!("{e:?}"), String::new()))?,
+    );
+    let options = [
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".to_owned(),
+    ];
+    // SAFETY: prog.0 is a live program created above; `src` and `name` outlive it.
+    let compiled = unsafe { result::compile_program(prog.0, &options) };
+    if let Err(e) = compiled {
+        // SAFETY: prog.0 is live; the log is a NUL-terminated buffer NVRTC filled.
+        let log = unsafe { result::get_program_log(prog.0) }
+            .map(|raw| {
+                // SAFETY: get_program_log returns a NUL-terminated buffer.
+                unsafe { CStr::from_ptr(raw.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        return Err(fail(format!("{e:?}"), log));
+    }
+    let mut size = 0usize;
+    // SAFETY: prog.0 is live and compiled; `size` is valid for one write.
+    unsafe { sys::nvrtcGetCUBINSize(prog.0, &mut size) }
+        .result()
+        .map_err(|e| fail(format!("nvrtcGetCUBINSize: {e:?}"), String::new()))?;
+    let mut cubin = vec![0u8; size];
+    // SAFETY: `cubin` has exactly the `size` bytes NVRTC reported for this program.
+    unsafe { sys::nvrtcGetCUBIN(prog.0, cubin.as_mut_ptr().cast::<c_char>()) }
+        .result()
+        .map_err(|e| fail(format!("nvrtcGetCUBIN: {e:?}"), String::new()))?;
+    Ok(cubin)
+}
+
+/// A kernel launch whose every argument was pushed by the safe wrappers in `ops`, which check
+/// buffer sizes against the shapes the kernel reads and writes before building it.
+pub(crate) struct Launch<'a>(pub(crate) LaunchArgs<'a>);
+
+impl<'a> Launch<'a> {
+    /// Starts a launch of `f` on `stream`.
+    pub(crate) fn new(stream: &'a CudaStream, f: &'a CudaFunction) -> Self {
+        Launch(stream.launch_builder(f))
+    }
+
+    /// Enqueues the kernel.
+    pub(crate) fn run(mut self, op: &'static str, cfg: LaunchConfig) -> Result<()> {
+        // SAFETY: the caller (ops) pushed exactly the kernel's parameters, in order and with the
+        // kernel's C types, and checked that every buffer holds what the kernel indexes for
+        // the given shape; the buffers are borrowed for the launch's lifetime and cudarc's
+        // stream tracking orders the kernel after their writes.
+        unsafe { self.0.launch(cfg) }
+            .map(|_| ())
+            .map_err(super::error::driver(op))
+    }
+}
+
+/// Loads library `path` and keeps it loaded for the rest of the process (so that later lookups
+/// of the same soname resolve to it). Failures are ignored: the probe reported them already.
+pub(crate) fn pin_library(path: &str) {
+    // SAFETY: as in probe_library; the handle is deliberately leaked so the library stays mapped.
+    if let Ok(lib) = unsafe { libloading::Library::new(path) } {
+        std::mem::forget(lib);
+    }
+}

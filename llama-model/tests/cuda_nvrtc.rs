@@ -1,0 +1,119 @@
+//! CPU-side kernel compile check (feature `cuda`, no GPU needed): every kernel module compiles
+//! with NVRTC for sm_80 and sm_90, the output is a CUDA ELF image exporting the kernel entry
+//! points the backend loads, and a broken source is reported as a compile error with NVRTC's log.
+//!
+//! NVRTC comes from `pip install nvidia-cuda-nvrtc` (libnvrtc.so.13 under
+//! site-packages/nvidia/cu13/lib). The test takes `VRAMLESS_NVRTC_LIB`, else asks python3 where
+//! site-packages is. Without NVRTC it skips loudly, except with `CI=true`, where it fails.
+#![cfg(feature = "cuda")]
+
+use llama_model::cuda::compile::{compile_module, nvrtc_available, KERNEL_MODULES};
+use llama_model::cuda::CudaError;
+
+/// Kernel entry points the backend loads from each module.
+const ENTRY_POINTS: &[(&str, &[&str])] = &[
+    ("matvec", &["matvec"]),
+    ("embed", &["embed_rows"]),
+    (
+        "elementwise",
+        &["rmsnorm", "rope", "swiglu", "add_inplace", "argmax"],
+    ),
+];
+
+fn find_nvrtc() -> Option<String> {
+    if let Ok(p) = std::env::var("VRAMLESS_NVRTC_LIB") {
+        if std::path::Path::new(&p).exists() {
+            return Some(p);
+        }
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import site,sys; print('\\n'.join(site.getsitepackages() + [site.getusersitepackages()]))",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|dir| format!("{dir}/nvidia/cu13/lib/libnvrtc.so.13"))
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+fn nvrtc_or_skip() -> bool {
+    match find_nvrtc() {
+        Some(p) => {
+            // Single-threaded at this point of the only test in this binary.
+            std::env::set_var("VRAMLESS_NVRTC_LIB", &p);
+            eprintln!("using NVRTC at {p}");
+        }
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but libnvrtc.so.13 was not found: `python3 -m pip install nvidia-cuda-nvrtc` or set VRAMLESS_NVRTC_LIB")
+        }
+        None => {
+            eprintln!("!!! SKIPPED cuda_nvrtc: libnvrtc.so.13 not found (python3 -m pip install nvidia-cuda-nvrtc, or set VRAMLESS_NVRTC_LIB); kernels were NOT compile-checked");
+            return false;
+        }
+    }
+    match nvrtc_available() {
+        Ok(()) => true,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true: {e}"),
+        Err(e) => {
+            eprintln!("!!! SKIPPED cuda_nvrtc: {e}");
+            false
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn every_kernel_module_compiles_for_sm80_and_sm90() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    assert_eq!(
+        KERNEL_MODULES.len(),
+        ENTRY_POINTS.len(),
+        "a module without listed entry points"
+    );
+    for arch in ["sm_80", "sm_90"] {
+        for (name, body) in KERNEL_MODULES {
+            let cubin = compile_module(name, body, arch)
+                .unwrap_or_else(|e| panic!("{name} for {arch}: {e}"));
+            // A cubin is an ELF image (magic 0x7f 'E' 'L' 'F').
+            assert!(
+                cubin.starts_with(b"\x7fELF"),
+                "{name}/{arch}: not an ELF cubin"
+            );
+            let entries = ENTRY_POINTS
+                .iter()
+                .find(|(m, _)| m == name)
+                .map(|(_, e)| *e)
+                .unwrap_or_else(|| panic!("no entry list for module {name}"));
+            for e in entries {
+                let sym = format!("{e}\0");
+                assert!(
+                    contains(&cubin, sym.as_bytes()),
+                    "{name}/{arch}: no symbol {e}"
+                );
+            }
+            eprintln!("{name} {arch}: {} bytes", cubin.len());
+        }
+    }
+    // A broken source is a typed compile error carrying NVRTC's log.
+    let err = compile_module(
+        "broken",
+        "extern \"C\" __global__ void k() { int x = ; }",
+        "sm_90",
+    )
+    .expect_err("a syntax error must not compile");
+    match err {
+        CudaError::Compile { module, log, .. } => {
+            assert_eq!(module, "broken");
+            assert!(log.contains("error"), "log without the error: {log}");
+        }
+        other => panic!("expected a compile error, got {other}"),
+    }
+}

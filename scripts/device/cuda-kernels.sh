@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# GPU correctness run of the CUDA kernels (llama-model feature `cuda`), on a machine with an
+# NVIDIA GPU and driver but no Rust toolchain. Build the test binaries on the development machine:
+#
+#   cargo test -p vramless-llama-model --features cuda --test cuda_kernels --test cuda_nvrtc --no-run
+#   mkdir -p .device/cuda && cp <the two printed executables> .device/cuda/{cuda_kernels,cuda_nvrtc}
+#
+# then run this script from the repository root there. Logs go to $OUT (default /tmp/cuda-out).
+# NVRTC (libnvrtc.so.13) is taken from VRAMLESS_NVRTC_LIB, else python's site-packages
+# (nvidia-cuda-nvrtc), else the first one found on the file system.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/cuda-out}
+mkdir -p "$OUT"
+BIN=.device/cuda
+nv=${VRAMLESS_NVRTC_LIB:-}
+if [ -z "$nv" ]; then
+    nv=$(python3 -c "import site,os
+for d in site.getsitepackages(): print(os.path.join(d, 'nvidia/cu13/lib/libnvrtc.so.13'))" 2>/dev/null |
+        while read -r p; do [ -e "$p" ] && echo "$p"; done | head -1)
+fi
+[ -z "$nv" ] && nv=$(find / -xdev -name 'libnvrtc.so.13*' ! -name '*builtins*' 2>/dev/null | head -1)
+echo "NVRTC: ${nv:-not found}"
+export VRAMLESS_NVRTC_LIB="$nv" LD_LIBRARY_PATH="$(dirname "${nv:-/x}"):${LD_LIBRARY_PATH:-}"
+export VRAMLESS_REQUIRE_GPU=1 VRAMLESS_KERNEL_CACHE=/tmp/vramless-kernel-cache RUST_BACKTRACE=1
+rm -rf "$VRAMLESS_KERNEL_CACHE"
+rc=0
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    echo "== cuda_nvrtc"; "$BIN/cuda_nvrtc" --nocapture || rc=1
+    echo "== cuda_kernels (cold: NVRTC compiles, fills the cache)"
+    "$BIN/cuda_kernels" --nocapture --test-threads=1 || rc=1
+    echo "== kernel cache"; ls -l "$VRAMLESS_KERNEL_CACHE"
+    echo "== cuda_kernels (warm: cubins from the cache)"
+    "$BIN/cuda_kernels" --nocapture --test-threads=1 || rc=1
+    echo "== matvec bandwidth (report only)"
+    "$BIN/cuda_kernels" --nocapture --ignored matvec_bandwidth_report || rc=1
+    echo "== exit $rc"
+    exit $rc
+} 2>&1 | tee "$OUT/cuda-kernels.log"
+exit "${PIPESTATUS[0]}"
