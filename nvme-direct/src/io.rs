@@ -154,6 +154,13 @@ fn run<R: RegisterIo, B: DmaBuffer, D: DmaBuffer>(
                 return Err(Failure::NeedsReset(Error::ControllerFatal, None));
             }
         }
+        if idle > 4096 {
+            std::thread::yield_now();
+        }
+        // Scanning every slot is O(queue size): do it only now and then while idle.
+        if idle % 64 != 0 {
+            continue;
+        }
         if let Some((cid, info)) = q.expired(Instant::now()) {
             let e = Error::Timeout {
                 opcode: info.opcode,
@@ -162,9 +169,6 @@ fn run<R: RegisterIo, B: DmaBuffer, D: DmaBuffer>(
                 timeout: p.timeout,
             };
             return Err(Failure::NeedsReset(e, Some((qid, cid))));
-        }
-        if idle > 4096 {
-            std::thread::yield_now();
         }
     }
     first_error.map_or(Ok(()), |e| Err(Failure::Done(e)))
