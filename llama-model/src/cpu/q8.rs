@@ -252,7 +252,7 @@ mod dispatch_tests {
             GgmlType::Q5_1,
             GgmlType::Q8_0,
         ] {
-            let (bpr, n_rows, n_tokens) = (18, 5, 3);
+            let (bpr, n_rows, n_tokens) = (18, 5, 7);
             let rb = bpr * ty.type_size();
             let rows = tests::random_blocks_pub(ty, bpr * n_rows, 11 + ty.id() as u64);
             let x = tests::values_pub(bpr * 32 * n_tokens, 5);

@@ -61,20 +61,18 @@ unsafe fn rows_q8_avx2(
     blocks_per_row: usize,
     out: &mut [f32],
 ) {
-    let dot: fn(&[u8], &[BlockQ8]) -> f32 = match ty {
-        GgmlType::Q4_0 => avx2::dot_q4_0,
-        GgmlType::Q4_1 => avx2::dot_q4_1,
-        GgmlType::Q8_0 => avx2::dot_q8_0,
+    let n_tokens = xq.len() / blocks_per_row.max(1);
+    let rows_fn: fn(&[u8], usize, &[BlockQ8], usize, &mut [f32]) = match ty {
+        GgmlType::Q4_0 => avx2::rows::<{ avx2::Q4_0 }>,
+        GgmlType::Q4_1 => avx2::rows::<{ avx2::Q4_1 }>,
+        GgmlType::Q8_0 => avx2::rows::<{ avx2::Q8_0 }>,
         _ => return kernels::rows_q8(ty, rows, row_bytes, xq, blocks_per_row, out),
     };
-    let n_tokens = xq.len() / blocks_per_row.max(1);
     for (r, o) in rows
         .chunks_exact(row_bytes)
         .zip(out.chunks_exact_mut(n_tokens))
     {
-        for (t, ot) in o.iter_mut().enumerate() {
-            *ot = dot(r, &xq[t * blocks_per_row..(t + 1) * blocks_per_row]);
-        }
+        rows_fn(r, row_bytes, xq, blocks_per_row, o);
     }
 }
 
@@ -127,49 +125,95 @@ mod avx2 {
         unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) }
     }
 
-    /// Q4_1 row (20-byte blocks: d, m, qs[16]) . q8 activations.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn dot_q4_1(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        for (b, xb) in row.chunks_exact(20).zip(x) {
-            let w = unpack_nibbles(&b[4..20]);
-            let p = mul_sum_u8_i8(w, load_q8(xb));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 0) * xb.d), p, acc);
-            mins += f16_at(b, 2) * xb.s;
+    /// Block kinds handled here.
+    pub(super) const Q4_0: u8 = 0;
+    pub(super) const Q4_1: u8 = 1;
+    pub(super) const Q8_0: u8 = 2;
+
+    /// One weight block as (32 weights ready for `maddubs`, sign source or None, scale, min).
+    #[inline(always)]
+    fn weights<const K: u8>(b: &[u8]) -> (__m256i, __m256i, f32, f32) {
+        // SAFETY (of the intrinsics below): only reached from `rows`, which carries the
+        // avx2/fma/f16c target features.
+        match K {
+            Q4_1 => {
+                // SAFETY: see above.
+                let w = unsafe { unpack_nibbles(&b[4..20]) };
+                (w, w, f16_at(b, 0), f16_at(b, 2))
+            }
+            Q4_0 => {
+                // SAFETY: see above.
+                let w = unsafe { _mm256_sub_epi8(unpack_nibbles(&b[2..18]), _mm256_set1_epi8(8)) };
+                // SAFETY: see above.
+                (unsafe { _mm256_sign_epi8(w, w) }, w, f16_at(b, 0), 0.0)
+            }
+            _ => {
+                let mut buf = [0u8; 32];
+                buf.copy_from_slice(&b[2..34]);
+                // SAFETY: `buf` is 32 readable bytes; `loadu` has no alignment requirement.
+                let w = unsafe { _mm256_loadu_si256(buf.as_ptr().cast()) };
+                // SAFETY: see above.
+                (unsafe { _mm256_sign_epi8(w, w) }, w, f16_at(b, 0), 0.0)
+            }
         }
-        hsum(acc) + mins
     }
 
-    /// Q4_0 row (18-byte blocks: d, qs[16], values q - 8) . q8 activations.
+    /// One weight row against every token of `xq` (runs of `bpr` blocks), four tokens at a
+    /// time so each weight block is unpacked once per four tokens.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn dot_q4_0(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let eight = _mm256_set1_epi8(8);
-        for (b, xb) in row.chunks_exact(18).zip(x) {
-            let w = _mm256_sub_epi8(unpack_nibbles(&b[2..18]), eight);
-            // Signed x signed via |w| . (x with w's sign), as maddubs wants an unsigned left side.
-            let xv = load_q8(xb);
-            let p = mul_sum_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 0) * xb.d), p, acc);
+    pub(super) fn rows<const K: u8>(
+        row: &[u8],
+        row_bytes: usize,
+        xq: &[BlockQ8],
+        bpr: usize,
+        out: &mut [f32],
+    ) {
+        let bs = row_bytes / bpr.max(1);
+        let mut t = 0;
+        while t + 4 <= out.len() {
+            let r = dot_n::<K, 4>(row, bs, &xq[t * bpr..], bpr);
+            out[t..t + 4].copy_from_slice(&r);
+            t += 4;
         }
-        hsum(acc)
+        while t < out.len() {
+            out[t] = dot_n::<K, 1>(row, bs, &xq[t * bpr..], bpr)[0];
+            t += 1;
+        }
     }
 
-    /// Q8_0 row (34-byte blocks: d, qs[32] i8) . q8 activations.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn dot_q8_0(row: &[u8], x: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (b, xb) in row.chunks_exact(34).zip(x) {
-            let mut buf = [0u8; 32];
-            buf.copy_from_slice(&b[2..34]);
-            // SAFETY: `buf` is 32 readable bytes; `loadu` has no alignment requirement.
-            let w = unsafe { _mm256_loadu_si256(buf.as_ptr().cast()) };
-            let xv = load_q8(xb);
-            let p = mul_sum_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b, 0) * xb.d), p, acc);
+    /// Dot products of one weight row with `N` consecutive tokens' activations.
+    #[inline(always)]
+    fn dot_n<const K: u8, const N: usize>(
+        row: &[u8],
+        bs: usize,
+        xq: &[BlockQ8],
+        bpr: usize,
+    ) -> [f32; N] {
+        // SAFETY: only called from `rows`, which carries the avx2/fma/f16c target features.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut mins = [0f32; N];
+            for (bi, b) in row.chunks_exact(bs).enumerate() {
+                let (w, sign, d, m) = weights::<K>(b);
+                for k in 0..N {
+                    let xb = &xq[k * bpr + bi];
+                    let xv = load_q8(xb);
+                    let xv = if K == Q4_1 {
+                        xv
+                    } else {
+                        _mm256_sign_epi8(xv, sign)
+                    };
+                    let p = mul_sum_u8_i8(w, xv);
+                    acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), p, acc[k]);
+                    mins[k] += m * xb.s;
+                }
+            }
+            let mut r = [0f32; N];
+            for k in 0..N {
+                r[k] = hsum(acc[k]) + mins[k];
+            }
+            r
         }
-        hsum(acc)
     }
 }
 
