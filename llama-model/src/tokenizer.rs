@@ -13,6 +13,7 @@
 mod bpe;
 mod bytes;
 mod decode;
+mod hash;
 mod load;
 mod pretokenize;
 mod special;
@@ -27,6 +28,7 @@ pub use pretokenize::PreTokenizer;
 
 use bpe::MergeRanks;
 use bytes::ByteMap;
+use hash::{fast_map, FastMap};
 use special::Fragment;
 
 /// Errors building a tokenizer.
@@ -177,7 +179,7 @@ const CACHE_LIMIT: usize = 1 << 16;
 pub struct Tokenizer {
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
-    token_to_id: HashMap<String, u32>,
+    token_to_id: FastMap<String, u32>,
     ranks: MergeRanks,
     pre: PreTokenizer,
     /// Special tokens matched when `parse_special` is true, longest first.
@@ -197,7 +199,7 @@ pub struct Tokenizer {
     cache: Mutex<HashMap<String, Vec<u32>>>,
 }
 
-fn find_text(map: &HashMap<String, u32>, texts: &[&str]) -> Option<u32> {
+fn find_text(map: &FastMap<String, u32>, texts: &[&str]) -> Option<u32> {
     texts.iter().find_map(|t| map.get(*t).copied())
 }
 
@@ -223,7 +225,7 @@ impl Tokenizer {
                 })
             }
         };
-        let mut token_to_id = HashMap::with_capacity(n);
+        let mut token_to_id = fast_map(n);
         for (id, text) in data.tokens.iter().enumerate() {
             // Later duplicates win, as in llama.cpp. `n` fits u32 (checked above).
             token_to_id.insert(text.clone(), id as u32);

@@ -26,7 +26,7 @@ use llama_model::tokenizer::Tokenizer;
 #[command(
     version,
     about,
-    group(ArgGroup::new("input").required(true).args(["text", "vocab_test"])),
+    group(ArgGroup::new("input").required(true).args(["text", "file", "vocab_test"])),
     after_help = "Examples:\n  \
         tokenize --model model.gguf --text 'Hello world'\n  \
         tokenize --model model.gguf --text '<|im_start|>user' --parse-special\n  \
@@ -41,19 +41,22 @@ struct Args {
     /// stands for.
     #[arg(long, value_name = "T")]
     text: Option<String>,
+    /// Like --text, with the text read from a file.
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
     /// llama.cpp vocab-test input file (texts separated by lines `__ggml_vocab_test__`);
     /// prints ` id id id` per text, no BOS, special tokens not parsed (llama.cpp's `.out`
     /// format).
     #[arg(long, value_name = "INP", conflicts_with_all = ["parse_special", "bos"])]
     vocab_test: Option<PathBuf>,
-    /// With --text: turn special tokens written in the text (e.g. `<|eot_id|>`) into their ids
+    /// With --text/--file: turn special tokens written in the text (e.g. `<|eot_id|>`) into their ids
     /// instead of tokenizing them as plain characters.
     #[arg(long)]
     parse_special: bool,
-    /// With --text: start with the BOS token (if the vocabulary has one).
+    /// With --text/--file: start with the BOS token (if the vocabulary has one).
     #[arg(long)]
     bos: bool,
-    /// Print vocabulary facts and load time to stderr.
+    /// Print vocabulary facts, load and encode times to stderr.
     #[arg(long)]
     stats: bool,
 }
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(format_args!("{}: {e}", args.model.display())),
     };
+    let opened = started.elapsed();
     let tok = match Tokenizer::from_gguf(file.metadata()) {
         Ok(t) => t,
         Err(e) => return fail(format_args!("{}: {e}", args.model.display())),
@@ -77,21 +81,27 @@ fn main() -> ExitCode {
     if args.stats {
         eprintln!(
             "tokenize: {} tokens, {} merges, pre-tokenizer {:?}, BOS {:?} (add: {}), EOS {:?}; \
-             loaded in {:.1} ms",
+             GGUF read in {:.1} ms, tokenizer built in {:.1} ms",
             tok.vocab_size(),
             tok.merge_count(),
             tok.pre_tokenizer(),
             tok.bos_id(),
             tok.add_bos(),
             tok.eos_id(),
-            started.elapsed().as_secs_f64() * 1e3
+            opened.as_secs_f64() * 1e3,
+            (started.elapsed() - opened).as_secs_f64() * 1e3
         );
     }
     let result = if let Some(inp) = &args.vocab_test {
         vocab_test(&tok, inp)
+    } else if let Some(path) = &args.file {
+        match std::fs::read_to_string(path) {
+            Ok(text) => show_tokens(&tok, &text, args.parse_special, args.bos, args.stats),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
     } else {
         let text = args.text.as_deref().unwrap_or_default();
-        show_tokens(&tok, text, args.parse_special, args.bos)
+        show_tokens(&tok, text, args.parse_special, args.bos, args.stats)
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,12 +125,29 @@ fn vocab_test(tok: &Tokenizer, inp: &PathBuf) -> Result<(), String> {
     out.flush().map_err(|e| e.to_string())
 }
 
-fn show_tokens(tok: &Tokenizer, text: &str, parse_special: bool, bos: bool) -> Result<(), String> {
+fn show_tokens(
+    tok: &Tokenizer,
+    text: &str,
+    parse_special: bool,
+    bos: bool,
+    stats: bool,
+) -> Result<(), String> {
     let mut ids = Vec::new();
     if bos {
         ids.extend(tok.bos_id());
     }
+    let started = Instant::now();
     ids.extend(tok.encode(text, parse_special).map_err(|e| e.to_string())?);
+    if stats {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "tokenize: encoded {} bytes into {} tokens in {:.1} ms ({:.1} MB/s)",
+            text.len(),
+            ids.len(),
+            secs * 1e3,
+            text.len() as f64 / secs.max(1e-9) / 1e6
+        );
+    }
     let mut out = BufWriter::new(io::stdout().lock());
     for &id in &ids {
         let vocab = tok.token_text(id).unwrap_or("?");

@@ -9,20 +9,22 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use super::hash::{fast_map, FastMap};
+
 /// Merge rules keyed by the token ids of both sides, plus the rare rules whose sides are not
 /// vocabulary tokens, keyed by text.
 #[derive(Debug, Default)]
 pub(crate) struct MergeRanks {
-    by_id: HashMap<(u32, u32), u32>,
+    by_id: FastMap<(u32, u32), u32>,
     by_text: HashMap<(String, String), u32>,
 }
 
 impl MergeRanks {
     /// Builds the table from `tokenizer.ggml.merges` lines ("left right"; rank = line index).
     /// The first occurrence of a pair keeps its rank.
-    pub(crate) fn new<S: AsRef<str>>(merges: &[S], vocab: &HashMap<String, u32>) -> MergeRanks {
+    pub(crate) fn new<S: AsRef<str>>(merges: &[S], vocab: &FastMap<String, u32>) -> MergeRanks {
         let mut ranks = MergeRanks {
-            by_id: HashMap::with_capacity(merges.len()),
+            by_id: fast_map(merges.len()),
             by_text: HashMap::new(),
         };
         for (rank, line) in merges.iter().enumerate() {
@@ -86,7 +88,7 @@ type Candidate = Reverse<(u32, usize, usize, usize, usize)>;
 /// Merges `word` (byte-level alphabet) and appends its token ids to `out`.
 pub(crate) fn merge_word(
     word: &str,
-    vocab: &HashMap<String, u32>,
+    vocab: &FastMap<String, u32>,
     ranks: &MergeRanks,
     out: &mut Vec<u32>,
 ) {
@@ -161,12 +163,15 @@ pub(crate) fn merge_word(
 mod tests {
     use super::*;
 
-    fn vocab(words: &[&str]) -> HashMap<String, u32> {
-        words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.to_string(), i as u32))
-            .collect()
+    fn vocab(words: &[&str]) -> FastMap<String, u32> {
+        let mut m = fast_map(words.len());
+        m.extend(
+            words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.to_string(), i as u32)),
+        );
+        m
     }
 
     #[test]
