@@ -10,3 +10,6 @@ pub mod cpu;
 pub mod cuda;
 pub mod sampler;
 pub mod tokenizer;
+
+pub use chat::{ChatMessage, ChatTemplate, Conversation};
+pub use tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
