@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 /// Sampling settings. The default is greedy decoding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerConfig {
-    /// Softmax temperature; `<= 0` means greedy (argmax).
+    /// Softmax temperature; `<= 0` (or NaN) means greedy (argmax).
     pub temperature: f32,
     /// Keep only the `top_k` highest logits (0: off).
     pub top_k: usize,
@@ -110,7 +110,7 @@ impl Sampler {
         }
         // Highest first; ties keep the lower token id first.
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if c.temperature <= 0.0 {
+        if c.temperature.is_nan() || c.temperature <= 0.0 {
             return Ok(cand[0].0);
         }
         if c.top_k > 0 {

@@ -227,4 +227,19 @@ fn bad_tokens_and_full_context_are_errors() {
     assert!(model.prefill(&[]).is_err());
     model.prefill(&[1, 2, 3, 4]).unwrap();
     assert!(model.decode(5).is_err(), "context full");
+
+    // A bad token in the second internal batch of a long prompt rolls back the first batch too.
+    let opts = ModelOptions {
+        max_context: 300,
+        kernel: Kernel::Q8,
+    };
+    let mut model = Model::open_with(&path, opts).unwrap();
+    let mut tokens = vec![1u32; 130];
+    tokens[129] = 49152;
+    assert!(model.prefill(&tokens).is_err());
+    assert_eq!(
+        model.n_past(),
+        0,
+        "a failed prefill leaves the cache unchanged"
+    );
 }

@@ -125,7 +125,7 @@ fn run(args: Args) -> Result<(), String> {
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
     let c = model.config();
     eprintln!(
-        "generate: {} — {} layers, width {}, {} heads / {} kv heads, vocab {} (loaded in {:.2} s, {} threads)",
+        "generate: {} — {} layers, width {}, {} heads / {} kv heads, vocab {} (loaded in {:.2} s, {} cores)",
         path.display(),
         c.n_layers,
         c.dim,
@@ -244,7 +244,7 @@ fn bench(model: &mut Model, prompt: &[u32]) -> Result<(), String> {
     pp_times.sort_by(f64::total_cmp);
     tg_times.sort_by(f64::total_cmp);
     eprintln!(
-        "bench: prefill 128 tokens: {:.1} tok/s; decode 64 tokens: {:.1} tok/s (median of 3, {} threads)",
+        "bench: prefill 128 tokens: {:.1} tok/s; decode 64 tokens: {:.1} tok/s (median of 3, {} cores)",
         128.0 / pp_times[1],
         64.0 / tg_times[1],
         rayon_threads()

@@ -188,7 +188,7 @@ impl Model {
     }
 
     /// Feeds `tokens` after the positions already in the cache (as batches) and returns the
-    /// logits after the last of them.
+    /// logits after the last of them. On error the cache is left as it was before the call.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ForwardError> {
         if tokens.is_empty() {
             return Err(ForwardError::Batch("no tokens to feed".into()));
@@ -200,9 +200,17 @@ impl Model {
                 limit: self.state.max_context(),
             });
         }
+        let start = self.state.n_past();
         let mut last = Vec::new();
         for chunk in tokens.chunks(PREFILL_CHUNK) {
-            last = self.forward_batch(chunk)?;
+            match self.forward_batch(chunk) {
+                Ok(l) => last = l,
+                Err(e) => {
+                    // All or nothing: drop the chunks already fed.
+                    self.state.truncate(start);
+                    return Err(e);
+                }
+            }
         }
         Ok(last)
     }
