@@ -205,7 +205,16 @@ fn find_text(map: &FastMap<String, u32>, texts: &[&str]) -> Option<u32> {
 
 impl Tokenizer {
     /// Builds a tokenizer from plain data.
-    pub fn from_data(data: TokenizerData) -> Result<Tokenizer, TokenizerError> {
+    pub fn from_data(mut data: TokenizerData) -> Result<Tokenizer, TokenizerError> {
+        let merges = std::mem::take(&mut data.merges);
+        Tokenizer::build(data, &merges)
+    }
+
+    /// Builds a tokenizer from `data` (whose `merges` field is ignored) and borrowed merge lines.
+    fn build<S: AsRef<str> + Sync>(
+        data: TokenizerData,
+        merges: &[S],
+    ) -> Result<Tokenizer, TokenizerError> {
         let n = data.tokens.len();
         if n == 0 {
             return Err(TokenizerError::EmptyVocab);
@@ -274,7 +283,7 @@ impl Tokenizer {
             list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         }
 
-        let ranks = MergeRanks::new(&data.merges, &token_to_id);
+        let ranks = MergeRanks::new(merges, &token_to_id);
         Ok(Tokenizer {
             add_bos: data.add_bos.unwrap_or(data.pre == PreTokenizer::Llama3),
             add_eos: data.add_eos.unwrap_or(false),
@@ -481,6 +490,14 @@ impl Tokenizer {
             bytes.extend(self.token_bytes(id));
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Forgets the per-word cache (for measuring cold encoding; never needed for correctness).
+    pub fn clear_cache(&self) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
     }
 
     /// The chat template stored with the vocabulary (`tokenizer.chat_template`), if any.

@@ -9,6 +9,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use rayon::prelude::*;
+
 use super::hash::{fast_map, FastMap};
 
 /// Merge rules keyed by the token ids of both sides, plus the rare rules whose sides are not
@@ -19,25 +21,43 @@ pub(crate) struct MergeRanks {
     by_text: HashMap<(String, String), u32>,
 }
 
+/// A merge line split into its sides, with their token ids when they are tokens.
+type ParsedMerge<'a> = (&'a str, &'a str, Option<u32>, Option<u32>);
+
 impl MergeRanks {
     /// Builds the table from `tokenizer.ggml.merges` lines ("left right"; rank = line index).
     /// The first occurrence of a pair keeps its rank.
-    pub(crate) fn new<S: AsRef<str>>(merges: &[S], vocab: &FastMap<String, u32>) -> MergeRanks {
+    pub(crate) fn new<S: AsRef<str> + Sync>(
+        merges: &[S],
+        vocab: &FastMap<String, u32>,
+    ) -> MergeRanks {
+        // The vocabulary look-ups dominate; do them in parallel, then insert in rank order.
+        let sides: Vec<Option<ParsedMerge<'_>>> = merges
+            .par_iter()
+            .map(|line| {
+                let line = line.as_ref();
+                // Split at the first space after the first byte (a side may itself be " ").
+                let split = line.as_bytes().iter().skip(1).position(|&b| b == b' ')? + 1;
+                let (left, right) = (&line[..split], &line[split + 1..]);
+                Some((
+                    left,
+                    right,
+                    vocab.get(left).copied(),
+                    vocab.get(right).copied(),
+                ))
+            })
+            .collect();
         let mut ranks = MergeRanks {
             by_id: fast_map(merges.len()),
             by_text: HashMap::new(),
         };
-        for (rank, line) in merges.iter().enumerate() {
-            let line = line.as_ref();
-            let rank = u32::try_from(rank).unwrap_or(u32::MAX);
-            // Split at the first space after the first byte (a side may itself be " ").
-            let bytes = line.as_bytes();
-            let Some(split) = bytes.iter().skip(1).position(|&b| b == b' ').map(|p| p + 1) else {
+        for (rank, entry) in sides.into_iter().enumerate() {
+            let Some((left, right, l, r)) = entry else {
                 continue;
             };
-            let (left, right) = (&line[..split], &line[split + 1..]);
-            match (vocab.get(left), vocab.get(right)) {
-                (Some(&l), Some(&r)) => {
+            let rank = u32::try_from(rank).unwrap_or(u32::MAX);
+            match (l, r) {
+                (Some(l), Some(r)) => {
                     ranks.by_id.entry((l, r)).or_insert(rank);
                 }
                 _ => {

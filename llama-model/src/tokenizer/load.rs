@@ -57,15 +57,11 @@ impl Tokenizer {
         } else {
             None
         };
-        let merges: Vec<String> = meta
-            .get_str_array(keys::MERGES)?
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        Tokenizer::from_data(TokenizerData {
+        let merges: Vec<&str> = meta.get_str_array(keys::MERGES)?;
+        let data = TokenizerData {
             tokens,
             token_types,
-            merges,
+            merges: Vec::new(),
             pre,
             bos_id: meta.opt_u32(keys::BOS)?,
             eos_id: meta.opt_u32(keys::EOS)?,
@@ -74,6 +70,7 @@ impl Tokenizer {
             add_bos: meta.opt_bool(keys::ADD_BOS)?,
             add_eos: meta.opt_bool(keys::ADD_EOS)?,
             chat_template: meta.opt_str(keys::CHAT_TEMPLATE)?.map(str::to_owned),
-        })
+        };
+        Tokenizer::build(data, &merges)
     }
 }
