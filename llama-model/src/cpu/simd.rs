@@ -62,7 +62,7 @@ unsafe fn rows_q8_avx2(
     out: &mut [f32],
 ) {
     let n_tokens = xq.len() / blocks_per_row.max(1);
-    let rows_fn: fn(&[u8], usize, &[BlockQ8], usize, &mut [f32]) = match ty {
+    let rows_fn: fn(&[u8], &[BlockQ8], usize, &mut [f32]) = match ty {
         GgmlType::Q4_0 => avx2::rows::<{ avx2::Q4_0 }>,
         GgmlType::Q4_1 => avx2::rows::<{ avx2::Q4_1 }>,
         GgmlType::Q8_0 => avx2::rows::<{ avx2::Q8_0 }>,
@@ -72,7 +72,7 @@ unsafe fn rows_q8_avx2(
         .chunks_exact(row_bytes)
         .zip(out.chunks_exact_mut(n_tokens))
     {
-        rows_fn(r, row_bytes, xq, blocks_per_row, o);
+        rows_fn(r, xq, blocks_per_row, o);
     }
 }
 
@@ -84,7 +84,6 @@ unsafe fn rows_q8_avx2(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::blocks::f16_at;
     use super::BlockQ8;
 
     /// Sum of the 8 lanes.
@@ -108,15 +107,38 @@ mod avx2 {
 
     /// The 16 packed bytes of a 4-bit block as 32 u8 nibbles (low nibbles first, like ggml).
     #[target_feature(enable = "avx2,fma")]
-    fn unpack_nibbles(qs: &[u8]) -> __m256i {
-        let mut buf = [0u8; 16];
-        buf.copy_from_slice(&qs[..16]);
-        // SAFETY: `buf` is 16 readable bytes; `loadu` has no alignment requirement.
-        let v = unsafe { _mm_loadu_si128(buf.as_ptr().cast()) };
+    fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
+        // SAFETY: `qs` is 16 readable bytes; `loadu` has no alignment requirement.
+        let v = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
         let mask = _mm_set1_epi8(0x0f);
         let lo = _mm_and_si128(v, mask);
         let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), mask);
         _mm256_set_m128i(hi, lo)
+    }
+
+    /// Two consecutive f16 values (`b[0..4]`) to f32 with the F16C instruction.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn f16_pair(b: &[u8; 4]) -> (f32, f32) {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*b)));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+
+    /// One f16 value (`b[0..2]`) to f32 with the F16C instruction.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn f16_one(b: &[u8; 2]) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+            u16::from_le_bytes(*b),
+        ))))
+    }
+
+    /// A fixed-size view of `b[at..at + N]` (the caller's block slices have constant length, so
+    /// the check folds away).
+    #[inline(always)]
+    fn arr<const N: usize>(b: &[u8], at: usize) -> &[u8; N] {
+        match b.get(at..at + N).and_then(|s| <&[u8; N]>::try_from(s).ok()) {
+            Some(a) => a,
+            None => &[0; N],
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -130,30 +152,36 @@ mod avx2 {
     pub(super) const Q4_1: u8 = 1;
     pub(super) const Q8_0: u8 = 2;
 
-    /// One weight block as (32 weights ready for `maddubs`, sign source or None, scale, min).
+    /// Bytes per block of kind `K`.
+    #[inline(always)]
+    fn block_bytes<const K: u8>() -> usize {
+        match K {
+            Q4_1 => 20,
+            Q4_0 => 18,
+            _ => 34,
+        }
+    }
+
+    /// One weight block as (32 weights ready for `maddubs`, their sign source, scale, min).
     #[inline(always)]
     fn weights<const K: u8>(b: &[u8]) -> (__m256i, __m256i, f32, f32) {
-        // SAFETY (of the intrinsics below): only reached from `rows`, which carries the
-        // avx2/fma/f16c target features.
-        match K {
-            Q4_1 => {
-                // SAFETY: see above.
-                let w = unsafe { unpack_nibbles(&b[4..20]) };
-                (w, w, f16_at(b, 0), f16_at(b, 2))
-            }
-            Q4_0 => {
-                // SAFETY: see above.
-                let w = unsafe { _mm256_sub_epi8(unpack_nibbles(&b[2..18]), _mm256_set1_epi8(8)) };
-                // SAFETY: see above.
-                (unsafe { _mm256_sign_epi8(w, w) }, w, f16_at(b, 0), 0.0)
-            }
-            _ => {
-                let mut buf = [0u8; 32];
-                buf.copy_from_slice(&b[2..34]);
-                // SAFETY: `buf` is 32 readable bytes; `loadu` has no alignment requirement.
-                let w = unsafe { _mm256_loadu_si256(buf.as_ptr().cast()) };
-                // SAFETY: see above.
-                (unsafe { _mm256_sign_epi8(w, w) }, w, f16_at(b, 0), 0.0)
+        // SAFETY: only reached from `rows`, which carries the avx2/fma/f16c target features
+        // these intrinsics need; the only load reads a 32-byte array (no alignment needed).
+        unsafe {
+            match K {
+                Q4_1 => {
+                    let w = unpack_nibbles(arr::<16>(b, 4));
+                    let (d, m) = f16_pair(arr::<4>(b, 0));
+                    (w, w, d, m)
+                }
+                Q4_0 => {
+                    let w = _mm256_sub_epi8(unpack_nibbles(arr::<16>(b, 2)), _mm256_set1_epi8(8));
+                    (_mm256_sign_epi8(w, w), w, f16_one(arr::<2>(b, 0)), 0.0)
+                }
+                _ => {
+                    let w = _mm256_loadu_si256(arr::<32>(b, 2).as_ptr().cast());
+                    (_mm256_sign_epi8(w, w), w, f16_one(arr::<2>(b, 0)), 0.0)
+                }
             }
         }
     }
@@ -161,39 +189,27 @@ mod avx2 {
     /// One weight row against every token of `xq` (runs of `bpr` blocks), four tokens at a
     /// time so each weight block is unpacked once per four tokens.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn rows<const K: u8>(
-        row: &[u8],
-        row_bytes: usize,
-        xq: &[BlockQ8],
-        bpr: usize,
-        out: &mut [f32],
-    ) {
-        let bs = row_bytes / bpr.max(1);
+    pub(super) fn rows<const K: u8>(row: &[u8], xq: &[BlockQ8], bpr: usize, out: &mut [f32]) {
         let mut t = 0;
         while t + 4 <= out.len() {
-            let r = dot_n::<K, 4>(row, bs, &xq[t * bpr..], bpr);
+            let r = dot_n::<K, 4>(row, &xq[t * bpr..], bpr);
             out[t..t + 4].copy_from_slice(&r);
             t += 4;
         }
         while t < out.len() {
-            out[t] = dot_n::<K, 1>(row, bs, &xq[t * bpr..], bpr)[0];
+            out[t] = dot_n::<K, 1>(row, &xq[t * bpr..], bpr)[0];
             t += 1;
         }
     }
 
     /// Dot products of one weight row with `N` consecutive tokens' activations.
     #[inline(always)]
-    fn dot_n<const K: u8, const N: usize>(
-        row: &[u8],
-        bs: usize,
-        xq: &[BlockQ8],
-        bpr: usize,
-    ) -> [f32; N] {
+    fn dot_n<const K: u8, const N: usize>(row: &[u8], xq: &[BlockQ8], bpr: usize) -> [f32; N] {
         // SAFETY: only called from `rows`, which carries the avx2/fma/f16c target features.
         unsafe {
             let mut acc = [_mm256_setzero_ps(); N];
             let mut mins = [0f32; N];
-            for (bi, b) in row.chunks_exact(bs).enumerate() {
+            for (bi, b) in row.chunks_exact(block_bytes::<K>()).enumerate() {
                 let (w, sign, d, m) = weights::<K>(b);
                 for k in 0..N {
                     let xb = &xq[k * bpr + bi];
