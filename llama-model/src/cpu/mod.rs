@@ -1,8 +1,17 @@
-//! CPU reference forward pass: plain f32 arithmetic over ggml blocks, multithreaded over rows.
+//! CPU reference forward pass over ggml blocks, multithreaded over weight rows (rayon).
 //!
 //! The per-layer step [`forward_layer`] reads its weights through [`LayerWeights`], views into
 //! memory the caller owns (a mapped file, a RAM tier, a streamed buffer). [`Model`] is the
 //! convenience that runs every layer over a memory-mapped GGUF.
+//!
+//! Everything is plain f32 code except the matrix products, whose [`Kernel`] picks how
+//! activations meet the weights: [`Kernel::F32`] decodes each weight row to f32 (the textbook
+//! reference); [`Kernel::Q8`] (default) quantizes activations to 8 bits per block of 32 and uses
+//! integer dot products like llama.cpp, with AVX2 versions chosen at run time
+//! (the only `unsafe` code, in `simd.rs`).
+//!
+//! A matrix can be split by rows ([`TensorView::rows`]): [`matmul`] over a row range yields
+//! that slice of the output, so partial products from two devices join by concatenation.
 
 mod attention;
 mod blocks;
