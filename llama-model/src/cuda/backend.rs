@@ -146,7 +146,8 @@ impl CudaBackend {
     }
 
     /// `y[r] = sum_c w[r][c] * x[c]` for every row `r` of `w` (f32 accumulation), reading the
-    /// weight's ggml blocks in place.
+    /// weight's ggml blocks in place. The weight may start at any byte offset of its buffer;
+    /// `x` is a whole allocation, so the kernel's 16-byte vector loads of it are aligned.
     pub fn matvec(
         &self,
         w: &DeviceWeight<'_>,
