@@ -465,3 +465,126 @@ fn matvec_bandwidth_report() {
         );
     }
 }
+
+/// f16 bits of `v` (round to nearest even, as the kernel's `cvt.rn.f16.f32`).
+fn h(v: f32) -> u16 {
+    f16::from_f32(v).to_bits()
+}
+
+#[test]
+fn kv_store_rounds_to_f16_at_its_position() {
+    let Some(b) = backend() else { return };
+    let s = b.stream();
+    let mut rng = StdRng::seed_from_u64(29);
+    let shape = llama_model::cuda::AttnShape {
+        n_heads: 8,
+        n_kv_heads: 2,
+        head_dim: 64,
+        max_ctx: 16,
+    };
+    let n = shape.n_kv_heads * shape.head_dim;
+    let k: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+    let poison = 0x7E00u16; // f16 NaN
+    let mut kc = s.clone_htod(&vec![poison; shape.cache_len()]).expect("kc");
+    let mut vc = s.clone_htod(&vec![poison; shape.cache_len()]).expect("vc");
+    let (dk, dv) = (s.clone_htod(&k).expect("k"), s.clone_htod(&v).expect("v"));
+    let pos = 5;
+    b.kv_store(&dk, &dv, &mut kc, &mut vc, shape, pos)
+        .expect("kv_store");
+    let (gk, gv) = (
+        s.clone_dtoh(&kc).expect("kc"),
+        s.clone_dtoh(&vc).expect("vc"),
+    );
+    for hh in 0..shape.n_kv_heads {
+        for p in 0..shape.max_ctx {
+            for d in 0..shape.head_dim {
+                let at = (hh * shape.max_ctx + p) * shape.head_dim + d;
+                let i = hh * shape.head_dim + d;
+                let (ek, ev) = if p == pos {
+                    (h(k[i]), h(v[i]))
+                } else {
+                    (poison, poison)
+                };
+                assert_eq!((gk[at], gv[at]), (ek, ev), "head {hh} pos {p} dim {d}");
+            }
+        }
+    }
+    assert!(
+        b.kv_store(&dk, &dv, &mut kc, &mut vc, shape, 16).is_err(),
+        "pos past the cache"
+    );
+}
+
+#[test]
+fn attention_decode_matches_softmax_reference() {
+    let Some(b) = backend() else { return };
+    let s = b.stream();
+    let mut rng = StdRng::seed_from_u64(31);
+    for (n_heads, n_kv_heads, head_dim, max_ctx, n_ctxs) in [
+        (
+            8usize,
+            2usize,
+            64usize,
+            1100usize,
+            vec![1usize, 7, 256, 257, 1100],
+        ),
+        (32, 8, 128, 4200, vec![4100]),
+        (9, 3, 64, 300, vec![300]),
+    ] {
+        let shape = llama_model::cuda::AttnShape {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            max_ctx,
+        };
+        let kf: Vec<f32> = (0..shape.cache_len())
+            .map(|_| rng.gen_range(-2.0f32..2.0))
+            .collect();
+        let vf: Vec<f32> = (0..shape.cache_len())
+            .map(|_| rng.gen_range(-2.0f32..2.0))
+            .collect();
+        let kh: Vec<u16> = kf.iter().map(|&x| h(x)).collect();
+        let vh: Vec<u16> = vf.iter().map(|&x| h(x)).collect();
+        let (kc, vc) = (
+            s.clone_htod(&kh).expect("kc"),
+            s.clone_htod(&vh).expect("vc"),
+        );
+        let q: Vec<f32> = (0..n_heads * head_dim)
+            .map(|_| rng.gen_range(-2.0f32..2.0))
+            .collect();
+        let dq = s.clone_htod(&q).expect("q");
+        for n_ctx in n_ctxs {
+            let mut scratch = nan_buf(s, shape.scratch_len(n_ctx));
+            let mut out = nan_buf(s, n_heads * head_dim);
+            b.attention_decode(&dq, &kc, &vc, &mut scratch, &mut out, shape, n_ctx)
+                .expect("attention");
+            let got = s.clone_dtoh(&out).expect("download");
+            let f = |bits: u16| f64::from(f16::from_bits(bits).to_f32());
+            let group = n_heads / n_kv_heads;
+            for hq in 0..n_heads {
+                let kvh = hq / group;
+                let row = |p: usize| (kvh * max_ctx + p) * head_dim;
+                let scores: Vec<f64> = (0..n_ctx)
+                    .map(|p| {
+                        (0..head_dim)
+                            .map(|d| f64::from(q[hq * head_dim + d]) * f(kh[row(p) + d]))
+                            .sum::<f64>()
+                            / (head_dim as f64).sqrt()
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = scores.iter().map(|sc| (sc - mx).exp()).collect();
+                let total: f64 = w.iter().sum();
+                for d in 0..head_dim {
+                    let e = (0..n_ctx).map(|p| w[p] * f(vh[row(p) + d])).sum::<f64>() / total;
+                    let a = f64::from(got[hq * head_dim + d]);
+                    assert!(
+                        (a - e).abs() <= 1e-4 * e.abs().max(1.0),
+                        "heads {n_heads}/{n_kv_heads} dim {head_dim} n_ctx {n_ctx} head {hq} d {d}: gpu {a} ref {e}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -18,6 +18,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
         "elementwise",
         &["rmsnorm", "rope", "swiglu", "add_inplace", "argmax"],
     ),
+    ("attention", &["kv_store", "attn_partial", "attn_combine"]),
 ];
 
 fn find_nvrtc() -> Option<String> {

@@ -31,7 +31,7 @@ pub fn driver_available() -> Result<()> {
 }
 
 #[derive(Debug)]
-struct Kernels {
+pub(super) struct Kernels {
     matvec: CudaFunction,
     embed_rows: CudaFunction,
     rmsnorm: CudaFunction,
@@ -39,6 +39,9 @@ struct Kernels {
     swiglu: CudaFunction,
     add_inplace: CudaFunction,
     argmax: CudaFunction,
+    pub(super) kv_store: CudaFunction,
+    pub(super) attn_partial: CudaFunction,
+    pub(super) attn_combine: CudaFunction,
 }
 
 /// One GPU with its compute stream and every kernel compiled for its architecture.
@@ -47,17 +50,17 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     arch: String,
-    k: Kernels,
+    pub(super) k: Kernels,
 }
 
-fn i32_arg(op: &'static str, what: &str, v: usize) -> Result<i32> {
+pub(super) fn i32_arg(op: &'static str, what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| CudaError::Shape {
         op,
         detail: format!("{what} = {v} exceeds the kernels' 32-bit indices"),
     })
 }
 
-fn need_len(op: &'static str, what: &str, have: usize, need: usize) -> Result<()> {
+pub(super) fn need_len(op: &'static str, what: &str, have: usize, need: usize) -> Result<()> {
     if have < need {
         return Err(CudaError::Shape {
             op,
@@ -67,14 +70,14 @@ fn need_len(op: &'static str, what: &str, have: usize, need: usize) -> Result<()
     Ok(())
 }
 
-fn grid_for(n: usize, per: usize, op: &'static str) -> Result<u32> {
+pub(super) fn grid_for(n: usize, per: usize, op: &'static str) -> Result<u32> {
     u32::try_from(n.div_ceil(per)).map_err(|_| CudaError::Shape {
         op,
         detail: format!("{n} items need too many CTAs"),
     })
 }
 
-fn cfg(grid: u32, block: u32) -> LaunchConfig {
+pub(super) fn cfg(grid: u32, block: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (grid, 1, 1),
         block_dim: (block, 1, 1),
@@ -121,6 +124,9 @@ impl CudaBackend {
             swiglu: get("elementwise", "swiglu")?,
             add_inplace: get("elementwise", "add_inplace")?,
             argmax: get("elementwise", "argmax")?,
+            kv_store: get("attention", "kv_store")?,
+            attn_partial: get("attention", "attn_partial")?,
+            attn_combine: get("attention", "attn_combine")?,
         };
         Ok(Self {
             ctx,

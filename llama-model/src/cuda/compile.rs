@@ -15,6 +15,7 @@ pub const KERNEL_MODULES: &[(&str, &str)] = &[
     ("matvec", include_str!("kernels/matvec.cu")),
     ("embed", include_str!("kernels/embed.cu")),
     ("elementwise", include_str!("kernels/elementwise.cu")),
+    ("attention", include_str!("kernels/attention.cu")),
 ];
 
 /// The full source NVRTC compiles for module `body`.
