@@ -7,8 +7,11 @@
 //! site-packages is. Without NVRTC it skips loudly, except with `CI=true`, where it fails.
 #![cfg(feature = "cuda")]
 
-use llama_model::cuda::compile::{compile_module, nvrtc_available, KERNEL_MODULES};
-use llama_model::cuda::CudaError;
+use llama_model::cuda::compile::{
+    cache_key, compile_module, compile_module_cached, nvrtc_available, nvrtc_version,
+    COMMON_PRELUDE, KERNEL_MODULES,
+};
+use llama_model::cuda::{type_code, CudaError, SUPPORTED_TYPES};
 
 /// Kernel entry points the backend loads from each module.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
@@ -103,6 +106,38 @@ fn every_kernel_module_compiles_for_sm80_and_sm90() {
             eprintln!("{name} {arch}: {} bytes", cubin.len());
         }
     }
+    // The disk cache: the first compile writes <dir>/<key>, later calls read that file back.
+    let dir = std::env::temp_dir().join(format!("vramless-kcache-{}", std::process::id()));
+    std::env::set_var("VRAMLESS_KERNEL_CACHE", &dir);
+    let (name, body) = KERNEL_MODULES[0];
+    let version = nvrtc_version().expect("version");
+    let key = cache_key(name, body, "sm_90", version);
+    assert_ne!(
+        key,
+        cache_key(name, body, "sm_80", version),
+        "arch must change the key"
+    );
+    assert_ne!(
+        key,
+        cache_key(name, "// edited", "sm_90", version),
+        "source must change the key"
+    );
+    assert_ne!(
+        key,
+        cache_key(name, body, "sm_90", (version.0, version.1 + 1)),
+        "version too"
+    );
+    let first = compile_module_cached(name, body, "sm_90").expect("cached compile");
+    let on_disk = std::fs::read(dir.join(&key)).expect("the cubin was cached");
+    assert_eq!(first, on_disk);
+    // A marked file under the same key is what the next call returns: proof it reads the cache.
+    std::fs::write(dir.join(&key), b"marker").unwrap();
+    assert_eq!(
+        compile_module_cached(name, body, "sm_90").unwrap(),
+        b"marker"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
     // A broken source is a typed compile error carrying NVRTC's log.
     let err = compile_module(
         "broken",
@@ -117,4 +152,17 @@ fn every_kernel_module_compiles_for_sm80_and_sm90() {
         }
         other => panic!("expected a compile error, got {other}"),
     }
+}
+
+/// The Rust type codes equal the `T_*` defines the kernels switch on.
+#[test]
+fn type_codes_match_the_kernel_header() {
+    for ty in SUPPORTED_TYPES {
+        let define = format!("#define T_{} {}", ty.name(), type_code(ty).unwrap());
+        assert!(
+            COMMON_PRELUDE.lines().any(|l| l.trim() == define),
+            "missing `{define}` in common.cuh"
+        );
+    }
+    assert!(type_code(gguf::GgmlType::Q2_K).is_err());
 }
