@@ -125,7 +125,7 @@ fn run(args: Args) -> Result<(), String> {
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
     let c = model.config();
     eprintln!(
-        "generate: {} — {} layers, width {}, {} heads / {} kv heads, vocab {} (loaded in {:.2} s, {} cores)",
+        "generate: {} — {} layers, width {}, {} heads / {} kv heads, vocab {} (loaded in {:.2} s, {} threads)",
         path.display(),
         c.n_layers,
         c.dim,
@@ -215,8 +215,13 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Worker threads of the forward pass: RAYON_NUM_THREADS if set, else the core count.
 fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Standard figures like llama-bench's pp128 / tg64: 128 prompt tokens (the prompt repeated)
@@ -244,7 +249,7 @@ fn bench(model: &mut Model, prompt: &[u32]) -> Result<(), String> {
     pp_times.sort_by(f64::total_cmp);
     tg_times.sort_by(f64::total_cmp);
     eprintln!(
-        "bench: prefill 128 tokens: {:.1} tok/s; decode 64 tokens: {:.1} tok/s (median of 3, {} cores)",
+        "bench: prefill 128 tokens: {:.1} tok/s; decode 64 tokens: {:.1} tok/s (median of 3, {} threads)",
         128.0 / pp_times[1],
         64.0 / tg_times[1],
         rayon_threads()
