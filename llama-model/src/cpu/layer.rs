@@ -10,7 +10,7 @@ use crate::config::LlamaConfig;
 use super::attention::{attention, AttentionShape, KvCache};
 use super::error::ForwardError;
 use super::head::vector;
-use super::matmul::{matmul, Kernel};
+use super::matmul::{matmul, matmul_shared_input, Kernel};
 use super::norm::rmsnorm;
 use super::rope::RopeFreqs;
 use super::weights::LayerWeights;
@@ -154,9 +154,13 @@ pub fn forward_layer(
     let mut q = vec![0f32; n * dim];
     let mut k = vec![0f32; n * kv_dim];
     let mut v = vec![0f32; n * kv_dim];
-    matmul(&w.attn_q, &xn, n, &mut q, kernel)?;
-    matmul(&w.attn_k, &xn, n, &mut k, kernel)?;
-    matmul(&w.attn_v, &xn, n, &mut v, kernel)?;
+    matmul_shared_input(
+        &[&w.attn_q, &w.attn_k, &w.attn_v],
+        &xn,
+        n,
+        &mut [&mut q, &mut k, &mut v],
+        kernel,
+    )?;
     for t in 0..n {
         state.rope.apply(&mut q[t * dim..(t + 1) * dim], start + t);
         state
@@ -186,8 +190,13 @@ pub fn forward_layer(
     rmsnorm(x, &vector(&w.ffn_norm)?, c.rms_eps, &mut xn);
     let mut gate = vec![0f32; n * ffn_dim];
     let mut up = vec![0f32; n * ffn_dim];
-    matmul(&w.ffn_gate, &xn, n, &mut gate, kernel)?;
-    matmul(&w.ffn_up, &xn, n, &mut up, kernel)?;
+    matmul_shared_input(
+        &[&w.ffn_gate, &w.ffn_up],
+        &xn,
+        n,
+        &mut [&mut gate, &mut up],
+        kernel,
+    )?;
     for (g, u) in gate.iter_mut().zip(&up) {
         *g = silu(*g) * u;
     }

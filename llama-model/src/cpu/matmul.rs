@@ -96,3 +96,63 @@ fn rows_times_tokens(
             })
     }
 }
+
+/// Several single-token products sharing one input (e.g. Q, K and V of one layer) as ONE
+/// parallel pass, so the threads synchronise once instead of once per matrix. With more than
+/// one token it runs [`matmul`] per matrix.
+pub fn matmul_shared_input(
+    ws: &[&TensorView<'_>],
+    x: &[f32],
+    n_tokens: usize,
+    outs: &mut [&mut [f32]],
+    kernel: Kernel,
+) -> Result<(), ForwardError> {
+    let same_input = ws.windows(2).all(|p| p[0].row_len == p[1].row_len);
+    if n_tokens != 1 || ws.len() != outs.len() || !same_input {
+        for (w, o) in ws.iter().zip(outs.iter_mut()) {
+            matmul(w, x, n_tokens, o, kernel)?;
+        }
+        return Ok(());
+    }
+    for (w, o) in ws.iter().zip(outs.iter()) {
+        if x.len() != w.row_len || o.len() != w.n_rows {
+            return Err(ForwardError::Batch(format!(
+                "matmul with `{}` ({} x {}): {} inputs and {} outputs",
+                w.name,
+                w.n_rows,
+                w.row_len,
+                x.len(),
+                o.len()
+            )));
+        }
+    }
+    let all_q8 = kernel == Kernel::Q8 && ws.iter().all(|w| has_q8_kernel(w.ggml_type));
+    let mut xq = Vec::new();
+    if all_q8 {
+        quantize_q8(x, &mut xq);
+    }
+    let total_rows: usize = ws.iter().map(|w| w.n_rows).sum();
+    let chunk_rows = rows_per_task(total_rows);
+    // One task per run of rows of one matrix.
+    let mut tasks = Vec::new();
+    for (w, o) in ws.iter().zip(outs.iter_mut()) {
+        let rb = w.row_bytes();
+        for (oc, rows) in o.chunks_mut(chunk_rows).zip(w.data.chunks(chunk_rows * rb)) {
+            tasks.push((*w, oc, rows));
+        }
+    }
+    tasks.into_par_iter().try_for_each(|(w, o, rows)| {
+        let rb = w.row_bytes();
+        if all_q8 {
+            simd::rows_q8(w.ggml_type, rows, rb, &xq, w.row_len / 32, o);
+            Ok(())
+        } else {
+            simd::rows_f32(w.ggml_type, rows, rb, x, w.row_len, o).map_err(|reason| {
+                ForwardError::Dequant {
+                    name: w.name.to_string(),
+                    reason,
+                }
+            })
+        }
+    })
+}

@@ -32,7 +32,7 @@ pub use blocks::{decode_row, decodes_natively};
 pub use error::ForwardError;
 pub use head::{embed, logits, vector};
 pub use layer::{forward_layer, silu, State};
-pub use matmul::{matmul, Kernel};
+pub use matmul::{matmul, matmul_shared_input, Kernel};
 pub use model::{Model, ModelOptions};
 pub use norm::rmsnorm;
 pub use rope::RopeFreqs;
