@@ -1,7 +1,9 @@
-//! Generate text from a Llama GGUF on the CPU.
+//! Generate text from a Llama GGUF on the CPU, or on an NVIDIA GPU with `--device cuda` (built
+//! with `--features cuda`; the whole model resident in VRAM).
 //!
 //! ```text
 //! cargo run --release --bin generate -- --prompt "The capital of France is" --max-tokens 32
+//! cargo run --release --features cuda --bin generate -- --device cuda --prompt "Hi" --bench
 //! ```
 //! Text streams to stdout; progress and figures go to stderr. With no `--model` the default
 //! model (SmolLM2-135M-Instruct Q4_1) is used, fetched by `scripts/fetch-model.sh` if missing.
@@ -12,12 +14,14 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use clap::Parser;
+use gguf::GgufFile;
+use llama_model::config::LlamaConfig;
 use llama_model::cpu::{Model, ModelOptions};
 use llama_model::sampler::{Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
 
 #[derive(Parser, Debug)]
-#[command(about = "Generate text from a Llama GGUF (CPU reference backend)")]
+#[command(about = "Generate text from a Llama GGUF (CPU reference backend or CUDA)")]
 struct Args {
     /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
     #[arg(long)]
@@ -53,7 +57,7 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Compute device: cpu (cuda is not built yet).
+    /// Compute device: cpu, or cuda (needs a build with `--features cuda` and an NVIDIA GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// KV cache size in positions (0: the model's context length).
@@ -68,6 +72,84 @@ struct Args {
     /// Print prefill and decode speed (also a standard 128-token prefill + 64-token decode).
     #[arg(long)]
     bench: bool,
+}
+
+/// What the generation loop needs of a backend.
+trait Engine {
+    /// The GGUF (tokenizer metadata).
+    fn gguf(&self) -> &GgufFile;
+    /// The model config.
+    fn config(&self) -> &LlamaConfig;
+    /// Feeds tokens, returns the logits after the last.
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String>;
+    /// Feeds one token, returns the logits after it.
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String>;
+    /// Feeds tokens, returns the greedy next token.
+    fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32, String> {
+        Ok(argmax(&self.prefill(tokens)?))
+    }
+    /// Feeds one token, returns the greedy next token.
+    fn decode_argmax(&mut self, token: u32) -> Result<u32, String> {
+        Ok(argmax(&self.decode(token)?))
+    }
+    /// Positions in the KV cache.
+    fn n_past(&self) -> usize;
+    /// Positions the KV cache holds.
+    fn max_context(&self) -> usize;
+}
+
+impl Engine for Model {
+    fn gguf(&self) -> &GgufFile {
+        Model::gguf(self)
+    }
+    fn config(&self) -> &LlamaConfig {
+        Model::config(self)
+    }
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        Model::prefill(self, tokens).map_err(|e| e.to_string())
+    }
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
+        Model::decode(self, token).map_err(|e| e.to_string())
+    }
+    fn n_past(&self) -> usize {
+        Model::n_past(self)
+    }
+    fn max_context(&self) -> usize {
+        self.state().max_context()
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Engine for llama_model::cuda::CudaModel {
+    fn gguf(&self) -> &GgufFile {
+        llama_model::cuda::CudaModel::gguf(self)
+    }
+    fn config(&self) -> &LlamaConfig {
+        llama_model::cuda::CudaModel::config(self)
+    }
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        llama_model::cuda::CudaModel::prefill(self, tokens).map_err(|e| e.to_string())
+    }
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
+        llama_model::cuda::CudaModel::decode(self, token).map_err(|e| e.to_string())
+    }
+    fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32, String> {
+        llama_model::cuda::CudaModel::prefill_argmax(self, tokens).map_err(|e| e.to_string())
+    }
+    fn decode_argmax(&mut self, token: u32) -> Result<u32, String> {
+        llama_model::cuda::CudaModel::decode_argmax(self, token).map_err(|e| e.to_string())
+    }
+    fn n_past(&self) -> usize {
+        llama_model::cuda::CudaModel::n_past(self)
+    }
+    fn max_context(&self) -> usize {
+        llama_model::cuda::CudaModel::max_context(self)
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(path: &Path, ctx: usize) -> Result<llama_model::cuda::CudaModel, String> {
+    llama_model::cuda::CudaModel::open(path, ctx).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -99,11 +181,16 @@ fn run(args: Args) -> Result<(), String> {
     match args.device.as_str() {
         "cpu" => {}
         "cuda" => {
-            return Err(
-                "this build has no CUDA backend yet (not built with CUDA); use --device cpu".into(),
-            )
+            if !cfg!(feature = "cuda") {
+                return Err(
+                    "this generate was built without CUDA support: rebuild with \
+                     `cargo build --release -p vramless-examples --features cuda --bin generate`, \
+                     or use --device cpu"
+                        .into(),
+                );
+            }
         }
-        d => return Err(format!("unknown device `{d}`: use cpu")),
+        d => return Err(format!("unknown device `{d}`: use cpu or cuda")),
     }
     let path = match &args.model {
         Some(p) => p.clone(),
@@ -116,26 +203,62 @@ fn run(args: Args) -> Result<(), String> {
         (None, None) => return Err("give --prompt or --prompt-file".into()),
     };
     let t0 = Instant::now();
+    #[cfg(feature = "cuda")]
+    if args.device == "cuda" {
+        let mut model = open_cuda(&path, args.ctx)?;
+        let b = model.backend();
+        eprintln!(
+            "generate: CUDA {} — whole model resident in VRAM ({:.1} MB of weights per token); \
+             prompts run token by token (no batched prefill yet)",
+            b.arch(),
+            model.weight_bytes_per_token() as f64 / 1e6
+        );
+        let loaded = t0.elapsed().as_secs_f64();
+        let prompt_tokens = generate(&mut model, &args, &prompt, &path, loaded, "GPU")?;
+        if args.bench {
+            bench_cuda(&mut model, &prompt_tokens)?;
+        }
+        return Ok(());
+    }
     let opts = ModelOptions {
         max_context: args.ctx,
         ..ModelOptions::default()
     };
     let mut model =
         Model::open_with(&path, opts).map_err(|e| format!("{}: {e}", path.display()))?;
+    let loaded = t0.elapsed().as_secs_f64();
+    let threads = format!("{} threads", rayon_threads());
+    let prompt_tokens = generate(&mut model, &args, &prompt, &path, loaded, &threads)?;
+    if args.bench {
+        bench(&mut model, &prompt_tokens)?;
+    }
+    Ok(())
+}
+
+/// Tokenizes, prefills, then samples up to `--max-tokens` tokens, streaming the text to stdout.
+/// Returns the prompt tokens.
+fn generate(
+    model: &mut dyn Engine,
+    args: &Args,
+    prompt: &str,
+    path: &Path,
+    loaded_s: f64,
+    where_: &str,
+) -> Result<Vec<u32>, String> {
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
     let c = model.config();
     eprintln!(
-        "generate: {} — {} layers, width {}, {} heads / {} kv heads, vocab {} (loaded in {:.2} s, {} threads)",
+        "generate: {} — {} layers, width {}, {} heads / {} kv heads, vocab {} (loaded in {:.2} s, {})",
         path.display(),
         c.n_layers,
         c.dim,
         c.n_heads,
         c.n_kv_heads,
         c.vocab_size,
-        t0.elapsed().as_secs_f64(),
-        rayon_threads(),
+        loaded_s,
+        where_,
     );
-    let prompt_tokens = tok.encode_prompt(&prompt).map_err(|e| e.to_string())?;
+    let prompt_tokens = tok.encode_prompt(prompt).map_err(|e| e.to_string())?;
     if prompt_tokens.is_empty() {
         return Err("the prompt encodes to no tokens".into());
     }
@@ -151,8 +274,19 @@ fn run(args: Args) -> Result<(), String> {
         ..SamplerConfig::default()
     });
 
+    // On the GPU, plain greedy decoding takes the argmax there: only token ids cross the bus.
+    let gpu_greedy = args.device == "cuda"
+        && (args.temperature.is_nan() || args.temperature <= 0.0)
+        && args.repeat_penalty == 1.0
+        && args.dump_logits.is_none();
     let t_prefill = Instant::now();
-    let mut logits = model.prefill(&prompt_tokens).map_err(|e| e.to_string())?;
+    let mut logits = Vec::new();
+    let mut next_greedy = 0u32;
+    if gpu_greedy {
+        next_greedy = model.prefill_argmax(&prompt_tokens)?;
+    } else {
+        logits = model.prefill(&prompt_tokens)?;
+    }
     let prefill_s = t_prefill.elapsed().as_secs_f64();
     if let Some(p) = &args.dump_logits {
         let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -166,9 +300,13 @@ fn run(args: Args) -> Result<(), String> {
     let t_decode = Instant::now();
     let mut decoded = 0usize;
     while generated.len() < args.max_tokens {
-        let next = sampler
-            .sample(&logits, &history)
-            .map_err(|e| e.to_string())?;
+        let next = if gpu_greedy {
+            next_greedy
+        } else {
+            sampler
+                .sample(&logits, &history)
+                .map_err(|e| e.to_string())?
+        };
         if tok.is_eog(next) {
             break;
         }
@@ -180,11 +318,15 @@ fn run(args: Args) -> Result<(), String> {
         if generated.len() == args.max_tokens {
             break;
         }
-        if model.n_past() >= model.state().max_context() {
+        if model.n_past() >= model.max_context() {
             eprintln!("\ngenerate: context full ({} positions)", model.n_past());
             break;
         }
-        logits = model.decode(next).map_err(|e| e.to_string())?;
+        if gpu_greedy {
+            next_greedy = model.decode_argmax(next)?;
+        } else {
+            logits = model.decode(next)?;
+        }
         decoded += 1;
     }
     let decode_s = t_decode.elapsed().as_secs_f64();
@@ -209,9 +351,51 @@ fn run(args: Args) -> Result<(), String> {
         std::fs::write(p, v.to_string())
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
-    if args.bench {
-        bench(&mut model, &prompt_tokens)?;
+    Ok(prompt_tokens)
+}
+
+/// GPU figures: 128 prompt tokens (fed token by token: there is no batched prefill yet), then
+/// 64 greedy decode steps with the argmax on the GPU, median of 3 runs; plus the device memory
+/// bandwidth (1 GiB device-to-device copies) and the fraction of it decode reaches.
+#[cfg(feature = "cuda")]
+fn bench_cuda(model: &mut llama_model::cuda::CudaModel, prompt: &[u32]) -> Result<(), String> {
+    let pp: Vec<u32> = prompt.iter().copied().cycle().take(128).collect();
+    let mut pp_times = Vec::new();
+    let mut tg_times = Vec::new();
+    for _ in 0..3 {
+        model.reset();
+        let t = Instant::now();
+        let mut next = model.prefill_argmax(&pp).map_err(|e| e.to_string())?;
+        pp_times.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for _ in 0..64 {
+            next = model.decode_argmax(next).map_err(|e| e.to_string())?;
+        }
+        tg_times.push(t.elapsed().as_secs_f64());
     }
+    pp_times.sort_by(f64::total_cmp);
+    tg_times.sort_by(f64::total_cmp);
+    let bw = model
+        .backend()
+        .measure_d2d_bandwidth(1 << 30, 10)
+        .map_err(|e| e.to_string())?;
+    let (pp_s, tg_s) = (128.0 / pp_times[1], 64.0 / tg_times[1]);
+    let bytes = model.weight_bytes_per_token() as f64;
+    eprintln!(
+        "bench (CUDA {}): prefill 128 tokens (token by token): {pp_s:.1} tok/s; decode 64 tokens: {tg_s:.1} tok/s (median of 3)",
+        model.backend().arch()
+    );
+    eprintln!(
+        "bench: {:.1} MB of weights per token -> {:.1} GB/s at decode; device D2D bandwidth {:.1} GB/s; {:.1}% of it",
+        bytes / 1e6,
+        bytes * tg_s / 1e9,
+        bw / 1e9,
+        100.0 * bytes * tg_s / bw
+    );
+    println!(
+        "{{\"prefill_tok_s\":{pp_s:.2},\"decode_tok_s\":{tg_s:.2},\"weight_bytes_per_token\":{bytes},\"d2d_gb_s\":{:.2}}}",
+        bw / 1e9
+    );
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use super::weights::{type_code, DeviceWeight};
 /// Rows of a matrix-vector product per CTA (`MATVEC_WARPS` in `kernels/matvec.cu`).
 const MATVEC_ROWS_PER_CTA: usize = 4;
 /// Threads of the reduction kernels (`RED_THREADS` in `kernels/elementwise.cu`).
-const RED_THREADS: u32 = 256;
+pub(super) const RED_THREADS: u32 = 256;
 /// Threads per CTA of the element-wise kernels.
 const EW_THREADS: u32 = 256;
 
@@ -34,7 +34,7 @@ pub fn driver_available() -> Result<()> {
 pub(super) struct Kernels {
     matvec: CudaFunction,
     embed_rows: CudaFunction,
-    rmsnorm: CudaFunction,
+    pub(super) rmsnorm: CudaFunction,
     rope: CudaFunction,
     swiglu: CudaFunction,
     add_inplace: CudaFunction,

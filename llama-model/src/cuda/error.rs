@@ -39,6 +39,34 @@ pub enum CudaError {
         /// What does not fit.
         detail: String,
     },
+    /// The GGUF file cannot be read or lacks what the model needs.
+    #[error("model file: {0}")]
+    Gguf(#[from] gguf::GgufError),
+    /// The GGUF metadata does not describe a usable Llama model.
+    #[error("model config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// A tensor the forward pass needs is missing from the file.
+    #[error("tensor `{0}` is missing from the GGUF file")]
+    MissingTensor(String),
+    /// A token id is outside the vocabulary.
+    #[error("token {token} is outside the vocabulary ({vocab_size} tokens)")]
+    TokenOutOfRange {
+        /// The bad token.
+        token: u32,
+        /// Vocabulary size.
+        vocab_size: usize,
+    },
+    /// The KV cache has no room for more positions.
+    #[error("context full: {needed} positions needed, the KV cache holds {limit} (raise the context size)")]
+    ContextFull {
+        /// Positions the call would need.
+        needed: usize,
+        /// Positions the cache holds.
+        limit: usize,
+    },
+    /// Calls made in an order the state does not allow (e.g. a layer before its predecessors).
+    #[error("forward pass: {0}")]
+    Sequence(String),
 }
 
 /// Result alias of the CUDA backend.

@@ -1,0 +1,470 @@
+//! One transformer block on the GPU for one new token (decode), the same steps as the CPU
+//! reference (`cpu::forward_layer`):
+//!
+//! ```text
+//! h   = x + Wo · attention(rope(Wq · norm(x)), rope(Wk · norm(x)), Wv · norm(x))
+//! out = h + Wdown · (silu(Wgate · norm(h)) * (Wup · norm(h)))
+//! ```
+//!
+//! Weights are [`DeviceWeight`] views into device memory the caller owns (a resident buffer or
+//! a freshly streamed slot); the state ([`GpuState`]) owns the activations and the f16 KV cache
+//! of every layer in VRAM.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
+use gguf::GgmlType;
+
+use crate::config::LlamaConfig;
+
+use super::attention::AttnShape;
+use super::backend::{cfg, grid_for, i32_arg, need_len, CudaBackend, RED_THREADS};
+use super::error::{driver, CudaError, Result};
+use super::sys::Launch;
+use super::weights::DeviceWeight;
+
+/// The nine tensors of one transformer block, as views into device memory the caller owns
+/// (fields in the order of `cpu::LAYER_TENSOR_NAMES`). Norm weights must be F32.
+#[derive(Debug)]
+pub struct DeviceLayerWeights<'a> {
+    /// RMSNorm weight before attention (dim).
+    pub attn_norm: DeviceWeight<'a>,
+    /// Query projection (dim rows of dim).
+    pub attn_q: DeviceWeight<'a>,
+    /// Key projection (kv_dim rows of dim).
+    pub attn_k: DeviceWeight<'a>,
+    /// Value projection (kv_dim rows of dim).
+    pub attn_v: DeviceWeight<'a>,
+    /// Attention output projection (dim rows of dim).
+    pub attn_output: DeviceWeight<'a>,
+    /// RMSNorm weight before the FFN (dim).
+    pub ffn_norm: DeviceWeight<'a>,
+    /// FFN gate projection (ffn_dim rows of dim).
+    pub ffn_gate: DeviceWeight<'a>,
+    /// FFN up projection (ffn_dim rows of dim).
+    pub ffn_up: DeviceWeight<'a>,
+    /// FFN down projection (dim rows of ffn_dim).
+    pub ffn_down: DeviceWeight<'a>,
+}
+
+fn expect(w: &DeviceWeight<'_>, what: &str, row_len: usize, n_rows: usize) -> Result<()> {
+    if w.row_len != row_len || w.n_rows != n_rows {
+        return Err(CudaError::Shape {
+            op: "layer weights",
+            detail: format!(
+                "{what} is {} rows x {}, the config needs {n_rows} x {row_len}",
+                w.n_rows, w.row_len
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl<'a> DeviceLayerWeights<'a> {
+    /// Builds the layer from nine views given in `cpu::LAYER_TENSOR_NAMES` order.
+    pub fn from_array(v: [DeviceWeight<'a>; 9]) -> Self {
+        let [attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down] =
+            v;
+        Self {
+            attn_norm,
+            attn_q,
+            attn_k,
+            attn_v,
+            attn_output,
+            ffn_norm,
+            ffn_gate,
+            ffn_up,
+            ffn_down,
+        }
+    }
+
+    /// Checks every tensor's shape against the config (and that the norms are F32).
+    pub fn validate(&self, c: &LlamaConfig) -> Result<()> {
+        let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
+        expect(&self.attn_norm, "attn_norm", d, 1)?;
+        expect(&self.attn_q, "attn_q", d, d)?;
+        expect(&self.attn_k, "attn_k", d, kv)?;
+        expect(&self.attn_v, "attn_v", d, kv)?;
+        expect(&self.attn_output, "attn_output", d, d)?;
+        expect(&self.ffn_norm, "ffn_norm", d, 1)?;
+        expect(&self.ffn_gate, "ffn_gate", d, f)?;
+        expect(&self.ffn_up, "ffn_up", d, f)?;
+        expect(&self.ffn_down, "ffn_down", f, d)?;
+        for n in [&self.attn_norm, &self.ffn_norm] {
+            if n.ggml_type != GgmlType::F32 {
+                return Err(CudaError::Shape {
+                    op: "layer weights",
+                    detail: format!("norm weights must be F32, found {}", n.ggml_type),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CudaBackend {
+    /// RMSNorm of one row of `n` = `x.len()` values with an F32 weight lying in device memory
+    /// the caller owns (a [`DeviceWeight`] of one row): `out = x / rms(x) * w`.
+    pub fn rmsnorm_weight(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &DeviceWeight<'_>,
+        out: &mut CudaSlice<f32>,
+        eps: f32,
+    ) -> Result<()> {
+        const OP: &str = "rmsnorm";
+        let n = x.len();
+        if w.ggml_type != GgmlType::F32 || w.row_len * w.n_rows != n {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!(
+                    "norm weight is {} x {} {}, needs {n} F32 values",
+                    w.n_rows, w.row_len, w.ggml_type
+                ),
+            });
+        }
+        {
+            let (ptr, _sync) = w.data.device_ptr(self.stream());
+            if ptr % 4 != 0 {
+                return Err(CudaError::Shape {
+                    op: OP,
+                    detail: "norm weight is not 4-byte aligned in device memory".into(),
+                });
+            }
+        }
+        need_len(OP, "out", out.len(), n)?;
+        let n32 = i32_arg(OP, "n", n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut l = Launch::new(self.stream(), &self.k.rmsnorm);
+        l.0.arg(x).arg(&w.data).arg(out).arg(&n32).arg(&eps);
+        l.run(OP, cfg(grid_for(1, 1, OP)?, RED_THREADS))
+    }
+}
+
+/// The running state of one sequence on the GPU: the hidden state of the token being
+/// processed, scratch activations, and the f16 KV cache of every layer in VRAM.
+///
+/// A step is: [`GpuState::begin_token`] (embedding lookup on the GPU), [`forward_layer`] for
+/// every layer in order, then [`GpuState::end_token`], which commits the position;
+/// [`GpuState::head`] gives the logits (or only the argmax token) afterwards.
+#[derive(Debug)]
+pub struct GpuState {
+    backend: Arc<CudaBackend>,
+    config: LlamaConfig,
+    shape: AttnShape,
+    factors: Option<CudaSlice<f32>>,
+    k_cache: Vec<CudaSlice<u16>>,
+    v_cache: Vec<CudaSlice<u16>>,
+    /// Positions of each layer's cache written for the sequence (checks the layer order).
+    layer_len: Vec<usize>,
+    n_past: usize,
+    in_token: bool,
+    x: CudaSlice<f32>,
+    xn: CudaSlice<f32>,
+    q: CudaSlice<f32>,
+    k: CudaSlice<f32>,
+    v: CudaSlice<f32>,
+    att: CudaSlice<f32>,
+    o: CudaSlice<f32>,
+    gate: CudaSlice<f32>,
+    up: CudaSlice<f32>,
+    act: CudaSlice<f32>,
+    scratch: CudaSlice<f32>,
+    logits: CudaSlice<f32>,
+    token: CudaSlice<u32>,
+    next: CudaSlice<u32>,
+}
+
+impl GpuState {
+    /// A fresh state for `config` holding at most `max_context` positions (capped at the
+    /// model's context length; 0 means the model's context length), allocated on `backend`'s GPU.
+    pub fn new(
+        backend: Arc<CudaBackend>,
+        config: &LlamaConfig,
+        max_context: usize,
+    ) -> Result<Self> {
+        let max_ctx = if max_context == 0 {
+            config.context_length
+        } else {
+            max_context.min(config.context_length)
+        };
+        let shape = AttnShape {
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_kv_heads,
+            head_dim: config.head_dim,
+            max_ctx,
+        };
+        if config.n_heads * config.head_dim != config.dim {
+            return Err(CudaError::Shape {
+                op: "state",
+                detail: format!(
+                    "{} heads of {} do not make the width {}",
+                    config.n_heads, config.head_dim, config.dim
+                ),
+            });
+        }
+        let s = backend.stream().clone();
+        let zeros = |n: usize| s.alloc_zeros::<f32>(n).map_err(driver("alloc"));
+        let mut k_cache = Vec::with_capacity(config.n_layers);
+        let mut v_cache = Vec::with_capacity(config.n_layers);
+        for _ in 0..config.n_layers {
+            k_cache.push(
+                s.alloc_zeros::<u16>(shape.cache_len())
+                    .map_err(driver("alloc"))?,
+            );
+            v_cache.push(
+                s.alloc_zeros::<u16>(shape.cache_len())
+                    .map_err(driver("alloc"))?,
+            );
+        }
+        let factors = match &config.rope_freq_factors {
+            Some(f) => Some(s.clone_htod(f.as_slice()).map_err(driver("upload"))?),
+            None => None,
+        };
+        let (d, kv, f) = (config.dim, config.kv_dim(), config.ffn_dim);
+        Ok(Self {
+            x: zeros(d)?,
+            xn: zeros(d)?,
+            q: zeros(d)?,
+            k: zeros(kv)?,
+            v: zeros(kv)?,
+            att: zeros(d)?,
+            o: zeros(d)?,
+            gate: zeros(f)?,
+            up: zeros(f)?,
+            act: zeros(f)?,
+            scratch: zeros(shape.scratch_len(max_ctx).max(1))?,
+            logits: zeros(config.vocab_size.max(1))?,
+            token: s.alloc_zeros::<u32>(1).map_err(driver("alloc"))?,
+            next: s.alloc_zeros::<u32>(1).map_err(driver("alloc"))?,
+            backend,
+            config: config.clone(),
+            shape,
+            factors,
+            k_cache,
+            v_cache,
+            layer_len: vec![0; config.n_layers],
+            n_past: 0,
+            in_token: false,
+        })
+    }
+
+    /// The backend this state runs on.
+    pub fn backend(&self) -> &Arc<CudaBackend> {
+        &self.backend
+    }
+
+    /// The model config.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Positions committed to the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Most positions this state accepts.
+    pub fn max_context(&self) -> usize {
+        self.shape.max_ctx
+    }
+
+    /// The hidden state of the current token (`dim` values, on the GPU).
+    pub fn hidden(&self) -> &CudaSlice<f32> {
+        &self.x
+    }
+
+    /// Starts a token at position `n_past`: its embedding row of `token_embd` becomes the
+    /// hidden state (looked up on the GPU).
+    pub fn begin_token(&mut self, token_embd: &DeviceWeight<'_>, token: u32) -> Result<()> {
+        if token as usize >= token_embd.n_rows {
+            return Err(CudaError::TokenOutOfRange {
+                token,
+                vocab_size: token_embd.n_rows,
+            });
+        }
+        if token_embd.row_len != self.config.dim {
+            return Err(CudaError::Shape {
+                op: "embed",
+                detail: format!(
+                    "token_embd rows hold {}, the width is {}",
+                    token_embd.row_len, self.config.dim
+                ),
+            });
+        }
+        if self.n_past >= self.shape.max_ctx {
+            return Err(CudaError::ContextFull {
+                needed: self.n_past + 1,
+                limit: self.shape.max_ctx,
+            });
+        }
+        let s = self.backend.stream().clone();
+        s.memcpy_htod(&[token][..], &mut self.token)
+            .map_err(driver("upload token"))?;
+        self.backend.embed(token_embd, &self.token, &mut self.x)?;
+        self.in_token = true;
+        Ok(())
+    }
+
+    /// Commits the current token's position (call after the last layer).
+    pub fn end_token(&mut self) -> Result<()> {
+        if !self.in_token {
+            return Err(CudaError::Sequence("end_token without begin_token".into()));
+        }
+        if let Some(i) = self.layer_len.iter().position(|&l| l != self.n_past + 1) {
+            return Err(CudaError::Sequence(format!(
+                "layer {i} did not run for position {}",
+                self.n_past
+            )));
+        }
+        self.n_past += 1;
+        self.in_token = false;
+        Ok(())
+    }
+
+    /// Rolls the sequence back to its first `n` positions (no-op if it holds fewer) and drops
+    /// a token in progress.
+    pub fn truncate(&mut self, n: usize) {
+        self.n_past = self.n_past.min(n);
+        for l in &mut self.layer_len {
+            *l = (*l).min(self.n_past);
+        }
+        self.in_token = false;
+    }
+
+    /// Forgets the whole sequence.
+    pub fn reset(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Final RMSNorm + LM head of the hidden state into the state's logits buffer (on the GPU).
+    fn head_logits(
+        &mut self,
+        output_norm: &DeviceWeight<'_>,
+        lm_head: &DeviceWeight<'_>,
+    ) -> Result<()> {
+        if lm_head.row_len != self.config.dim || lm_head.n_rows != self.logits.len() {
+            return Err(CudaError::Shape {
+                op: "lm head",
+                detail: format!(
+                    "head is {} rows x {}, width {} and vocab {}",
+                    lm_head.n_rows,
+                    lm_head.row_len,
+                    self.config.dim,
+                    self.logits.len()
+                ),
+            });
+        }
+        let b = self.backend.clone();
+        b.rmsnorm_weight(&self.x, output_norm, &mut self.xn, self.config.rms_eps)?;
+        b.matvec(lm_head, &self.xn, &mut self.logits)
+    }
+
+    /// The next-token logits after the current hidden state (copied to the host).
+    pub fn head(
+        &mut self,
+        output_norm: &DeviceWeight<'_>,
+        lm_head: &DeviceWeight<'_>,
+    ) -> Result<Vec<f32>> {
+        self.head_logits(output_norm, lm_head)?;
+        self.backend
+            .stream()
+            .clone_dtoh(&self.logits)
+            .map_err(driver("download logits"))
+    }
+
+    /// The greedy next token after the current hidden state: argmax on the GPU, only the
+    /// token id crosses the bus.
+    pub fn head_argmax(
+        &mut self,
+        output_norm: &DeviceWeight<'_>,
+        lm_head: &DeviceWeight<'_>,
+    ) -> Result<u32> {
+        self.head_logits(output_norm, lm_head)?;
+        let b = self.backend.clone();
+        b.argmax(&self.logits, &mut self.next)?;
+        let mut t = [0u32];
+        b.stream()
+            .memcpy_dtoh(&self.next, &mut t[..])
+            .map_err(driver("download token"))?;
+        Ok(t[0])
+    }
+}
+
+/// Runs transformer block `layer` on the current token of `state` (one decode step), in
+/// place, with `w` read where the caller keeps it.
+pub fn forward_layer(layer: usize, w: &DeviceLayerWeights<'_>, state: &mut GpuState) -> Result<()> {
+    let c = &state.config;
+    if layer >= c.n_layers {
+        return Err(CudaError::Sequence(format!(
+            "layer {layer} does not exist (the model has {})",
+            c.n_layers
+        )));
+    }
+    if !state.in_token {
+        return Err(CudaError::Sequence(
+            "forward_layer before begin_token".into(),
+        ));
+    }
+    let pos = state.n_past;
+    if state.layer_len[layer] < pos {
+        return Err(CudaError::Sequence(format!(
+            "layer {layer}'s KV cache lacks positions before {pos}: run the layers in order"
+        )));
+    }
+    w.validate(c)?;
+    let b = state.backend.clone();
+    let eps = c.rms_eps;
+    let (rope_dim, rope_base) = (c.rope_dim, c.rope_base);
+    let shape = state.shape;
+    let s = &mut *state;
+
+    // --- Attention ---
+    b.rmsnorm_weight(&s.x, &w.attn_norm, &mut s.xn, eps)?;
+    b.matvec(&w.attn_q, &s.xn, &mut s.q)?;
+    b.matvec(&w.attn_k, &s.xn, &mut s.k)?;
+    b.matvec(&w.attn_v, &s.xn, &mut s.v)?;
+    let f = s.factors.as_ref();
+    b.rope(
+        &mut s.q,
+        shape.n_heads,
+        shape.head_dim,
+        rope_dim,
+        pos,
+        rope_base,
+        f,
+    )?;
+    b.rope(
+        &mut s.k,
+        shape.n_kv_heads,
+        shape.head_dim,
+        rope_dim,
+        pos,
+        rope_base,
+        f,
+    )?;
+    let (kc, vc) = match (s.k_cache.get_mut(layer), s.v_cache.get_mut(layer)) {
+        (Some(k), Some(v)) => (k, v),
+        _ => {
+            return Err(CudaError::Sequence(format!(
+                "no KV cache for layer {layer}"
+            )))
+        }
+    };
+    b.kv_store(&s.k, &s.v, kc, vc, shape, pos)?;
+    b.attention_decode(&s.q, kc, vc, &mut s.scratch, &mut s.att, shape, pos + 1)?;
+    b.matvec(&w.attn_output, &s.att, &mut s.o)?;
+    b.add_inplace(&mut s.x, &s.o)?;
+
+    // --- Feed-forward (SwiGLU) ---
+    b.rmsnorm_weight(&s.x, &w.ffn_norm, &mut s.xn, eps)?;
+    b.matvec(&w.ffn_gate, &s.xn, &mut s.gate)?;
+    b.matvec(&w.ffn_up, &s.xn, &mut s.up)?;
+    b.swiglu(&s.gate, &s.up, &mut s.act)?;
+    b.matvec(&w.ffn_down, &s.act, &mut s.o)?;
+    b.add_inplace(&mut s.x, &s.o)?;
+    s.layer_len[layer] = pos + 1;
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! A whole model resident in VRAM: every tensor of a GGUF uploaded into one device buffer,
+//! run one token at a time on the GPU ([`forward_layer`] per layer, final norm, LM head and
+//! argmax on the GPU).
+//!
+//! Prompts are fed token by token through the decode path for now (one matrix-vector product
+//! per weight per token); batched tensor-core prefill is not built yet.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use cudarc::driver::CudaSlice;
+use gguf::{GgmlType, GgufFile};
+
+use crate::config::LlamaConfig;
+use crate::cpu::LAYER_TENSOR_NAMES;
+
+use super::backend::CudaBackend;
+use super::error::{driver, CudaError, Result};
+use super::layer::{forward_layer, DeviceLayerWeights, GpuState};
+use super::weights::DeviceWeight;
+
+/// Where one tensor lies in the device buffer (same offsets as in the file).
+#[derive(Debug, Clone)]
+struct Loc {
+    range: Range<usize>,
+    ty: GgmlType,
+    row_len: usize,
+    n_rows: usize,
+}
+
+/// A Llama GGUF resident on one GPU, with one sequence's state (KV cache in VRAM).
+pub struct CudaModel {
+    file: GgufFile,
+    config: LlamaConfig,
+    weights: CudaSlice<u8>,
+    token_embd: Loc,
+    output_norm: Loc,
+    lm_head: Loc,
+    layers: Vec<[Loc; 9]>,
+    state: GpuState,
+}
+
+impl std::fmt::Debug for CudaModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaModel")
+            .field("config", &self.config)
+            .field("n_past", &self.state.n_past())
+            .finish_non_exhaustive()
+    }
+}
+
+fn loc(file: &GgufFile, name: &str) -> Result<Loc> {
+    let info = file
+        .tensor(name)
+        .ok_or_else(|| CudaError::MissingTensor(name.to_string()))?;
+    let bad = |why: &str| CudaError::Shape {
+        op: "load",
+        detail: format!("tensor {name}: {why}"),
+    };
+    let r = info.byte_range();
+    let range = usize::try_from(r.start).map_err(|_| bad("offset too large"))?
+        ..usize::try_from(r.end).map_err(|_| bad("offset too large"))?;
+    if range.end > file.as_bytes().len() || range.start > range.end {
+        return Err(bad("data lies outside the file"));
+    }
+    let dims = &info.dims;
+    let row_len = dims
+        .first()
+        .and_then(|d| usize::try_from(*d).ok())
+        .ok_or_else(|| bad("no dims"))?;
+    let mut n_rows: usize = 1;
+    for d in dims.iter().skip(1) {
+        n_rows = usize::try_from(*d)
+            .ok()
+            .and_then(|d| n_rows.checked_mul(d))
+            .ok_or_else(|| bad("dims overflow"))?;
+    }
+    Ok(Loc {
+        range,
+        ty: info.ggml_type,
+        row_len,
+        n_rows,
+    })
+}
+
+fn view<'a>(buf: &'a CudaSlice<u8>, l: &Loc) -> Result<DeviceWeight<'a>> {
+    DeviceWeight::new(buf.slice(l.range.clone()), l.ty, l.row_len, l.n_rows)
+}
+
+impl CudaModel {
+    /// Opens a Llama GGUF on GPU 0 and uploads all of it into one device buffer, with a KV
+    /// cache of `max_context` positions (0: the model's context length).
+    pub fn open(path: impl AsRef<Path>, max_context: usize) -> Result<Self> {
+        let backend = Arc::new(CudaBackend::new(0)?);
+        Self::open_on(backend, path, max_context)
+    }
+
+    /// As [`CudaModel::open`], on an existing backend.
+    pub fn open_on(
+        backend: Arc<CudaBackend>,
+        path: impl AsRef<Path>,
+        max_context: usize,
+    ) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let config = LlamaConfig::from_gguf(&file)?;
+        let token_embd = loc(&file, "token_embd.weight")?;
+        let output_norm = loc(&file, "output_norm.weight")?;
+        let lm_head = if config.tied_output {
+            token_embd.clone()
+        } else {
+            loc(&file, "output.weight")?
+        };
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let mut v = Vec::with_capacity(9);
+            for n in LAYER_TENSOR_NAMES {
+                v.push(loc(&file, &format!("blk.{i}.{n}"))?);
+            }
+            let arr: [Loc; 9] = v
+                .try_into()
+                .map_err(|_| CudaError::MissingTensor(format!("blk.{i}.*")))?;
+            layers.push(arr);
+        }
+        let weights = backend
+            .stream()
+            .clone_htod(file.as_bytes())
+            .map_err(driver("upload weights"))?;
+        let state = GpuState::new(backend, &config, max_context)?;
+        let model = Self {
+            file,
+            config,
+            weights,
+            token_embd,
+            output_norm,
+            lm_head,
+            layers,
+            state,
+        };
+        // Check every view once, so later calls fail only on bad input, not on a bad file.
+        let c = &model.config;
+        let te = view(&model.weights, &model.token_embd)?;
+        if te.row_len != c.dim || te.n_rows != c.vocab_size {
+            return Err(CudaError::Shape {
+                op: "load",
+                detail: format!("token_embd is {} x {}", te.n_rows, te.row_len),
+            });
+        }
+        view(&model.weights, &model.output_norm)?;
+        view(&model.weights, &model.lm_head)?;
+        for i in 0..c.n_layers {
+            model.layer_weights(i)?.validate(c)?;
+        }
+        Ok(model)
+    }
+
+    /// The nine weights of layer `i`, as views into the resident buffer.
+    pub fn layer_weights(&self, i: usize) -> Result<DeviceLayerWeights<'_>> {
+        let locs = self
+            .layers
+            .get(i)
+            .ok_or_else(|| CudaError::Sequence(format!("no layer {i}")))?;
+        let mut v = Vec::with_capacity(9);
+        for l in locs {
+            v.push(view(&self.weights, l)?);
+        }
+        let arr: [DeviceWeight<'_>; 9] = v
+            .try_into()
+            .map_err(|_| CudaError::Sequence(format!("layer {i} lacks tensors")))?;
+        Ok(DeviceLayerWeights::from_array(arr))
+    }
+
+    /// The model config.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The GGUF (metadata for the tokenizer and chat template).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// The backend (device, stream, kernels).
+    pub fn backend(&self) -> &Arc<CudaBackend> {
+        self.state.backend()
+    }
+
+    /// Bytes of weights read per decoded token (every layer tensor, the final norm and the LM
+    /// head; one embedding row is negligible).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .flat_map(|l| l.iter().map(|t| t.range.len()))
+            .sum();
+        layers + self.output_norm.range.len() + self.lm_head.range.len()
+    }
+
+    /// Positions in the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.state.n_past()
+    }
+
+    /// Most positions the KV cache holds.
+    pub fn max_context(&self) -> usize {
+        self.state.max_context()
+    }
+
+    /// Rolls the sequence back to its first `n` positions.
+    pub fn truncate(&mut self, n: usize) {
+        self.state.truncate(n);
+    }
+
+    /// Forgets the whole sequence.
+    pub fn reset(&mut self) {
+        self.state.reset();
+    }
+
+    /// Embedding + every layer for one token (no head).
+    fn step(&mut self, token: u32) -> Result<()> {
+        let start = self.state.n_past();
+        let r = self.step_inner(token);
+        if r.is_err() {
+            self.state.truncate(start);
+        }
+        r
+    }
+
+    fn step_inner(&mut self, token: u32) -> Result<()> {
+        let te = view(&self.weights, &self.token_embd)?;
+        self.state.begin_token(&te, token)?;
+        for (i, locs) in self.layers.iter().enumerate() {
+            let mut v = Vec::with_capacity(9);
+            for l in locs {
+                v.push(view(&self.weights, l)?);
+            }
+            let arr: [DeviceWeight<'_>; 9] = v
+                .try_into()
+                .map_err(|_| CudaError::Sequence(format!("layer {i} lacks tensors")))?;
+            forward_layer(i, &DeviceLayerWeights::from_array(arr), &mut self.state)?;
+        }
+        self.state.end_token()
+    }
+
+    /// Checks a whole prompt before feeding any of it (all or nothing).
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(CudaError::Sequence("no tokens to feed".into()));
+        }
+        if let Some(&t) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(CudaError::TokenOutOfRange {
+                token: t,
+                vocab_size: self.config.vocab_size,
+            });
+        }
+        let needed = self.state.n_past() + tokens.len();
+        if needed > self.state.max_context() {
+            return Err(CudaError::ContextFull {
+                needed,
+                limit: self.state.max_context(),
+            });
+        }
+        Ok(())
+    }
+
+    fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        let start = self.state.n_past();
+        for &t in tokens {
+            if let Err(e) = self.step(t) {
+                self.state.truncate(start);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds `tokens` (one at a time through the decode path) after the positions already in
+    /// the cache and returns the logits after the last of them. On error the cache is left as
+    /// it was.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.feed(tokens)?;
+        let (n, h) = (
+            view(&self.weights, &self.output_norm)?,
+            view(&self.weights, &self.lm_head)?,
+        );
+        self.state.head(&n, &h)
+    }
+
+    /// As [`CudaModel::prefill`], returning only the greedy next token (argmax on the GPU).
+    pub fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+        self.feed(tokens)?;
+        let (n, h) = (
+            view(&self.weights, &self.output_norm)?,
+            view(&self.weights, &self.lm_head)?,
+        );
+        self.state.head_argmax(&n, &h)
+    }
+
+    /// Feeds one token and returns the logits after it.
+    pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
+        self.prefill(&[token])
+    }
+
+    /// Feeds one token and returns the greedy next token: only the token id crosses the bus.
+    pub fn decode_argmax(&mut self, token: u32) -> Result<u32> {
+        self.prefill_argmax(&[token])
+    }
+}

@@ -1,0 +1,284 @@
+//! The resident GPU decode path end to end on the real SmolLM2-135M-Instruct Q4_1 GGUF
+//! (feature `cuda`), against the CPU reference backend (plain f32 kernel, [`Kernel::F32`]) on
+//! the same tokens, and against llama.cpp's fixtures (`tests/fixtures/smollm2/`):
+//! - logits after each fixture prompt: cosine >= 0.999 against the CPU backend;
+//! - 16 greedy steps (argmax on the GPU, only the token id downloaded) equal the CPU's;
+//! - greedy steps equal llama.cpp's up to its first near-tie.
+//!
+//! Fixtures are read from `VRAMLESS_SMOLLM2_FIXTURES` when set (a binary run on another machine).
+//! Without a GPU (or CUDA driver / NVRTC) or without the model the tests skip loudly, unless
+//! `VRAMLESS_REQUIRE_GPU=1`, where a missing GPU or model fails them.
+#![cfg(feature = "cuda")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use llama_model::cpu::{Kernel, Model, ModelOptions};
+use llama_model::cuda::{CudaBackend, CudaError, CudaModel};
+
+const PROMPTS: [&str; 3] = ["capital", "story", "chat"];
+const MIN_COSINE: f64 = 0.999;
+const GREEDY_STEPS: usize = 16;
+/// llama.cpp's greedy steps are compared up to the first whose reference top-2 margin is below
+/// this. Both our backends compute the products in f32 while llama.cpp rounds activations to
+/// 8 bits; the CPU f32 kernel's own test (`forward_smollm2.rs`) measured llama.cpp-vs-f32 logit
+/// differences up to ~0.75 here and uses 0.5, so the same threshold applies to the GPU. How many
+/// steps also match down to the issue's 0.1 is printed.
+const MIN_MARGIN: f32 = 0.5;
+const CTX: usize = 512;
+
+fn loud(msg: String) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+fn require_gpu() -> bool {
+    std::env::var("VRAMLESS_REQUIRE_GPU").as_deref() == Ok("1")
+}
+
+fn model_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
+        return Some(PathBuf::from(p));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
+    let out = Command::new("bash").arg(&script).output().ok()?;
+    if !out.status.success() {
+        loud(String::from_utf8_lossy(&out.stderr).into_owned());
+        return None;
+    }
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    p.exists().then_some(p)
+}
+
+/// The GPU model and the CPU reference model, or None (with a loud message) to skip.
+fn open_both() -> Option<(CudaModel, Model)> {
+    let backend = match CudaBackend::new(0) {
+        Ok(b) => Arc::new(b),
+        Err(e) if require_gpu() => panic!("VRAMLESS_REQUIRE_GPU=1 but CUDA failed: {e}"),
+        Err(e) => {
+            loud(format!("!!! SKIPPED GPU forward tests: {e}"));
+            return None;
+        }
+    };
+    let Some(path) = model_path() else {
+        if require_gpu() {
+            panic!(
+                "VRAMLESS_REQUIRE_GPU=1 but the SmolLM2 model is unavailable (set VRAMLESS_MODEL)"
+            );
+        }
+        loud(
+            "!!! SKIPPED GPU forward tests: the SmolLM2 model is unavailable (set VRAMLESS_MODEL)"
+                .into(),
+        );
+        return None;
+    };
+    let gpu = CudaModel::open_on(backend, &path, CTX).expect("open the model on the GPU");
+    let cpu = Model::open_with(
+        &path,
+        ModelOptions {
+            max_context: CTX,
+            kernel: Kernel::F32,
+        },
+    )
+    .expect("open the model on the CPU");
+    Some((gpu, cpu))
+}
+
+struct Fixture {
+    prompt_tokens: Vec<u32>,
+    /// (token, reference top-2 margin) per generated step.
+    steps: Vec<(u32, f32)>,
+    logits: Vec<f32>,
+}
+
+fn fixture(name: &str) -> Fixture {
+    // The test binary may run on another machine (the GPU host): VRAMLESS_SMOLLM2_FIXTURES
+    // points at the fixture folder there.
+    let dir = std::env::var_os("VRAMLESS_SMOLLM2_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+    let prompt_tokens = json["prompt_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let steps = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let top = s["top"].as_array().unwrap();
+            let l = |i: usize| top[i][1].as_f64().unwrap() as f32;
+            (s["token"].as_u64().unwrap() as u32, l(0) - l(1))
+        })
+        .collect();
+    let bytes = std::fs::read(dir.join(format!("{name}.logits.f32"))).unwrap();
+    let logits = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Fixture {
+        prompt_tokens,
+        steps,
+        logits,
+    }
+}
+
+/// (cosine similarity, max abs difference); NaN anywhere gives a NaN cosine (never passes).
+fn compare(got: &[f32], want: &[f32]) -> (f64, f32) {
+    assert_eq!(got.len(), want.len(), "logit count");
+    let (mut dot, mut na, mut nb, mut maxd) = (0f64, 0f64, 0f64, 0f32);
+    for (a, b) in got.iter().zip(want) {
+        dot += f64::from(*a) * f64::from(*b);
+        na += f64::from(*a) * f64::from(*a);
+        nb += f64::from(*b) * f64::from(*b);
+        let d = (a - b).abs();
+        maxd = if d.is_nan() { f32::NAN } else { maxd.max(d) };
+    }
+    (dot / (na.sqrt() * nb.sqrt()), maxd)
+}
+
+/// (index of the largest value, gap to the second largest).
+fn top2(v: &[f32]) -> (u32, f32) {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    let second = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != best)
+        .map(|(_, x)| *x)
+        .fold(f32::NEG_INFINITY, f32::max);
+    (best as u32, v[best] - second)
+}
+
+#[test]
+fn gpu_logits_and_greedy_tokens_match_cpu_and_llama_cpp() {
+    let Some((mut gpu, mut cpu)) = open_both() else {
+        return;
+    };
+    for name in PROMPTS {
+        let f = fixture(name);
+        // Logits after the prompt, GPU vs CPU (f32 kernel) vs llama.cpp.
+        cpu.reset();
+        gpu.reset();
+        let cpu_logits = cpu.prefill(&f.prompt_tokens).expect("cpu prefill");
+        let gpu_logits = gpu.prefill(&f.prompt_tokens).expect("gpu prefill");
+        let (cos, maxd) = compare(&gpu_logits, &cpu_logits);
+        let (cos_ref, maxd_ref) = compare(&gpu_logits, &f.logits);
+        loud(format!(
+            "{name}: {} prompt tokens; GPU vs CPU f32: cosine {cos:.7}, max abs diff {maxd:.4}; \
+             GPU vs llama.cpp: cosine {cos_ref:.6}, max abs diff {maxd_ref:.4}",
+            f.prompt_tokens.len()
+        ));
+        assert!(
+            cos >= MIN_COSINE,
+            "{name}: GPU vs CPU cosine {cos} < {MIN_COSINE}"
+        );
+
+        // CPU greedy continuation (host argmax over the CPU's logits).
+        let mut cpu_tokens = Vec::new();
+        let mut margins = Vec::new();
+        let mut logits = cpu_logits;
+        for i in 0..GREEDY_STEPS {
+            let (t, m) = top2(&logits);
+            cpu_tokens.push(t);
+            margins.push(m);
+            if i + 1 < GREEDY_STEPS {
+                logits = cpu.decode(t).expect("cpu decode");
+            }
+        }
+        // GPU greedy continuation: argmax on the GPU, only token ids come back.
+        gpu.reset();
+        let mut gpu_tokens = vec![gpu.prefill_argmax(&f.prompt_tokens).expect("gpu prefill")];
+        while gpu_tokens.len() < GREEDY_STEPS {
+            let last = *gpu_tokens.last().unwrap();
+            gpu_tokens.push(gpu.decode_argmax(last).expect("gpu decode"));
+        }
+        loud(format!("{name}: CPU greedy {cpu_tokens:?}"));
+        loud(format!("{name}: GPU greedy {gpu_tokens:?}"));
+        loud(format!(
+            "{name}: CPU top-2 margins {:?}",
+            margins
+                .iter()
+                .map(|m| (m * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>()
+        ));
+        assert_eq!(
+            gpu_tokens, cpu_tokens,
+            "{name}: GPU greedy tokens differ from the CPU's"
+        );
+
+        // Against llama.cpp, up to its first near-tie.
+        let mut checked = 0;
+        for (i, (want, margin)) in f.steps.iter().enumerate() {
+            let Some(&got) = gpu_tokens.get(i) else { break };
+            if *margin < MIN_MARGIN {
+                break;
+            }
+            assert_eq!(got, *want, "{name}: step {i}: GPU {got}, llama.cpp {want}");
+            checked += 1;
+        }
+        let to_01 = f
+            .steps
+            .iter()
+            .zip(&gpu_tokens)
+            .take_while(|((want, margin), got)| *margin >= 0.1 && *got == want)
+            .count();
+        loud(format!(
+            "{name}: {checked} greedy steps equal llama.cpp's up to its first margin < {MIN_MARGIN}; \
+             {to_01} equal before the first margin < 0.1 or difference (informational)"
+        ));
+        assert!(checked > 0, "{name}: no llama.cpp step checked");
+    }
+}
+
+#[test]
+fn gpu_rollback_and_bad_input() {
+    let Some((mut gpu, _cpu)) = open_both() else {
+        return;
+    };
+    let f = fixture("capital");
+    // Reference: the prompt in a fresh sequence.
+    let want = gpu.prefill(&f.prompt_tokens).unwrap();
+    // An unrelated sequence, rolled back to 2 positions, then the rest of the prompt.
+    gpu.reset();
+    gpu.prefill(&fixture("story").prompt_tokens).unwrap();
+    gpu.truncate(0);
+    gpu.prefill(&f.prompt_tokens[..2]).unwrap();
+    gpu.prefill(&fixture("chat").prompt_tokens[..3]).unwrap();
+    gpu.truncate(2);
+    assert_eq!(gpu.n_past(), 2);
+    let got = gpu.prefill(&f.prompt_tokens[2..]).unwrap();
+    let (cos, maxd) = compare(&got, &want);
+    loud(format!(
+        "capital after rollback vs fresh: cosine {cos:.7}, max abs diff {maxd:.5}"
+    ));
+    assert!(cos >= 0.99999, "rollback changed the logits: cosine {cos}");
+
+    let n = gpu.n_past();
+    let vocab = gpu.config().vocab_size as u32;
+    assert!(matches!(
+        gpu.prefill(&[1, vocab]),
+        Err(CudaError::TokenOutOfRange { .. })
+    ));
+    assert_eq!(
+        gpu.n_past(),
+        n,
+        "a failed prefill leaves the cache as it was"
+    );
+    assert!(gpu.prefill(&[]).is_err());
+    let room = gpu.max_context() - n;
+    assert!(matches!(
+        gpu.prefill(&vec![1u32; room + 1]),
+        Err(CudaError::ContextFull { .. })
+    ));
+    assert_eq!(gpu.n_past(), n);
+}
