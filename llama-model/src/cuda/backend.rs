@@ -45,6 +45,11 @@ pub(super) struct Kernels {
 }
 
 /// One GPU with its compute stream and every kernel compiled for its architecture.
+///
+/// Every launch goes to the one compute stream, and cudarc's automatic per-buffer event
+/// tracking is off (set `VRAMLESS_CUDA_EVENT_TRACKING=1` to keep it): a buffer written on another
+/// stream (e.g. a weight slot filled by a copy stream) must be ordered before its use with an
+/// event by the caller.
 #[derive(Debug)]
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
@@ -95,6 +100,11 @@ impl CudaBackend {
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| CudaError::Unavailable("the CUDA driver failed to load".into()))?
             .map_err(|e| CudaError::Unavailable(format!("GPU {ordinal}: {e}")))?;
+        // One compute stream orders everything this backend does, so cudarc's per-buffer event
+        // tracking is only overhead; VRAMLESS_CUDA_EVENT_TRACKING=1 keeps it (for comparison).
+        if std::env::var("VRAMLESS_CUDA_EVENT_TRACKING").as_deref() != Ok("1") {
+            sys::disable_event_tracking(&ctx);
+        }
         let (major, minor) = ctx
             .compute_capability()
             .map_err(driver("compute capability"))?;

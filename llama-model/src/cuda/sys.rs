@@ -121,3 +121,15 @@ pub(crate) fn pin_library(path: &str) {
         std::mem::forget(lib);
     }
 }
+
+/// Turns off cudarc's automatic per-buffer event tracking for buffers created afterwards in
+/// `ctx` (each launch would otherwise record and wait on one event per buffer argument: a large
+/// share of a small decode step).
+pub(crate) fn disable_event_tracking(ctx: &cudarc::driver::CudaContext) {
+    // SAFETY: cudarc requires that, without tracking, no buffer is used on one stream while
+    // another stream still allocates, writes or frees it. The backend enqueues every
+    // allocation, copy, launch and free of its buffers on its single compute stream, so stream
+    // order alone sequences them; buffers filled on another stream (a streaming pipeline's
+    // copy stream) must be ordered by the caller with an event, as the backend documents.
+    unsafe { ctx.disable_event_tracking() }
+}
