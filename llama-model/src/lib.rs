@@ -8,7 +8,10 @@ pub mod config;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod perplexity;
 pub mod sampler;
+pub mod skip;
+pub mod speculative;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate, Conversation};
