@@ -39,6 +39,10 @@ struct Args {
     /// Largest K with --adaptive.
     #[arg(long, default_value_t = 8)]
     k_max: usize,
+    /// Cost of one draft token relative to one verify pass, for --adaptive (default: running
+    /// draft layers / all layers, right when compute bound; near 0 when the verify pass streams).
+    #[arg(long)]
+    draft_cost: Option<f64>,
     /// A skip map whose layers below --draft-layers the draft also skips.
     #[arg(long)]
     skip_map: Option<PathBuf>,
@@ -94,8 +98,9 @@ fn run(args: Args) -> Result<(), String> {
         k: args.k,
         adaptive: args.adaptive.then(|| AdaptiveConfig {
             k_max: args.k_max,
-            draft_cost: (args.draft_layers - draft_skip.len().min(args.draft_layers)) as f64
-                / n as f64,
+            draft_cost: args.draft_cost.unwrap_or(
+                (args.draft_layers - draft_skip.len().min(args.draft_layers)) as f64 / n as f64,
+            ),
             ..AdaptiveConfig::default()
         }),
         temperature: args.temperature,
