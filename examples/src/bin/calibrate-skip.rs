@@ -7,8 +7,8 @@
 //! cargo run --release --bin calibrate-skip -- --model M.gguf --file TEXT --threshold 0.98
 //! ```
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use llama_model::cpu::Model;
@@ -51,34 +51,12 @@ struct Args {
     report_chunks: usize,
 }
 
-fn default_model() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-    eprintln!(
-        "calibrate-skip: no --model given; running {}",
-        script.display()
-    );
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!("{} failed; pass --model PATH", script.display()));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 fn shipped_text() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(SHIPPED_TEXT)
+    vramless_engine::repo_root().join(SHIPPED_TEXT)
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let path = match args.model {
-        Some(p) => p,
-        None => default_model()?,
-    };
+    let path = vramless_engine::model_path("calibrate-skip", args.model)?;
     let model = Model::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
     let file = args.file.clone().unwrap_or_else(shipped_text);

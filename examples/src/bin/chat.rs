@@ -7,8 +7,8 @@
 //! feeds only the text the template adds after what the model has already seen.
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
@@ -62,26 +62,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The default model's path, from scripts/fetch-model.sh (which downloads it if missing).
-fn default_model() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-    eprintln!("chat: no --model given; running {}", script.display());
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!("{} failed; pass --model PATH", script.display()));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 fn run(args: Args) -> Result<(), String> {
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => default_model()?,
-    };
+    let path = vramless_engine::model_path("chat", args.model.clone())?;
     let opts = ModelOptions {
         max_context: args.ctx,
         ..ModelOptions::default()

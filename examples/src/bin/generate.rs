@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
@@ -162,21 +162,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The default model's path, from scripts/fetch-model.sh (which downloads it if missing).
-fn default_model() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-    eprintln!("generate: no --model given; running {}", script.display());
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!("{} failed; pass --model PATH", script.display()));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 fn run(args: Args) -> Result<(), String> {
     match args.device.as_str() {
         "cpu" => {}
@@ -192,10 +177,7 @@ fn run(args: Args) -> Result<(), String> {
         }
         d => return Err(format!("unknown device `{d}`: use cpu or cuda")),
     }
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => default_model()?,
-    };
+    let path = vramless_engine::model_path("generate", args.model.clone())?;
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => p.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)

@@ -7,8 +7,8 @@
 //! ```
 //! With `--skip-map` it prints the perplexity with and without skipping.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
@@ -37,20 +37,6 @@ struct Args {
     skip_map: Option<PathBuf>,
 }
 
-fn default_model() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-    eprintln!("perplexity: no --model given; running {}", script.display());
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!("{} failed; pass --model PATH", script.display()));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 fn measure(
     model: &Model,
     tok: &Tokenizer,
@@ -76,10 +62,7 @@ fn measure(
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let path = match args.model {
-        Some(p) => p,
-        None => default_model()?,
-    };
+    let path = vramless_engine::model_path("perplexity", args.model)?;
     let model = Model::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
     let text =

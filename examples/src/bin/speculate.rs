@@ -8,8 +8,8 @@
 //! The text goes to stdout; statistics (acceptance rate, tokens per verify pass) to stderr.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
@@ -60,25 +60,8 @@ struct Args {
     compare: bool,
 }
 
-fn default_model() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-    eprintln!("speculate: no --model given; running {}", script.display());
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!("{} failed; pass --model PATH", script.display()));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 fn run(args: Args) -> Result<(), String> {
-    let path = match args.model {
-        Some(p) => p,
-        None => default_model()?,
-    };
+    let path = vramless_engine::model_path("speculate", args.model)?;
     let mut model = Model::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
     let prompt = tok.encode_prompt(&args.prompt).map_err(|e| e.to_string())?;
