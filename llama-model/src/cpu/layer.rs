@@ -13,6 +13,7 @@ use super::head::vector;
 use super::matmul::{matmul, matmul_shared_input, Kernel};
 use super::norm::rmsnorm;
 use super::rope::RopeFreqs;
+use super::simd;
 use super::weights::LayerWeights;
 
 /// The running state of one sequence: the hidden states of the batch being processed and the
@@ -197,9 +198,7 @@ pub fn forward_layer(
         &mut [&mut gate, &mut up],
         kernel,
     )?;
-    for (g, u) in gate.iter_mut().zip(&up) {
-        *g = silu(*g) * u;
-    }
+    simd::swiglu(&mut gate, &up);
     matmul(&w.ffn_down, &gate, n, &mut o, kernel)?;
     for (xi, oi) in x.iter_mut().zip(&o) {
         *xi += oi;
@@ -207,7 +206,7 @@ pub fn forward_layer(
     Ok(())
 }
 
-/// `x * sigmoid(x)`.
+/// `x * sigmoid(x)`, with the exponential of llama.cpp's x86 SiLU (see `expf.rs`).
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + super::expf::exp(0.0 - x))
 }

@@ -16,6 +16,8 @@
 mod attention;
 mod blocks;
 mod error;
+mod expf;
+mod flash;
 mod head;
 mod kernels;
 mod layer;

@@ -4,8 +4,10 @@
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len().max(1);
     for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let sum_sq: f64 = xr.iter().map(|v| f64::from(*v) * f64::from(*v)).sum();
-        let scale = (1.0 / (sum_sq / n as f64 + f64::from(eps)).sqrt()) as f32;
+        // llama.cpp's arithmetic: f32 squares summed in f64, the mean and the scale in f32.
+        let sum_sq: f64 = xr.iter().map(|v| f64::from(v * v)).sum();
+        let mean = (sum_sq / n as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
         for ((o, xv), wv) in or.iter_mut().zip(xr).zip(w) {
             *o = xv * scale * wv;
         }

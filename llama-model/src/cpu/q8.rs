@@ -28,91 +28,132 @@ pub(crate) fn has_q8_kernel(ty: GgmlType) -> bool {
     )
 }
 
-/// Quantizes `x` (a multiple of 32 long) into blocks appended to `out`.
+/// Quantizes `x` (a multiple of 32 long) into blocks appended to `out`, with llama.cpp's x86
+/// (AVX2) arithmetic for `quantize_row_q8_0` / `quantize_row_q8_1`:
+/// - `amax = max |x_j|`, scale `d = amax / 127` stored as f16 (so `BlockQ8::d` holds the f16
+///   value widened back to f32), inverse `id = 127 / amax` (not `1 / d`);
+/// - `q_j = round(x_j * id)` with ties to EVEN (`_mm256_round_ps(.., _MM_ROUND_NEAREST)`; the
+///   portable C reference uses `roundf`, ties away from zero, which llama.cpp's x86 builds never
+///   run);
+/// - for q8_1, `s = f16(d * sum_j q_j)` with the unrounded f32 `d`.
+///
+/// The q8_0 and q8_1 integers and scales are identical, so one block serves both pairings.
 pub(crate) fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) {
     for c in x.chunks_exact(32) {
         let amax = c.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut qs = [0i8; 32];
         let mut sum = 0i32;
         for (q, v) in qs.iter_mut().zip(c) {
-            // |v * id| <= 127 by construction, so the cast cannot saturate.
-            *q = (v * id).round() as i8;
+            // |v * id| <= 127 (+ rounding) by construction, so the cast cannot saturate.
+            // Ties to even by adding and subtracting 1.5 * 2^23 (exact for |v * id| < 2^22;
+            // `round_ties_even` would be a library call without SSE4.1).
+            *q = ((v * id + 12_582_912.0) - 12_582_912.0) as i8;
             sum += i32::from(*q);
         }
         out.push(BlockQ8 {
-            d,
-            s: d * sum as f32,
+            d: f16_round(d),
+            s: f16_round(d * sum as f32),
             qs,
         });
     }
 }
 
-/// Dot product of one weight row (whole blocks of `ty`, one per element of `x`) with quantized
-/// activations. The caller guarantees `has_q8_kernel(ty)` and `row.len() == x.len() * type_size`.
+/// `v` rounded to the nearest f16 (ties to even, like F16C's `vcvtps2ph`), back as f32.
 #[inline(always)]
-pub(crate) fn dot_q8(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
-    match ty {
-        GgmlType::Q4_0 => dot_blocks(row, x, 18, |b, xq| {
-            let mut s = 0i32;
-            for j in 0..16 {
-                s += (i32::from(b[2 + j] & 15) - 8) * i32::from(xq.qs[j])
-                    + (i32::from(b[2 + j] >> 4) - 8) * i32::from(xq.qs[j + 16]);
-            }
-            f16_at(b, 0) * xq.d * s as f32
-        }),
-        GgmlType::Q4_1 => dot_blocks(row, x, 20, |b, xq| {
-            let mut s = 0i32;
-            for j in 0..16 {
-                s += i32::from(b[4 + j] & 15) * i32::from(xq.qs[j])
-                    + i32::from(b[4 + j] >> 4) * i32::from(xq.qs[j + 16]);
-            }
-            f16_at(b, 0) * xq.d * s as f32 + f16_at(b, 2) * xq.s
-        }),
-        GgmlType::Q5_0 => dot_blocks(row, x, 22, |b, xq| {
-            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-            let mut s = 0i32;
-            for j in 0..16 {
-                let lo = (u32::from(b[6 + j] & 15) | (((qh >> j) & 1) << 4)) as i32 - 16;
-                let hi = (u32::from(b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) as i32 - 16;
-                s += lo * i32::from(xq.qs[j]) + hi * i32::from(xq.qs[j + 16]);
-            }
-            f16_at(b, 0) * xq.d * s as f32
-        }),
-        GgmlType::Q5_1 => dot_blocks(row, x, 24, |b, xq| {
-            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-            let mut s = 0i32;
-            for j in 0..16 {
-                let lo = (u32::from(b[8 + j] & 15) | (((qh >> j) & 1) << 4)) as i32;
-                let hi = (u32::from(b[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) as i32;
-                s += lo * i32::from(xq.qs[j]) + hi * i32::from(xq.qs[j + 16]);
-            }
-            f16_at(b, 0) * xq.d * s as f32 + f16_at(b, 2) * xq.s
-        }),
-        GgmlType::Q8_0 => dot_blocks(row, x, 34, |b, xq| {
-            let mut s = 0i32;
-            for j in 0..32 {
-                s += i32::from(b[2 + j] as i8) * i32::from(xq.qs[j]);
-            }
-            f16_at(b, 0) * xq.d * s as f32
-        }),
-        _ => 0.0,
-    }
+fn f16_round(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
 }
 
+/// The integer products of one 32-element block, summed in the eight i32 lanes of llama.cpp's
+/// AVX2 kernels (`maddubs` + `madd`): lane `l` holds elements `4l..4l + 4`.
 #[inline(always)]
-fn dot_blocks(
-    row: &[u8],
-    x: &[BlockQ8],
-    type_size: usize,
-    block_dot: impl Fn(&[u8], &BlockQ8) -> f32,
-) -> f32 {
-    let mut acc = 0f32;
-    for (b, xq) in row.chunks_exact(type_size).zip(x) {
-        acc += block_dot(b, xq);
+fn lanes(w: &[i32; 32], x: &[i8; 32]) -> [i32; 8] {
+    let mut l = [0i32; 8];
+    for (k, lane) in l.iter_mut().enumerate() {
+        for j in 4 * k..4 * k + 4 {
+            *lane += w[j] * i32::from(x[j]);
+        }
     }
-    acc
+    l
+}
+
+/// Sum of eight lanes in the order of llama.cpp's `hsum_float_8` (and of [`super::simd`]):
+/// `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
+#[inline(always)]
+pub(crate) fn hsum8(a: &[f32; 8]) -> f32 {
+    let s = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+/// Dot product of one weight row (whole blocks of `ty`, one per element of `x`) with quantized
+/// activations. The caller guarantees `has_q8_kernel(ty)` and `row.len() == x.len() * type_size`.
+///
+/// The float arithmetic is llama.cpp's AVX2 `ggml_vec_dot_*_q8_*`: per block, the eight lane
+/// sums are converted to f32 and accumulated as `acc[l] = fma(dw * dx, lane[l], acc[l])`; the
+/// `_1` formats add `m * s` per block into a separate scalar; the result is
+/// `hsum8(acc) + mins`. The AVX2 kernels in [`super::simd`] compute the same, bit for bit.
+#[inline(always)]
+pub(crate) fn dot_q8(ty: GgmlType, row: &[u8], x: &[BlockQ8]) -> f32 {
+    let (size, has_min) = match ty {
+        GgmlType::Q4_0 => (18, false),
+        GgmlType::Q4_1 => (20, true),
+        GgmlType::Q5_0 => (22, false),
+        GgmlType::Q5_1 => (24, true),
+        GgmlType::Q8_0 => (34, false),
+        _ => return 0.0,
+    };
+    let mut acc = [0f32; 8];
+    let mut mins = 0f32;
+    let mut w = [0i32; 32];
+    for (b, xq) in row.chunks_exact(size).zip(x) {
+        unpack(ty, b, &mut w);
+        let l = lanes(&w, &xq.qs);
+        let dd = f16_at(b, 0) * xq.d;
+        for (a, v) in acc.iter_mut().zip(l) {
+            *a = dd.mul_add(v as f32, *a);
+        }
+        if has_min {
+            mins += f16_at(b, 2) * xq.s;
+        }
+    }
+    hsum8(&acc) + mins
+}
+
+/// The 32 integer weights of one block, in element order (without scale or minimum).
+#[inline(always)]
+fn unpack(ty: GgmlType, b: &[u8], w: &mut [i32; 32]) {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let (qs, off) = if ty == GgmlType::Q4_0 {
+                (&b[2..18], 8)
+            } else {
+                (&b[4..20], 0)
+            };
+            for (j, q) in qs.iter().enumerate() {
+                w[j] = i32::from(q & 15) - off;
+                w[j + 16] = i32::from(q >> 4) - off;
+            }
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let (h, off) = if ty == GgmlType::Q5_0 {
+                (2, 16)
+            } else {
+                (4, 0)
+            };
+            let qh = u32::from_le_bytes([b[h], b[h + 1], b[h + 2], b[h + 3]]);
+            for (j, q) in b[h + 4..h + 20].iter().enumerate() {
+                w[j] = (u32::from(q & 15) | (((qh >> j) & 1) << 4)) as i32 - off;
+                w[j + 16] = (u32::from(q >> 4) | (((qh >> (j + 16)) & 1) << 4)) as i32 - off;
+            }
+        }
+        _ => {
+            for (wj, q) in w.iter_mut().zip(&b[2..34]) {
+                *wj = i32::from(*q as i8);
+            }
+        }
+    }
 }
 
 /// Dot product of two f32 slices with eight independent accumulators (vectorisable).
@@ -187,15 +228,26 @@ mod tests {
             let mut w = vec![0f32; n_blocks * 32];
             decode_row(ty, &row, &mut w).unwrap();
             // Reference: exact f64 dot of the decoded weights with the *quantized* activations,
-            // which is what the integer kernel must reproduce up to float rounding.
+            // which is what the integer kernel must reproduce up to float rounding. For the
+            // formats with a minimum `m` (w = d q + m), the `m * sum(x)` part uses the block's
+            // stored f16 sum `s` (as llama.cpp's q8_1 does) instead of `d * sum(q)`.
             let mut xq = Vec::new();
             quantize_q8(&x, &mut xq);
-            let want: f64 = w
-                .iter()
-                .enumerate()
-                .map(|(i, wi)| {
-                    let b = &xq[i / 32];
-                    f64::from(*wi) * f64::from(b.d) * f64::from(b.qs[i % 32])
+            let has_min = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
+            let want: f64 = (0..n_blocks)
+                .map(|bi| {
+                    let b = &xq[bi];
+                    let m = if has_min {
+                        f64::from(f16_at(&row[bi * ty.type_size()..], 2))
+                    } else {
+                        0.0
+                    };
+                    let dq: f64 = (0..32)
+                        .map(|j| {
+                            (f64::from(w[bi * 32 + j]) - m) * f64::from(b.d) * f64::from(b.qs[j])
+                        })
+                        .sum();
+                    dq + m * f64::from(b.s)
                 })
                 .sum();
             let got = dot_q8(ty, &row, &xq);
@@ -220,8 +272,38 @@ mod tests {
         quantize_q8(&x, &mut q);
         for (i, v) in x.iter().enumerate() {
             let b = &q[i / 32];
-            assert!((b.d * f32::from(b.qs[i % 32]) - v).abs() <= b.d * 0.5 + 1e-7);
+            // Half a step, plus the f16 rounding of the stored scale (2^-11 relative, times
+            // |q| <= 127).
+            assert!((b.d * f32::from(b.qs[i % 32]) - v).abs() <= b.d * (0.5 + 0.07));
         }
+    }
+
+    /// llama.cpp's x86 quantizer: `id = 127 / amax`, ties rounded to even, scale stored as f16,
+    /// and for q8_1 `s = f16(d * sum q)`.
+    #[test]
+    fn quantize_q8_rounds_ties_to_even_with_f16_scales() {
+        // amax = 127 gives d = 1 and id = 1, so the products are the values themselves.
+        let mut x = [0f32; 32];
+        x[..6].copy_from_slice(&[0.5, 1.5, 2.5, -0.5, -1.5, -2.5]);
+        x[31] = 127.0;
+        let mut q = Vec::new();
+        quantize_q8(&x, &mut q);
+        assert_eq!(&q[0].qs[..6], &[0, 2, 2, 0, -2, -2]);
+        assert_eq!(q[0].qs[31], 127);
+        assert_eq!(q[0].d, 1.0);
+        assert_eq!(q[0].s, 127.0);
+        // amax = 1: d = 1/127 is not an f16, so the stored scale is its f16 rounding.
+        let mut x = [0f32; 32];
+        x[0] = 1.0;
+        x[1] = -0.3;
+        let mut q = Vec::new();
+        quantize_q8(&x, &mut q);
+        let d16 = half::f16::from_f32(1.0 / 127.0).to_f32();
+        assert_eq!(q[0].d, d16);
+        assert_ne!(q[0].d, 1.0 / 127.0);
+        // -0.3 * 127 = -38.1 -> -38; s = f16((1/127) * (127 - 38)).
+        assert_eq!(q[0].qs[1], -38);
+        assert_eq!(q[0].s, half::f16::from_f32(89.0 / 127.0).to_f32());
     }
 
     #[test]
@@ -242,9 +324,11 @@ mod dispatch_tests {
     use super::*;
     use crate::cpu::{kernels, simd};
 
-    /// The run-time dispatched kernel (AVX2 where available) agrees with the portable one.
+    /// The run-time dispatched kernel (AVX2 where available) and the portable one implement one
+    /// definition (llama.cpp's AVX2 block arithmetic), so they must agree bit for bit, for
+    /// single tokens and for the four-token batches of the AVX2 code.
     #[test]
-    fn dispatched_rows_match_portable_rows() {
+    fn dispatched_rows_equal_portable_rows_bit_for_bit() {
         for ty in [
             GgmlType::Q4_0,
             GgmlType::Q4_1,
@@ -252,21 +336,24 @@ mod dispatch_tests {
             GgmlType::Q5_1,
             GgmlType::Q8_0,
         ] {
-            let (bpr, n_rows, n_tokens) = (18, 5, 7);
-            let rb = bpr * ty.type_size();
-            let rows = tests::random_blocks_pub(ty, bpr * n_rows, 11 + ty.id() as u64);
-            let x = tests::values_pub(bpr * 32 * n_tokens, 5);
-            let mut xq = Vec::new();
-            quantize_q8(&x, &mut xq);
-            let mut a = vec![0f32; n_rows * n_tokens];
-            let mut b = vec![0f32; n_rows * n_tokens];
-            kernels::rows_q8(ty, &rows, rb, &xq, bpr, &mut a);
-            simd::rows_q8(ty, &rows, rb, &xq, bpr, &mut b);
-            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
-                assert!(
-                    (p - q).abs() <= 1e-5 * (1.0 + p.abs()),
-                    "{ty} [{i}]: {p} vs {q}"
-                );
+            for n_tokens in [1, 4, 7] {
+                let (bpr, n_rows) = (18, 5);
+                let rb = bpr * ty.type_size();
+                let rows = tests::random_blocks_pub(ty, bpr * n_rows, 11 + ty.id() as u64);
+                let x = tests::values_pub(bpr * 32 * n_tokens, 5 + n_tokens as u64);
+                let mut xq = Vec::new();
+                quantize_q8(&x, &mut xq);
+                let mut a = vec![0f32; n_rows * n_tokens];
+                let mut b = vec![0f32; n_rows * n_tokens];
+                kernels::rows_q8(ty, &rows, rb, &xq, bpr, &mut a);
+                simd::rows_q8(ty, &rows, rb, &xq, bpr, &mut b);
+                for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                    assert_eq!(
+                        p.to_bits(),
+                        q.to_bits(),
+                        "{ty} x{n_tokens} [{i}]: {p} vs {q}"
+                    );
+                }
             }
         }
     }

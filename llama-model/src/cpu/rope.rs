@@ -14,6 +14,10 @@ pub struct RopeFreqs {
     pub inv_freq: Vec<f64>,
     /// Size of one head.
     pub head_dim: usize,
+    /// `base^(-2 / rope_dim)` in f32, the ratio between consecutive pair frequencies.
+    theta_scale: f32,
+    /// Llama 3.1 frequency factors (empty: all 1).
+    factors: Vec<f32>,
 }
 
 impl RopeFreqs {
@@ -34,15 +38,22 @@ impl RopeFreqs {
         RopeFreqs {
             inv_freq,
             head_dim: c.head_dim,
+            theta_scale: c.rope_base.powf(-2.0 / c.rope_dim as f32),
+            factors: c.rope_freq_factors.clone().unwrap_or_default(),
         }
     }
 
     /// Rotates every head of `x` (a whole number of heads of one token) for position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
         let hd = self.head_dim.max(1);
-        for (i, f) in self.inv_freq.iter().enumerate() {
-            let theta = pos as f64 * f;
-            let (sin, cos) = (theta.sin() as f32, theta.cos() as f32);
+        // llama.cpp's arithmetic (all f32): the angle of pair i is `theta_i / factor_i` with
+        // `theta_0 = pos` and `theta_{i+1} = theta_i * base^(-2/rope_dim)`.
+        let mut theta = pos as f32;
+        for i in 0..self.inv_freq.len() {
+            let ff = self.factors.get(i).copied().unwrap_or(1.0);
+            let t = theta / ff;
+            theta *= self.theta_scale;
+            let (sin, cos) = (t.sin(), t.cos());
             for head in x.chunks_exact_mut(hd) {
                 let (a, b) = (head[2 * i], head[2 * i + 1]);
                 head[2 * i] = a * cos - b * sin;

@@ -5,6 +5,7 @@
 
 use gguf::GgmlType;
 
+use super::flash::{self, HeadView};
 use super::kernels;
 use super::q8::BlockQ8;
 
@@ -32,6 +33,38 @@ pub(crate) fn rows_q8(
         return;
     }
     kernels::rows_q8(ty, rows, row_bytes, xq, blocks_per_row, out)
+}
+
+/// See [`flash::attend_head`].
+pub(crate) fn attend_head(q: &[f32], keys: &[f32], values: &[f32], h: HeadView, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the features `attend_head_avx2` is compiled for were checked at run time.
+        return unsafe { attend_head_avx2(q, keys, values, h, out) };
+    }
+    flash::attend_head(q, keys, values, h, out)
+}
+
+/// See [`flash::swiglu`].
+pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the features `swiglu_avx2` is compiled for were checked at run time.
+        return unsafe { swiglu_avx2(gate, up) };
+    }
+    flash::swiglu(gate, up)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attend_head_avx2(q: &[f32], keys: &[f32], values: &[f32], h: HeadView, out: &mut [f32]) {
+    flash::attend_head(q, keys, values, h, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
+    flash::swiglu(gate, up)
 }
 
 /// See [`kernels::rows_f32`].
