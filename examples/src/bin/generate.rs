@@ -26,11 +26,12 @@ struct Args {
     /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Prompt text (special tokens such as <|im_start|> are parsed).
+    /// Prompt text (special tokens such as <|im_start|> are parsed). With `--bench` and no
+    /// prompt, a short built-in prompt is used.
     #[arg(
         long,
         conflicts_with = "prompt_file",
-        required_unless_present = "prompt_file"
+        required_unless_present_any = ["prompt_file", "bench"]
     )]
     prompt: Option<String>,
     /// Read the prompt from this file.
@@ -162,6 +163,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// The prompt `--bench` uses when none is given.
+const BENCH_PROMPT: &str = "The capital of France is";
+
 fn run(args: Args) -> Result<(), String> {
     match args.device.as_str() {
         "cpu" => {}
@@ -182,6 +186,7 @@ fn run(args: Args) -> Result<(), String> {
         (Some(p), _) => p.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
             .map_err(|e| format!("cannot read prompt file {}: {e}", f.display()))?,
+        (None, None) if args.bench => BENCH_PROMPT.to_string(),
         (None, None) => return Err("give --prompt or --prompt-file".into()),
     };
     let t0 = Instant::now();
