@@ -139,6 +139,21 @@ pub enum PipelineError {
         /// The driver's message.
         message: String,
     },
+    /// NVRTC (the CUDA runtime compiler, `libnvrtc.so.13`) cannot be loaded.
+    #[error("NVRTC not available: {0}; `python3 -m pip install nvidia-cuda-nvrtc` and set VRAMLESS_NVRTC_LIB to its libnvrtc.so.13")]
+    NvrtcUnavailable(String),
+    /// NVRTC rejected a kernel source.
+    #[error("NVRTC could not compile the {kernel} kernel for {arch}: {message}\n{log}")]
+    KernelCompile {
+        /// The kernel's name.
+        kernel: &'static str,
+        /// The target architecture (e.g. `sm_90`).
+        arch: String,
+        /// NVRTC's error.
+        message: String,
+        /// NVRTC's compile log.
+        log: String,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -29,10 +29,13 @@
 mod align;
 mod auto;
 mod buffer;
+pub mod checksum;
 mod cpu_device;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod error;
+#[cfg(feature = "cuda")]
+mod gpu_checksum;
 mod pipeline;
 mod schedule;
 pub mod sim;
@@ -49,6 +52,8 @@ pub use cpu_device::{CpuEvent, CpuSlot, CpuTransfer};
 #[cfg(feature = "cuda")]
 pub use cuda::{cuda_available, CudaSignal, CudaSlot, CudaTransfer, HostRegistration};
 pub use error::PipelineError;
+#[cfg(feature = "cuda")]
+pub use gpu_checksum::{compile_checksum_kernel, nvrtc_available, GpuChecksum};
 pub use pipeline::{Pipeline, Ready, DEFAULT_SLOTS};
 pub use schedule::{ByteRange, Item, Schedule};
 pub use source::file::{FileSource, IoEngine, ReadMode};

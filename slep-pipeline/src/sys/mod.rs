@@ -7,6 +7,8 @@ use std::ptr::NonNull;
 
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+#[cfg(feature = "cuda")]
+pub(crate) mod nvrtc;
 pub(crate) mod uring;
 
 /// A zeroed heap allocation with a chosen alignment.
