@@ -27,14 +27,16 @@ if [ -n "$NVRTC_LIB" ]; then
     export LD_LIBRARY_PATH="$(dirname "$NVRTC_LIB")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
-echo "==> cargo clippy (llama-model CUDA backend)"
-cargo clippy -p vramless-llama-model --features cuda --all-targets -- -D warnings
+echo "==> cargo clippy (feature cuda: llama-model CUDA backend, slep-pipeline CUDA transfer, examples)"
+cargo clippy -p vramless-llama-model -p vramless-slep-pipeline -p vramless-examples --all-targets \
+    --features vramless-llama-model/cuda,vramless-slep-pipeline/cuda,vramless-examples/cuda -- -D warnings
 
 echo "==> cargo test"
 cargo test --workspace
 
 echo "==> CUDA kernels: NVRTC compile for sm_80/sm_90 (GPU tests skip loudly without a GPU)"
-cargo test -p vramless-llama-model --features cuda --test cuda_nvrtc --test cuda_kernels
+cargo test -p vramless-llama-model --features cuda --test cuda_nvrtc --test cuda_kernels --test cuda_forward
+cargo test -p vramless-slep-pipeline --features cuda --test cuda_checksum --test cuda
 
 echo "==> nvme-direct in a QEMU guest (emulated NVMe behind an emulated IOMMU, vfio-pci)"
 qemu_rc=0
