@@ -3,7 +3,9 @@
 //! below) and greedy continuations up to the first near-tie (reference top-2 margin < 0.1). Fixtures: `tests/fixtures/smollm2/` (llama.cpp output).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod default_model;
+use default_model::model_path;
 
 use llama_model::cpu::{Kernel, Model, ModelOptions};
 
@@ -59,21 +61,6 @@ fn min_cosine(name: &str) -> f64 {
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2")
-}
-
-/// The model path: $VRAMLESS_MODEL, else whatever scripts/fetch-model.sh prints.
-fn model_path() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-    let out = Command::new("bash").arg(&script).output().ok()?;
-    if !out.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    p.exists().then_some(p)
 }
 
 fn open(kernel: Kernel) -> Option<Model> {

@@ -2,24 +2,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+#[path = "../default_model/mod.rs"]
+mod default_model;
+pub use default_model::model_path;
 
 use llama_model::cpu::Model;
-
-/// The default model path: $VRAMLESS_MODEL, else what scripts/fetch-model.sh prints.
-pub fn model_path() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-    let out = Command::new("bash").arg(&script).output().ok()?;
-    if !out.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    p.exists().then_some(p)
-}
 
 /// Opens the default model, or prints loudly why the test is skipped.
 pub fn open_model() -> Option<(Model, PathBuf)> {

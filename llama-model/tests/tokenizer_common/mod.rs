@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+#[path = "../default_model/mod.rs"]
+mod default_model;
+pub use default_model::model_path;
 
 use llama_model::tokenizer::Tokenizer;
 
@@ -19,21 +22,6 @@ pub fn llama3_vocab() -> Tokenizer {
     let file = gguf::GgufFile::open(fixture("vocab/ggml-vocab-llama-bpe.gguf"))
         .expect("open the Llama 3 vocab GGUF");
     Tokenizer::from_gguf(file.metadata()).expect("build the Llama 3 tokenizer")
-}
-
-/// The default model path: $VRAMLESS_MODEL, else what scripts/fetch-model.sh prints.
-pub fn model_path() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-    let out = Command::new("bash").arg(&script).output().ok()?;
-    if !out.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    p.exists().then_some(p)
 }
 
 /// The default model's GGUF (SmolLM2-135M-Instruct), or `None` after a loud message.
