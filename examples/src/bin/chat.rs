@@ -1,24 +1,29 @@
-//! Interactive chat with a Llama GGUF on the CPU, rendered with the model's own chat template.
+//! Interactive chat with a Llama GGUF on the CPU, or on an NVIDIA GPU with `--device cuda`
+//! (built with `--features cuda`; the whole model resident in VRAM), rendered with the model's
+//! own chat template.
 //!
 //! ```text
 //! cargo run --release --bin chat -- --model model.gguf
+//! cargo run --release --features cuda --bin chat -- --device cuda --model model.gguf
 //! ```
 //! Type a message and press Enter; Ctrl-D exits. Earlier turns stay in the KV cache: each turn
-//! feeds only the text the template adds after what the model has already seen.
+//! feeds only the text the template adds after what the model has already seen (on CUDA the
+//! history lives in the GPU's KV cache).
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use gguf::GgufFile;
 use llama_model::chat::{ChatTemplate, Conversation, PromptDelta};
 use llama_model::cpu::{Model, ModelOptions};
 use llama_model::sampler::{Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
 
 #[derive(Parser, Debug)]
-#[command(about = "Chat with a Llama GGUF (CPU reference backend)")]
+#[command(about = "Chat with a Llama GGUF (CPU reference backend or CUDA)")]
 struct Args {
     /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
     #[arg(long)]
@@ -50,6 +55,107 @@ struct Args {
     /// KV cache size in positions (0: the model's context length).
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
+    /// Compute device: cpu, or cuda (needs a build with `--features cuda` and an NVIDIA GPU).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// What the chat loop needs of a backend.
+trait Engine {
+    /// The GGUF (tokenizer metadata).
+    fn gguf(&self) -> &GgufFile;
+    /// Layers of the model.
+    fn n_layers(&self) -> usize;
+    /// Feeds tokens, returns the logits after the last.
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String>;
+    /// Feeds one token, returns the logits after it.
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String>;
+    /// Positions in the KV cache.
+    fn n_past(&self) -> usize;
+    /// Positions the KV cache holds.
+    fn max_context(&self) -> usize;
+    /// Forgets the whole sequence.
+    fn reset(&mut self);
+}
+
+impl Engine for Model {
+    fn gguf(&self) -> &GgufFile {
+        Model::gguf(self)
+    }
+    fn n_layers(&self) -> usize {
+        self.config().n_layers
+    }
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        Model::prefill(self, tokens).map_err(|e| e.to_string())
+    }
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
+        Model::decode(self, token).map_err(|e| e.to_string())
+    }
+    fn n_past(&self) -> usize {
+        Model::n_past(self)
+    }
+    fn max_context(&self) -> usize {
+        self.state().max_context()
+    }
+    fn reset(&mut self) {
+        Model::reset(self);
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Engine for llama_model::cuda::CudaModel {
+    fn gguf(&self) -> &GgufFile {
+        llama_model::cuda::CudaModel::gguf(self)
+    }
+    fn n_layers(&self) -> usize {
+        self.config().n_layers
+    }
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        llama_model::cuda::CudaModel::prefill(self, tokens).map_err(|e| e.to_string())
+    }
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
+        llama_model::cuda::CudaModel::decode(self, token).map_err(|e| e.to_string())
+    }
+    fn n_past(&self) -> usize {
+        llama_model::cuda::CudaModel::n_past(self)
+    }
+    fn max_context(&self) -> usize {
+        llama_model::cuda::CudaModel::max_context(self)
+    }
+    fn reset(&mut self) {
+        llama_model::cuda::CudaModel::reset(self);
+    }
+}
+
+/// The error `--device cuda` gives in a build without feature `cuda`.
+const NO_CUDA: &str = "this chat was built without CUDA support: rebuild with \
+    `cargo build --release -p vramless-examples --features cuda --bin chat`, or use --device cpu";
+
+/// Opens the model on the device `--device` names.
+fn open(args: &Args, path: &Path) -> Result<Box<dyn Engine>, String> {
+    match args.device.as_str() {
+        "cpu" => {
+            let opts = ModelOptions {
+                max_context: args.ctx,
+                ..ModelOptions::default()
+            };
+            let m = Model::open_with(path, opts).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Box::new(m))
+        }
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let m = llama_model::cuda::CudaModel::open(path, args.ctx)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!(
+                "chat: CUDA {}, whole model resident in VRAM; prompts run token by token",
+                m.backend().arch()
+            );
+            Ok(Box::new(m))
+        }
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => Err(NO_CUDA.into()),
+        d => Err(format!("unknown device `{d}`: use cpu or cuda")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -63,13 +169,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if !matches!(args.device.as_str(), "cpu" | "cuda") {
+        return Err(format!("unknown device `{}`: use cpu or cuda", args.device));
+    }
+    if args.device == "cuda" && !cfg!(feature = "cuda") {
+        return Err(NO_CUDA.into());
+    }
     let path = vramless_engine::model_path("chat", args.model.clone())?;
-    let opts = ModelOptions {
-        max_context: args.ctx,
-        ..ModelOptions::default()
-    };
-    let mut model =
-        Model::open_with(&path, opts).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut model = open(&args, &path)?;
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
     let template = ChatTemplate::from_tokenizer_or_builtin(&tok).map_err(|e| e.to_string())?;
     let mut conv = match &args.system {
@@ -88,7 +195,7 @@ fn run(args: Args) -> Result<(), String> {
     eprintln!(
         "chat: {} loaded ({} layers). Type a message, Enter to send, Ctrl-D to quit.",
         path.display(),
-        model.config().n_layers
+        model.n_layers()
     );
     let mut history: Vec<u32> = Vec::new();
     let stdin = std::io::stdin();
@@ -116,19 +223,19 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
         new_tokens.extend(tok.encode(delta.text(), true).map_err(|e| e.to_string())?);
-        if model.n_past() + new_tokens.len() + 1 >= model.state().max_context() {
+        if model.n_past() + new_tokens.len() + 1 >= model.max_context() {
             return Err(format!(
                 "context full ({} positions cached, limit {}): restart the chat or pass a larger --ctx",
                 model.n_past(),
-                model.state().max_context()
+                model.max_context()
             ));
         }
         let t = Instant::now();
-        let mut logits = model.prefill(&new_tokens).map_err(|e| e.to_string())?;
+        let mut logits = model.prefill(&new_tokens)?;
         history.extend(&new_tokens);
         let mut reply_tokens = Vec::new();
         let mut stream = StreamDecoder::new(&tok);
-        while reply_tokens.len() < args.max_tokens && model.n_past() < model.state().max_context() {
+        while reply_tokens.len() < args.max_tokens && model.n_past() < model.max_context() {
             let next = sampler
                 .sample(&logits, &history)
                 .map_err(|e| e.to_string())?;
@@ -139,7 +246,7 @@ fn run(args: Args) -> Result<(), String> {
             history.push(next);
             let _ = stdout.write_all(stream.push(next).as_bytes());
             let _ = stdout.flush();
-            logits = model.decode(next).map_err(|e| e.to_string())?;
+            logits = model.decode(next)?;
         }
         let _ = stdout.write_all(stream.finish().as_bytes());
         let _ = writeln!(stdout);
