@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+mod smollm2_fixture;
+use smollm2_fixture::{compare, fixture};
+
 use llama_model::cpu::{Kernel, Model, ModelOptions};
 use llama_model::cuda::{CudaBackend, CudaError, CudaModel};
 
@@ -83,63 +86,6 @@ fn open_both() -> Option<(CudaModel, Model)> {
     )
     .expect("open the model on the CPU");
     Some((gpu, cpu))
-}
-
-struct Fixture {
-    prompt_tokens: Vec<u32>,
-    /// (token, reference top-2 margin) per generated step.
-    steps: Vec<(u32, f32)>,
-    logits: Vec<f32>,
-}
-
-fn fixture(name: &str) -> Fixture {
-    // The test binary may run on another machine (the GPU host): VRAMLESS_SMOLLM2_FIXTURES
-    // points at the fixture folder there.
-    let dir = std::env::var_os("VRAMLESS_SMOLLM2_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2"));
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
-    let prompt_tokens = json["prompt_tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let steps = json["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let top = s["top"].as_array().unwrap();
-            let l = |i: usize| top[i][1].as_f64().unwrap() as f32;
-            (s["token"].as_u64().unwrap() as u32, l(0) - l(1))
-        })
-        .collect();
-    let bytes = std::fs::read(dir.join(format!("{name}.logits.f32"))).unwrap();
-    let logits = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Fixture {
-        prompt_tokens,
-        steps,
-        logits,
-    }
-}
-
-/// (cosine similarity, max abs difference); NaN anywhere gives a NaN cosine (never passes).
-fn compare(got: &[f32], want: &[f32]) -> (f64, f32) {
-    assert_eq!(got.len(), want.len(), "logit count");
-    let (mut dot, mut na, mut nb, mut maxd) = (0f64, 0f64, 0f64, 0f32);
-    for (a, b) in got.iter().zip(want) {
-        dot += f64::from(*a) * f64::from(*b);
-        na += f64::from(*a) * f64::from(*a);
-        nb += f64::from(*b) * f64::from(*b);
-        let d = (a - b).abs();
-        maxd = if d.is_nan() { f32::NAN } else { maxd.max(d) };
-    }
-    (dot / (na.sqrt() * nb.sqrt()), maxd)
 }
 
 /// (index of the largest value, gap to the second largest).

@@ -2,10 +2,11 @@
 //! logits after each fixture prompt (cosine >= 0.999; 0.998 for the 5-token `capital`, see
 //! below) and greedy continuations up to the first near-tie (reference top-2 margin < 0.1). Fixtures: `tests/fixtures/smollm2/` (llama.cpp output).
 
-use std::path::{Path, PathBuf};
-
 mod default_model;
 use default_model::model_path;
+
+mod smollm2_fixture;
+use smollm2_fixture::{compare, fixture};
 
 use llama_model::cpu::{Kernel, Model, ModelOptions};
 
@@ -59,10 +60,6 @@ fn min_cosine(name: &str) -> f64 {
     }
 }
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2")
-}
-
 fn open(kernel: Kernel) -> Option<Model> {
     let Some(path) = model_path() else {
         eprintln!(
@@ -76,58 +73,6 @@ fn open(kernel: Kernel) -> Option<Model> {
         kernel,
     };
     Some(Model::open_with(&path, opts).expect("open the model"))
-}
-
-struct Fixture {
-    prompt_tokens: Vec<u32>,
-    /// (token, reference top-2 margin) per generated step.
-    steps: Vec<(u32, f32)>,
-    logits: Vec<f32>,
-}
-
-fn fixture(name: &str) -> Fixture {
-    let dir = fixture_dir();
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
-    let prompt_tokens = json["prompt_tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let steps = json["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let top = s["top"].as_array().unwrap();
-            let l = |i: usize| top[i][1].as_f64().unwrap() as f32;
-            (s["token"].as_u64().unwrap() as u32, l(0) - l(1))
-        })
-        .collect();
-    let bytes = std::fs::read(dir.join(format!("{name}.logits.f32"))).unwrap();
-    let logits = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Fixture {
-        prompt_tokens,
-        steps,
-        logits,
-    }
-}
-
-/// (cosine similarity, max abs difference).
-fn compare(got: &[f32], want: &[f32]) -> (f64, f32) {
-    assert_eq!(got.len(), want.len(), "logit count");
-    let (mut dot, mut na, mut nb, mut maxd) = (0f64, 0f64, 0f64, 0f32);
-    for (a, b) in got.iter().zip(want) {
-        dot += f64::from(*a) * f64::from(*b);
-        na += f64::from(*a) * f64::from(*a);
-        nb += f64::from(*b) * f64::from(*b);
-        maxd = maxd.max((a - b).abs());
-    }
-    (dot / (na.sqrt() * nb.sqrt()), maxd)
 }
 
 fn argmax(v: &[f32]) -> u32 {
