@@ -1,11 +1,12 @@
 //! Controller bring-up, admin commands, reset and shutdown (safe code over the traits).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::command::*;
 use crate::dma::{DmaBuffer, DmaMemory, RegisterIo};
 use crate::error::{Error, Result};
-use crate::queue::{Completion, Inflight, QueuePair};
+use crate::queue::QueuePair;
 use crate::regs::*;
 
 /// Driver configuration.
@@ -17,8 +18,12 @@ pub struct Config {
     pub io_queue_size: u16,
     /// Number of I/O queue pairs to create (clamped to what the controller grants).
     pub io_queues: u16,
-    /// Per-command timeout; on expiry the command is aborted and the controller reset.
+    /// Per-command timeout. On expiry the driver sends an NVMe Abort for the command; if the
+    /// Abort does not end it within `abort_timeout`, the controller is reset.
     pub command_timeout: Duration,
+    /// How long the Abort command may take, and then how long the aborted command's own
+    /// completion may take to arrive, before the controller is reset.
+    pub abort_timeout: Duration,
     /// Upper bound on one command's transfer (further limited by MDTS), bytes.
     pub max_transfer: usize,
 }
@@ -30,6 +35,7 @@ impl Default for Config {
             io_queue_size: 256,
             io_queues: 1,
             command_timeout: Duration::from_secs(5),
+            abort_timeout: Duration::from_secs(2),
             max_transfer: 2 << 20,
         }
     }
@@ -42,7 +48,8 @@ pub struct Controller<R: RegisterIo, M: DmaMemory> {
     pub(crate) cap: Capabilities,
     version: Version,
     pub(crate) config: Config,
-    pub(crate) admin: QueuePair<M::Buffer>,
+    /// The admin queue; a mutex because I/O queue handles on other threads send Aborts.
+    pub(crate) admin: Mutex<QueuePair<M::Buffer>>,
     pub(crate) io: Vec<QueuePair<M::Buffer>>,
     identity: ControllerIdentity,
     pub(crate) max_transfer: usize,
@@ -81,7 +88,7 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
             cap,
             version,
             config,
-            admin,
+            admin: Mutex::new(admin),
             io: Vec::new(),
             identity: ControllerIdentity::parse(&[0; 4096]),
             max_transfer: PAGE_SIZE,
@@ -188,12 +195,20 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
         self.wait_csts("become not ready (CC.EN=0)", |v| v & CSTS_RDY == 0, false)
     }
 
+    /// The admin queue (exclusive access through `&mut self`; a poisoned lock holds plain
+    /// ring state, which a reset re-initialises anyway).
+    fn admin_queue(&mut self) -> &mut QueuePair<M::Buffer> {
+        self.admin.get_mut().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn enable(&mut self) -> Result<()> {
-        self.admin.reset_state()?;
-        let n = u32::from(self.admin.size) - 1;
+        let admin = self.admin_queue();
+        admin.reset_state()?;
+        let (size, sq, cq) = (admin.size, admin.sq_iova(), admin.cq_iova());
+        let n = u32::from(size) - 1;
         self.regs.write32(AQA, n | (n << 16));
-        self.regs.write64(ASQ, self.admin.sq_iova());
-        self.regs.write64(ACQ, self.admin.cq_iova());
+        self.regs.write64(ASQ, sq);
+        self.regs.write64(ACQ, cq);
         // Mask all interrupts: completions are polled.
         self.regs.write32(INTMS, u32::MAX);
         self.regs.write32(CC, cc_enable_value());
@@ -249,17 +264,9 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
             sqe.set_prps(self.scratch.iova(), 0);
         }
         let opcode = sqe.opcode();
-        let cid = self
-            .admin
-            .alloc_cid()
-            .ok_or_else(|| Error::InvalidArgument("admin queue full".into()))?;
         let timeout = self.config.command_timeout;
-        let info = Inflight {
-            opcode,
-            deadline: Instant::now() + timeout,
-        };
-        self.admin.submit(&self.regs, sqe, cid, info)?;
-        let c = self.wait_admin(cid, opcode, timeout)?;
+        let admin = self.admin.get_mut().unwrap_or_else(|p| p.into_inner());
+        let c = crate::admin::exec(&self.regs, admin, sqe, timeout)?;
         if !c.status.is_success() {
             return Err(Error::Status {
                 opcode,
@@ -271,32 +278,6 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
             self.scratch.read_bytes(0, d)?;
         }
         Ok(c.result)
-    }
-
-    fn wait_admin(&mut self, cid: u16, opcode: u8, timeout: Duration) -> Result<Completion> {
-        let deadline = Instant::now() + timeout;
-        let mut idle = 0u32;
-        loop {
-            if let Some(c) = self.admin.poll(&self.regs)? {
-                if c.cid == cid {
-                    return Ok(c);
-                }
-                continue;
-            }
-            idle += 1;
-            if idle % 256 == 0 {
-                self.check_status()?;
-                std::thread::yield_now();
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    opcode,
-                    qid: 0,
-                    cid,
-                    timeout,
-                });
-            }
-        }
     }
 
     /// Identify with CNS `cns` for namespace `nsid` into `out`.
@@ -329,14 +310,6 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
                 "namespace {nsid} is inactive or has an unusable LBA format"
             ))
         })
-    }
-
-    /// Aborts command `cid` on queue `qid` (best effort), then resets the controller.
-    pub(crate) fn abort_and_reset(&mut self, qid: u16, cid: u16) -> Result<()> {
-        let abort = Sqe::new(ADMIN_ABORT, 0).with_cdw(10, u32::from(qid) | (u32::from(cid) << 16));
-        // The abort outcome does not matter: the reset below ends every command either way.
-        let _ = self.admin_cmd(abort, None);
-        self.reset()
     }
 
     /// Controller reset: disable (stops all DMA), re-enable, recreate the I/O queues.

@@ -99,10 +99,25 @@ pub enum Error {
         /// Decoded status.
         status: NvmeStatus,
     },
-    /// A command did not complete within the per-command timeout; it was aborted and the
-    /// controller was reset (queues recreated), so the caller may retry.
-    #[error("NVMe command (opcode {opcode:#04x}, queue {qid}, cid {cid}) timed out after {timeout:?}; aborted and controller reset")]
+    /// A command did not complete within the per-command timeout and an NVMe Abort did not end
+    /// it in time (or the Abort itself timed out): the controller was reset (queues
+    /// recreated, every command in flight ended), so the caller may retry.
+    #[error("NVMe command (opcode {opcode:#04x}, queue {qid}, cid {cid}) timed out after {timeout:?}; Abort did not end it, controller reset")]
     Timeout {
+        /// Opcode of the command.
+        opcode: u8,
+        /// Submission queue id.
+        qid: u16,
+        /// Command id.
+        cid: u16,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// A command did not complete within the per-command timeout and was ended by an NVMe
+    /// Abort (it completed with "Command Abort Requested"). No reset was needed: the queue
+    /// and the other commands in flight were unaffected; the caller may retry the transfer.
+    #[error("NVMe command (opcode {opcode:#04x}, queue {qid}, cid {cid}) timed out after {timeout:?} and was aborted (NVMe Abort); the queue is still usable, retry the transfer")]
+    Aborted {
         /// Opcode of the command.
         opcode: u8,
         /// Submission queue id.

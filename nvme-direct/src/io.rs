@@ -2,14 +2,19 @@
 //! through the [`Controller`] or through per-thread [`IoQueue`] handles.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::admin::AbortReply;
 use crate::command::{NamespaceIdentity, Sqe, NVM_READ, NVM_WRITE};
 use crate::controller::Controller;
 use crate::dma::{check_range, DmaBuffer, DmaMemory, RegisterIo};
 use crate::error::{Error, Result};
 use crate::queue::{Inflight, QueuePair};
 use crate::regs::{CC, CC_EN, CSTS, CSTS_CFS, CSTS_RDY};
+
+/// Generic status code "Command Abort Requested" (completion of an aborted command).
+const SC_ABORT_REQUESTED: u8 = 0x07;
 
 /// Largest block count one Read/Write carries (NLB is a 16-bit zero-based field).
 pub const MAX_BLOCKS_PER_COMMAND: u64 = 65536;
@@ -28,9 +33,11 @@ enum Failure {
     /// Nothing is in flight any more: a plain error.
     Done(Error),
     /// Commands may still be in flight: the controller must be disabled before returning.
-    /// Carries the timed-out command (qid, cid) when there is one, for an Abort.
-    NeedsReset(Error, Option<(u16, u16)>),
+    NeedsReset(Error),
 }
+
+/// Sends an Abort for a command id of the queue being run (see [`crate::admin::abort`]).
+type AbortFn<'f> = dyn FnMut(u16) -> Result<AbortReply> + 'f;
 
 /// Parameters of one transfer shared by the controller and the queue handles.
 struct Plan<'a> {
@@ -41,6 +48,7 @@ struct Plan<'a> {
     depth: usize,
     per_cmd: u64,
     timeout: Duration,
+    abort_timeout: Duration,
 }
 
 fn blocks_per_command(max_transfer: usize, ns: &NamespaceIdentity) -> u64 {
@@ -82,11 +90,18 @@ fn validate(
 }
 
 /// Submits and reaps the commands of one transfer on one queue pair.
+///
+/// A command past its deadline is aborted with `abort` (NVMe Abort on the admin queue); its
+/// command id stays reserved, and the transfer keeps reaping, until the command's own
+/// completion arrives: "Command Abort Requested" gives [`Error::Aborted`] (queue usable, no
+/// reset), a normal completion counts as success. Only when the Abort itself times out, or the
+/// command does not complete within `abort_timeout` after it, is a reset needed.
 fn run<R: RegisterIo, B: DmaBuffer, D: DmaBuffer>(
     regs: &R,
     q: &mut QueuePair<B>,
     p: &Plan<'_>,
     buf: &D,
+    abort: &mut AbortFn<'_>,
 ) -> std::result::Result<(), Failure> {
     let bs = u64::from(p.ns.block_size);
     let depth = p.depth.clamp(1, q.capacity());
@@ -114,12 +129,9 @@ fn run<R: RegisterIo, B: DmaBuffer, D: DmaBuffer>(
             };
             let mut sqe = Sqe::rw(p.opcode, p.ns.nsid, p.range.lba + next_block, n as u32);
             sqe.set_prps(prp1, prp2);
-            let info = Inflight {
-                opcode: p.opcode,
-                deadline: Instant::now() + p.timeout,
-            };
+            let info = Inflight::new(p.opcode, Instant::now() + p.timeout);
             q.submit(regs, sqe, cid, info)
-                .map_err(|e| Failure::NeedsReset(e, None))?;
+                .map_err(Failure::NeedsReset)?;
             next_block += n;
         }
         if q.outstanding() == 0 {
@@ -129,29 +141,37 @@ fn run<R: RegisterIo, B: DmaBuffer, D: DmaBuffer>(
             Ok(Some(c)) => {
                 idle = 0;
                 if !c.status.is_success() && first_error.is_none() {
-                    first_error = Some(Error::Status {
-                        opcode: c.opcode,
-                        qid,
-                        status: c.status,
-                    });
+                    first_error = Some(
+                        if c.abort_sent && c.status.sct == 0 && c.status.sc == SC_ABORT_REQUESTED {
+                            Error::Aborted {
+                                opcode: c.opcode,
+                                qid,
+                                cid: c.cid,
+                                timeout: p.timeout,
+                            }
+                        } else {
+                            Error::Status {
+                                opcode: c.opcode,
+                                qid,
+                                status: c.status,
+                            }
+                        },
+                    );
                 }
                 continue;
             }
             Ok(None) => {}
             // Wrong command id or unreadable ring: the queue state is not trustworthy.
-            Err(e) => return Err(Failure::NeedsReset(e, None)),
+            Err(e) => return Err(Failure::NeedsReset(e)),
         }
         idle += 1;
         if idle % 1024 == 0 {
             let csts = regs.read32(CSTS);
             if csts == u32::MAX {
-                return Err(Failure::NeedsReset(
-                    Error::DeviceGone { offset: CSTS },
-                    None,
-                ));
+                return Err(Failure::NeedsReset(Error::DeviceGone { offset: CSTS }));
             }
             if csts & CSTS_CFS != 0 {
-                return Err(Failure::NeedsReset(Error::ControllerFatal, None));
+                return Err(Failure::NeedsReset(Error::ControllerFatal));
             }
         }
         if idle > 4096 {
@@ -162,13 +182,26 @@ fn run<R: RegisterIo, B: DmaBuffer, D: DmaBuffer>(
             continue;
         }
         if let Some((cid, info)) = q.expired(Instant::now()) {
-            let e = Error::Timeout {
+            let timed_out = Error::Timeout {
                 opcode: info.opcode,
                 qid,
                 cid,
                 timeout: p.timeout,
             };
-            return Err(Failure::NeedsReset(e, Some((qid, cid))));
+            if info.abort_sent {
+                // Aborted (or not) but still no completion after the grace period.
+                return Err(Failure::NeedsReset(timed_out));
+            }
+            match abort(cid) {
+                // Either way the command's own completion is awaited (its id stays reserved):
+                // an aborted command still posts one, a command the controller could not
+                // abort may yet complete normally.
+                Ok(AbortReply::Aborted | AbortReply::NotAborted) => {
+                    q.mark_abort_sent(cid, Instant::now() + p.abort_timeout);
+                }
+                // The Abort itself did not complete: only a reset can end the command.
+                Err(_) => return Err(Failure::NeedsReset(timed_out)),
+            }
         }
     }
     first_error.map_or(Ok(()), |e| Err(Failure::Done(e)))
@@ -215,20 +248,24 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
     /// controller (stopping all DMA) before returning; the controller then resets itself on
     /// its next use.
     pub fn io_queues(&mut self) -> Vec<IoQueue<'_, R, M::Buffer>> {
-        let (max_transfer, timeout, ready_timeout) = (
+        let (max_transfer, timeout, abort_timeout, ready_timeout) = (
             self.max_transfer,
             self.config.command_timeout,
+            self.config.abort_timeout,
             self.cap.timeout,
         );
         let regs = &self.regs;
         let flag = &self.needs_reset;
+        let admin = &self.admin;
         self.io
             .iter_mut()
             .map(|q| IoQueue {
                 regs,
                 q,
+                admin,
                 max_transfer,
                 timeout,
+                abort_timeout,
                 ready_timeout,
                 needs_reset: flag,
             })
@@ -262,15 +299,18 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
             depth: queue_depth,
             per_cmd: self.blocks_per_command(ns),
             timeout: self.config.command_timeout,
+            abort_timeout: self.config.abort_timeout,
         };
-        match run(&self.regs, &mut self.io[queue], &plan, buf) {
+        let regs = &self.regs;
+        let admin = self.admin.get_mut().unwrap_or_else(|p| p.into_inner());
+        let q = &mut self.io[queue];
+        let qid = q.qid;
+        let mut abort = |cid: u16| crate::admin::abort(regs, admin, qid, cid, plan.abort_timeout);
+        let outcome = run(regs, q, &plan, buf, &mut abort);
+        match outcome {
             Ok(()) => Ok(()),
             Err(Failure::Done(e)) => Err(e),
-            Err(Failure::NeedsReset(e, Some((qid, cid)))) => {
-                self.abort_and_reset(qid, cid)?;
-                Err(e)
-            }
-            Err(Failure::NeedsReset(e, None)) => {
+            Err(Failure::NeedsReset(e)) => {
                 // The reset disables the controller first, which stops DMA into `buf`;
                 // a failing reset is reported on the next call.
                 if self.reset().is_err() {
@@ -286,8 +326,10 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
 pub struct IoQueue<'a, R, B> {
     regs: &'a R,
     q: &'a mut QueuePair<B>,
+    admin: &'a Mutex<QueuePair<B>>,
     max_transfer: usize,
     timeout: Duration,
+    abort_timeout: Duration,
     ready_timeout: Duration,
     needs_reset: &'a AtomicBool,
 }
@@ -345,11 +387,18 @@ impl<R: RegisterIo, B: DmaBuffer> IoQueue<'_, R, B> {
             depth: queue_depth,
             per_cmd: blocks_per_command(self.max_transfer, ns),
             timeout: self.timeout,
+            abort_timeout: self.abort_timeout,
         };
-        match run(self.regs, self.q, &plan, buf) {
+        let (regs, admin, qid) = (self.regs, self.admin, self.q.qid);
+        // The admin queue is shared with the other handles: one Abort at a time.
+        let mut abort = |cid: u16| {
+            let mut a = admin.lock().unwrap_or_else(|p| p.into_inner());
+            crate::admin::abort(regs, &mut a, qid, cid, plan.abort_timeout)
+        };
+        match run(regs, self.q, &plan, buf, &mut abort) {
             Ok(()) => Ok(()),
             Err(Failure::Done(e)) => Err(e),
-            Err(Failure::NeedsReset(e, _)) => {
+            Err(Failure::NeedsReset(e)) => {
                 // Other queues are in use: no reset here. Disabling stops all DMA (including
                 // into `buf`); the controller resets itself on its next use.
                 self.needs_reset.store(true, Ordering::SeqCst);

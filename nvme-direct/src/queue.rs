@@ -12,6 +12,20 @@ use crate::regs::{cq_head_doorbell, sq_tail_doorbell, PAGE_SIZE};
 pub(crate) struct Inflight {
     pub opcode: u8,
     pub deadline: Instant,
+    /// An NVMe Abort naming this command has completed; `deadline` is then the end of the
+    /// grace period for the command's own completion.
+    pub abort_sent: bool,
+}
+
+impl Inflight {
+    /// A freshly submitted command that must complete by `deadline`.
+    pub fn new(opcode: u8, deadline: Instant) -> Self {
+        Self {
+            opcode,
+            deadline,
+            abort_sent: false,
+        }
+    }
 }
 
 /// A consumed completion.
@@ -21,6 +35,8 @@ pub(crate) struct Completion {
     pub opcode: u8,
     pub result: u32,
     pub status: NvmeStatus,
+    /// The driver had sent an Abort for this command before it completed.
+    pub abort_sent: bool,
 }
 
 pub(crate) struct QueuePair<B> {
@@ -179,12 +195,22 @@ impl<B: DmaBuffer> QueuePair<B> {
                     opcode: info.opcode,
                     result: cqe.result,
                     status: cqe.status(),
+                    abort_sent: info.abort_sent,
                 }))
             }
             None => Err(Error::UnexpectedCompletion {
                 qid: self.qid,
                 cid: cqe.cid,
             }),
+        }
+    }
+
+    /// Records that an Abort for `cid` completed; its own completion is awaited until `grace`.
+    /// The command id stays reserved until that completion is consumed (or the queue reset).
+    pub fn mark_abort_sent(&mut self, cid: u16, grace: Instant) {
+        if let Some(Some(f)) = self.inflight.get_mut(usize::from(cid)) {
+            f.abort_sent = true;
+            f.deadline = grace;
         }
     }
 

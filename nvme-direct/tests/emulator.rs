@@ -292,6 +292,7 @@ fn bad_arguments_are_errors() {
 fn fault_setup() -> (Emulator, Controller<Emulator, Emulator>, Vec<u8>) {
     let conf = Config {
         command_timeout: Duration::from_millis(200),
+        abort_timeout: Duration::from_millis(300),
         max_transfer: 8192,
         ..Default::default()
     };
@@ -351,6 +352,8 @@ fn error_status_is_typed() {
     assert!(read_back(&buf, 0, img.len()) == img);
 }
 
+/// A dropped completion: the controller answers the Abort with "not aborted" and the command
+/// never completes, so after the abort grace period the controller is reset.
 #[test]
 fn dropped_completion_times_out_aborts_and_resets() {
     let (e, mut c, img) = fault_setup();
@@ -387,11 +390,21 @@ fn late_completion_within_timeout_succeeds() {
 #[test]
 fn late_completion_past_timeout_is_aborted() {
     let (e, mut c, img) = fault_setup();
+    let enables = e.stats().enables;
     e.inject(0, Fault::LateCompletion { ticks: u32::MAX });
     let (r, _) = read_all(&mut c, img.len());
-    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
-    let (r, _) = read_all(&mut c, img.len());
+    // The Abort ends the pending command: a typed "aborted" error, no reset.
+    assert!(matches!(r, Err(Error::Aborted { qid: 1, .. })), "{r:?}");
+    assert_eq!(e.stats().aborted.len(), 1);
+    assert_eq!(
+        e.stats().enables,
+        enables,
+        "no reset after a successful abort"
+    );
+    let (r, buf) = read_all(&mut c, img.len());
     r.unwrap();
+    assert!(read_back(&buf, 0, img.len()) == img);
+    assert_eq!(e.stats().cid_conflicts, 0);
 }
 
 #[test]

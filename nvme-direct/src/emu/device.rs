@@ -1,6 +1,7 @@
 //! The emulated controller's state machine (registers, queues, commands, faults).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use super::{EmuConfig, Fault};
 use crate::command::{Cqe, Sqe};
@@ -26,6 +27,39 @@ pub struct EmuStats {
     pub phase_flips: u64,
     /// Abort commands received.
     pub aborts: u64,
+    /// Commands ended by an Abort, as (submission queue id, command id).
+    pub aborted: Vec<(u16, u16)>,
+    /// Commands submitted with a command id that the controller still held for an earlier
+    /// command of the same queue (a driver bug: the id was released too early).
+    pub cid_conflicts: u64,
+    /// Device accesses to addresses that are not mapped (an IOMMU fault on real hardware;
+    /// e.g. DMA into a buffer the driver already released).
+    pub unmapped_dma: u64,
+}
+
+/// What a held (not yet completed) I/O command is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldKind {
+    /// Until an Abort ends it.
+    Stall,
+    /// Until an Abort; the aborted completion is then posted this much later.
+    AbortLate(Duration),
+    /// Forever; an Abort naming it is swallowed.
+    IgnoreAbort,
+    /// Until `due`, then it executes normally.
+    Delayed,
+    /// Aborted; its completion is posted at `due`.
+    AbortedPending,
+}
+
+/// An I/O command fetched by the controller but not completed.
+struct Held {
+    sqid: u16,
+    cqid: u16,
+    head: u16,
+    sqe: Sqe,
+    kind: HeldKind,
+    due: Option<Instant>,
 }
 
 struct Sq {
@@ -59,6 +93,9 @@ pub(super) struct State {
     cqs: HashMap<u16, Cq>,
     overflow: VecDeque<(u16, Cqe)>,
     late: Vec<(u32, u16, Cqe)>,
+    held: Vec<Held>,
+    /// (SQ id, command id) of every I/O command fetched and not yet completed.
+    device_cids: HashSet<(u16, u16)>,
     faults: Vec<(u64, Fault)>,
     io_seen: u64,
     outstanding: u64,
@@ -68,6 +105,13 @@ pub(super) struct State {
 
 type Status = (u8, u8);
 const OK: Status = (0, 0);
+/// Generic status "Command Abort Requested".
+pub(super) const ABORT_REQUESTED: Status = (0, 0x07);
+
+/// (SQ id, command id) named by an Abort command's CDW10.
+pub(super) fn abort_target(sqe: &Sqe) -> (u16, u16) {
+    (sqe.cdw(10) as u16, (sqe.cdw(10) >> 16) as u16)
+}
 
 impl State {
     pub fn new(cfg: EmuConfig, mut image: Vec<u8>) -> Self {
@@ -88,6 +132,8 @@ impl State {
             cqs: HashMap::new(),
             overflow: VecDeque::new(),
             late: Vec::new(),
+            held: Vec::new(),
+            device_cids: HashSet::new(),
             faults: Vec::new(),
             io_seen: 0,
             outstanding: 0,
@@ -153,6 +199,9 @@ impl State {
             for qid in ids {
                 self.process_sq(qid);
             }
+        }
+        if !self.held.is_empty() {
+            self.run_due_held();
         }
         if self.late.is_empty() {
             return;
@@ -242,6 +291,8 @@ impl State {
             self.cqs.clear();
             self.overflow.clear();
             self.late.clear();
+            self.held.clear();
+            self.device_cids.clear();
             self.outstanding = 0;
             self.csts = 0;
         } else if !was && now {
@@ -324,11 +375,40 @@ impl State {
             let sqe = Sqe::from_bytes(&raw);
             let (status, result) = if qid == 0 {
                 self.stats.admin_commands += 1;
+                if self.abort_is_swallowed(&sqe) {
+                    self.stats.aborts += 1;
+                    continue;
+                }
                 self.admin(&sqe)
             } else {
                 self.stats.io_commands += 1;
                 self.outstanding += 1;
+                if !self.device_cids.insert((qid, sqe.cid())) {
+                    self.stats.cid_conflicts += 1;
+                }
                 let fault = self.take_fault();
+                let hold = match fault {
+                    Some(Fault::Stall) => Some((HeldKind::Stall, None)),
+                    Some(Fault::StallAbortLate { after }) => {
+                        Some((HeldKind::AbortLate(after), None))
+                    }
+                    Some(Fault::StallIgnoringAbort) => Some((HeldKind::IgnoreAbort, None)),
+                    Some(Fault::Delayed { after }) => {
+                        Some((HeldKind::Delayed, Some(Instant::now() + after)))
+                    }
+                    _ => None,
+                };
+                if let Some((kind, due)) = hold {
+                    self.held.push(Held {
+                        sqid: qid,
+                        cqid,
+                        head,
+                        sqe,
+                        kind,
+                        due,
+                    });
+                    continue;
+                }
                 match fault {
                     Some(Fault::Status { sct, sc, dnr, more }) => {
                         let st = NvmeStatus {
@@ -441,9 +521,87 @@ impl State {
         }
         if cqe.sq_id != 0 {
             self.outstanding = self.outstanding.saturating_sub(1);
+            self.device_cids.remove(&(cqe.sq_id, cqe.cid));
         }
         if self.host_write(addr, &cqe.to_bytes()).is_err() {
+            self.stats.unmapped_dma += 1;
             self.csts |= regs::CSTS_CFS;
+        }
+    }
+
+    /// True for an Abort naming a command that ignores Aborts: it gets no completion.
+    fn abort_is_swallowed(&self, sqe: &Sqe) -> bool {
+        let (sqid, cid) = abort_target(sqe);
+        sqe.opcode() == crate::command::ADMIN_ABORT
+            && self
+                .held
+                .iter()
+                .any(|h| h.sqid == sqid && h.sqe.cid() == cid && h.kind == HeldKind::IgnoreAbort)
+    }
+
+    /// Executes delayed commands and posts aborted completions whose time has come.
+    fn run_due_held(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.held.len() {
+            if !self.held[i].due.is_some_and(|d| d <= now) {
+                i += 1;
+                continue;
+            }
+            let h = self.held.remove(i);
+            let (status, result) = if h.kind == HeldKind::Delayed {
+                self.io(&h.sqe)
+            } else {
+                (ABORT_REQUESTED, 0)
+            };
+            let st = NvmeStatus {
+                sct: status.0,
+                sc: status.1,
+                dnr: false,
+                more: false,
+                crd: 0,
+            };
+            self.complete_raw(
+                h.cqid,
+                h.sqid,
+                h.head,
+                h.sqe.cid(),
+                st.to_field(),
+                result,
+                None,
+            );
+        }
+    }
+
+    /// Abort of a held command: `Some((status, dw0))` when the command is held here.
+    pub(super) fn abort_held(&mut self, sqid: u16, cid: u16) -> Option<(Status, u32)> {
+        let i = self
+            .held
+            .iter()
+            .position(|h| h.sqid == sqid && h.sqe.cid() == cid)?;
+        match self.held[i].kind {
+            HeldKind::Stall => {
+                let h = self.held.remove(i);
+                let st = NvmeStatus {
+                    sct: ABORT_REQUESTED.0,
+                    sc: ABORT_REQUESTED.1,
+                    dnr: false,
+                    more: false,
+                    crd: 0,
+                };
+                self.complete_raw(h.cqid, h.sqid, h.head, cid, st.to_field(), 0, None);
+                self.stats.aborted.push((sqid, cid));
+                Some((OK, 0))
+            }
+            HeldKind::AbortLate(after) => {
+                let h = &mut self.held[i];
+                h.kind = HeldKind::AbortedPending;
+                h.due = Some(Instant::now() + after);
+                self.stats.aborted.push((sqid, cid));
+                Some((OK, 0))
+            }
+            // Executing (or already aborted, or ignoring aborts): not aborted.
+            HeldKind::Delayed | HeldKind::AbortedPending | HeldKind::IgnoreAbort => Some((OK, 1)),
         }
     }
 }

@@ -3,8 +3,14 @@
 //! [`Emulator`] implements [`RegisterIo`] and [`DmaMemory`]: the real driver logic runs against
 //! it unchanged. DMA buffers live in a separate IOVA space starting at a high, non-identity
 //! base; submission queues are processed synchronously when their tail doorbell is written.
-//! Faults can be injected: dropped and late completions, error statuses, wrong command ids,
-//! controller fatal status and all-ones register reads.
+//! Faults can be injected: dropped, stalled, delayed and late completions, error statuses,
+//! wrong command ids, controller fatal status and all-ones register reads. The NVMe Abort
+//! command is implemented (stalled and late commands can be aborted), and the emulator counts
+//! what a correct driver must never cause: a command id reused while the controller still
+//! holds a command with that id, and DMA to an address that is not mapped (an IOMMU fault on
+//! real hardware, e.g. after the driver released the buffer).
+
+use std::time::Duration;
 
 mod device;
 
@@ -60,9 +66,28 @@ impl Default for EmuConfig {
 /// A fault applied to an upcoming I/O command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// The command executes but its completion is never posted.
+    /// The command executes but its completion is never posted; the controller still holds
+    /// its command id, and an Abort answers "not aborted" (only a reset ends it).
     DropCompletion,
-    /// The completion is posted only after this many driver memory reads.
+    /// The command stays in the controller, moving no data, until an Abort names it; the
+    /// Abort then ends it with status "Command Abort Requested".
+    Stall,
+    /// Like [`Fault::Stall`], but the Abort is acknowledged at once ("aborted") while the
+    /// aborted command's own completion is only posted `after` later.
+    StallAbortLate {
+        /// Delay between the Abort's completion and the aborted command's completion.
+        after: Duration,
+    },
+    /// Like [`Fault::Stall`], and an Abort naming it never completes either.
+    StallIgnoringAbort,
+    /// The command executes (moves its data and completes) only once `after` has passed,
+    /// checked at driver memory reads; an Abort meanwhile answers "not aborted".
+    Delayed {
+        /// Time from submission to execution.
+        after: Duration,
+    },
+    /// The completion is posted only after this many driver memory reads; an Abort meanwhile
+    /// posts it at once with status "Command Abort Requested".
     LateCompletion {
         /// Driver memory reads before posting.
         ticks: u32,

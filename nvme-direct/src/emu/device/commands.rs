@@ -1,7 +1,7 @@
 //! Admin and NVM command execution of the emulated controller, with an independent PRP walker
 //! written from the specification's PRP rules.
 
-use super::{Cq, Sq, State, Status, OK, PAGE};
+use super::{abort_target, Cq, Sq, State, Status, ABORT_REQUESTED, OK, PAGE};
 use crate::command::*;
 
 const INVALID_FIELD: Status = (0, 0x02);
@@ -42,6 +42,7 @@ impl State {
         while rem > 0 {
             let mut e = [0u8; 8];
             if self.host_read(ptr, &mut e).is_err() {
+                self.stats.unmapped_dma += 1;
                 return Err(TRANSFER_ERROR);
             }
             let entry = u64::from_le_bytes(e);
@@ -74,6 +75,7 @@ impl State {
         let mut off = 0;
         for (addr, n) in segs {
             if self.host_write(addr, &data[off..off + n]).is_err() {
+                self.stats.unmapped_dma += 1;
                 return TRANSFER_ERROR;
             }
             off += n;
@@ -87,6 +89,7 @@ impl State {
         let mut off = 0;
         for (addr, n) in segs {
             if self.host_read(addr, &mut out[off..off + n]).is_err() {
+                self.stats.unmapped_dma += 1;
                 return Err(TRANSFER_ERROR);
             }
             off += n;
@@ -200,9 +203,12 @@ impl State {
             }
             ADMIN_ABORT => {
                 self.stats.aborts += 1;
-                let sqid = sqe.cdw(10) as u16;
-                let cid = (sqe.cdw(10) >> 16) as u16;
-                // A late completion still pending can be aborted; a dropped one is lost.
+                let (sqid, cid) = abort_target(sqe);
+                if let Some(reply) = self.abort_held(sqid, cid) {
+                    return reply;
+                }
+                // A late completion still pending is posted at once as aborted; anything
+                // else (completed, dropped, unknown) is "not aborted" (DW0 bit 0 set).
                 if let Some(i) = self
                     .late
                     .iter()
@@ -210,14 +216,15 @@ impl State {
                 {
                     let (_, q, mut c) = self.late.remove(i);
                     c.status = crate::error::NvmeStatus {
-                        sct: 0,
-                        sc: 0x07,
+                        sct: ABORT_REQUESTED.0,
+                        sc: ABORT_REQUESTED.1,
                         dnr: false,
                         more: false,
                         crd: 0,
                     }
                     .to_field();
                     self.post(q, c);
+                    self.stats.aborted.push((sqid, cid));
                     (OK, 0)
                 } else {
                     (OK, 1)
