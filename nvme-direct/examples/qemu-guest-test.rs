@@ -1,6 +1,10 @@
 //! Driver test run inside the QEMU guest (see scripts/qemu-nvme-test.sh): identify, whole-image
 //! reads at several queue depths and buffer offsets checked against a known SHA-256, a
 //! write + read-back on a scratch region, throughput lines, and a final result marker.
+//! The main suite runs on the VFIO type1 container; before it, the iommufd + device cdev path
+//! is tried (IOMMUFD-RESULT, or IOMMUFD-SKIPPED with the reason). With `nvt.hugepages=N` on
+//! the kernel command line it reserves N huge pages and checks a 2 MiB-page buffer read
+//! (HUGEPAGE-RESULT).
 //!
 //! Usage: `qemu-guest-test BDF IMAGE_BYTES SHA256_HEX SCRATCH_LBA`
 //!        `qemu-guest-test extents FILE OUT_LIST` (filesystem mounted: FIEMAP -> LBA list)
@@ -8,12 +12,177 @@
 
 use std::time::Instant;
 
-use nvme_direct::vfio::VfioDevice;
-use nvme_direct::{BlockRange, Config, Controller, DmaBuffer, DmaMemory};
+use nvme_direct::vfio::{Bar0, HugePages, IommuMode, VfioDevice, VfioDma};
+use nvme_direct::{BlockRange, Config, Controller, DmaBuffer, DmaMemory, NamespaceIdentity};
 use sha2::{Digest, Sha256};
 
 fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+type Ctrl = Controller<Bar0, VfioDma>;
+
+/// A field of /proc/meminfo (pages for the HugePages_* counters).
+fn meminfo(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `nvt.hugepages=N` from the kernel command line: reserves N 2 MiB pages.
+fn reserve_hugepages() -> Option<u64> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    let n: u64 = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("nvt.hugepages="))?
+        .parse()
+        .ok()?;
+    if let Err(e) = std::fs::write("/proc/sys/vm/nr_hugepages", n.to_string()) {
+        println!("hugepages: writing /proc/sys/vm/nr_hugepages failed: {e}");
+    }
+    let free = meminfo("HugePages_Free");
+    println!(
+        "hugepages: asked for {n}, HugePages_Free {free} (Hugepagesize {} kB)",
+        meminfo("Hugepagesize")
+    );
+    Some(n)
+}
+
+/// Reads the whole image at depth `qd` into `buf` at `off`, checks its SHA-256; MB/s.
+fn read_checked(
+    c: &mut Ctrl,
+    ns: &NamespaceIdentity,
+    buf: &mut nvme_direct::vfio::VfioBuffer,
+    image_bytes: usize,
+    qd: usize,
+    off: usize,
+    want: &str,
+) -> Result<f64, String> {
+    let blocks = (image_bytes / ns.block_size as usize) as u64;
+    let t = Instant::now();
+    for _ in 0..3 {
+        c.read(0, ns, BlockRange { lba: 0, blocks }, buf, off, qd)
+            .map_err(|e| format!("read qd {qd}: {e}"))?;
+    }
+    let s = t.elapsed().as_secs_f64() / 3.0;
+    let got = hex(&Sha256::digest(&buf.as_slice()[off..off + image_bytes]));
+    if got != want {
+        return Err(format!(
+            "sha256 mismatch at qd {qd} offset {off}: {got} != {want}"
+        ));
+    }
+    Ok(image_bytes as f64 / s / 1e6)
+}
+
+/// The iommufd + VFIO cdev path: identify, whole-image read on a 2 MiB-page buffer when huge
+/// pages are reserved, write + read-back. Prints IOMMUFD-RESULT or IOMMUFD-SKIPPED.
+fn iommufd_suite(
+    bdf: &str,
+    image_bytes: usize,
+    want: &str,
+    scratch_lba: u64,
+) -> Result<(), String> {
+    println!(
+        "iommufd: /dev/iommu {}, VFIO cdev of {bdf} {}; IommuMode::Auto would use {}",
+        if std::path::Path::new("/dev/iommu").exists() {
+            "present"
+        } else {
+            "absent"
+        },
+        if std::path::Path::new(&format!("/sys/bus/pci/devices/{bdf}/vfio-dev")).exists() {
+            "present"
+        } else {
+            "absent"
+        },
+        if VfioDevice::iommufd_available(bdf) {
+            "iommufd"
+        } else {
+            "type1"
+        }
+    );
+    let dev = match VfioDevice::open_with(bdf, IommuMode::Iommufd) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("IOMMUFD-SKIPPED: the guest kernel cannot open {bdf} through iommufd: {e}");
+            return Ok(());
+        }
+    };
+    let ranges: Vec<String> = dev
+        .iova_ranges()
+        .iter()
+        .map(|(a, b)| format!("{a:#x}-{b:#x}"))
+        .collect();
+    let (w0, w1) = dev.iova_window();
+    println!(
+        "iommufd: IOAS allowed IOVA ranges [{}]; DMA window {w0:#x}..{w1:#x}",
+        ranges.join(", ")
+    );
+    let (bar, dma) = dev.into_parts();
+    let mut c = Controller::new(bar, dma, Config::default())
+        .map_err(|e| format!("iommufd bring-up: {e}"))?;
+    let ns = c.namespace(1).map_err(|e| e.to_string())?;
+    let mut buf = c.memory().alloc(image_bytes).map_err(|e| e.to_string())?;
+    let mbs = read_checked(&mut c, &ns, &mut buf, image_bytes, 32, 0, want)?;
+    println!(
+        "RESULT-LINE iommufd driver read qd=32 ({} pages): {mbs:.1} MB/s sha256 OK",
+        if buf.is_huge() { "2 MiB" } else { "4 KiB" }
+    );
+    let wlen = 1 << 20;
+    let w = c.memory().alloc(wlen).map_err(|e| e.to_string())?;
+    let pattern: Vec<u8> = (0..wlen).map(|i| (i * 13 + 5) as u8).collect();
+    w.write_bytes(0, &pattern).map_err(|e| e.to_string())?;
+    let wr = BlockRange {
+        lba: scratch_lba,
+        blocks: (wlen / ns.block_size as usize) as u64,
+    };
+    let mut w = w;
+    c.write(0, &ns, wr, &mut w, 0, 32)
+        .map_err(|e| format!("iommufd write: {e}"))?;
+    let mut r = c.memory().alloc(wlen).map_err(|e| e.to_string())?;
+    c.read(0, &ns, wr, &mut r, 0, 32)
+        .map_err(|e| format!("iommufd read back: {e}"))?;
+    if r.as_slice()[..wlen] != pattern[..] {
+        return Err("iommufd write/read-back mismatch".into());
+    }
+    c.shutdown().map_err(|e| e.to_string())?;
+    println!("IOMMUFD-RESULT: PASS");
+    Ok(())
+}
+
+/// Reads the image into a buffer that must be made of 2 MiB pages and one that must not.
+fn hugepage_suite(
+    c: &mut Ctrl,
+    ns: &NamespaceIdentity,
+    image_bytes: usize,
+    want: &str,
+) -> Result<(), String> {
+    let before = meminfo("HugePages_Free");
+    let huge_dma = c.memory().clone().with_huge_pages(HugePages::Required);
+    let mut hb = huge_dma
+        .alloc(image_bytes)
+        .map_err(|e| format!("2 MiB-page buffer: {e}"))?;
+    let taken = before.saturating_sub(meminfo("HugePages_Free"));
+    if !hb.is_huge() || taken * (2 << 20) < image_bytes as u64 {
+        return Err(format!(
+            "buffer not on huge pages (is_huge {}, {taken} pages taken)",
+            hb.is_huge()
+        ));
+    }
+    let mbs = read_checked(c, ns, &mut hb, image_bytes, 32, 0, want)?;
+    println!("RESULT-LINE driver read qd=32 into 2 MiB hugetlb pages ({taken} pages taken from HugePages_Free {before}): {mbs:.1} MB/s sha256 OK");
+    let small_dma = c.memory().clone().with_huge_pages(HugePages::Off);
+    let mut sb = small_dma.alloc(image_bytes).map_err(|e| e.to_string())?;
+    if sb.is_huge() {
+        return Err("HugePages::Off buffer reports huge pages".into());
+    }
+    let mbs = read_checked(c, ns, &mut sb, image_bytes, 32, 0, want)?;
+    println!("RESULT-LINE driver read qd=32 into 4 KiB pages: {mbs:.1} MB/s sha256 OK");
+    Ok(())
 }
 
 fn run() -> Result<(), String> {
@@ -25,7 +194,13 @@ fn run() -> Result<(), String> {
     let image_bytes: usize = a[2].parse().map_err(|e| format!("IMAGE_BYTES: {e}"))?;
     let want = a[3].to_lowercase();
     let scratch_lba: u64 = a[4].parse().map_err(|e| format!("SCRATCH_LBA: {e}"))?;
-    let dev = VfioDevice::open(bdf).map_err(|e| e.to_string())?;
+    let hugepages = reserve_hugepages();
+    if let Err(e) = iommufd_suite(bdf, image_bytes, &want, scratch_lba) {
+        println!("error: {e}");
+        println!("IOMMUFD-RESULT: FAIL");
+    }
+    let dev = VfioDevice::open_with(bdf, IommuMode::Type1).map_err(|e| e.to_string())?;
+    println!("vfio: IOMMU interface {}", dev.iommu_mode());
     let (w0, w1) = dev.iova_window();
     let ranges: Vec<String> = dev
         .iova_ranges()
@@ -76,7 +251,8 @@ fn run() -> Result<(), String> {
         let s = t.elapsed().as_secs_f64() / 3.0;
         let got = hex(&Sha256::digest(&buf.as_slice()[off..off + image_bytes]));
         println!(
-            "RESULT-LINE driver read qd={qd} offset={off} (3 passes): {:.1} MB/s ({image_bytes} bytes in {s:.3} s per pass) sha256 {}",
+            "RESULT-LINE driver read qd={qd} offset={off} (3 passes, {} pages): {:.1} MB/s ({image_bytes} bytes in {s:.3} s per pass) sha256 {}",
+            if buf.is_huge() { "2 MiB" } else { "4 KiB" },
             image_bytes as f64 / s / 1e6,
             if got == want { "OK" } else { "MISMATCH" }
         );
@@ -205,6 +381,14 @@ fn run() -> Result<(), String> {
         return Err("write/read-back mismatch".into());
     }
     println!("write+read-back of {wlen} bytes at LBA {scratch_lba}: OK");
+    if hugepages.is_some() {
+        match hugepage_suite(&mut c, &ns, image_bytes, &want) {
+            Ok(()) => println!("HUGEPAGE-RESULT: PASS"),
+            Err(e) => println!("error: {e}\nHUGEPAGE-RESULT: FAIL"),
+        }
+    } else {
+        println!("HUGEPAGE-RESULT: SKIPPED (no nvt.hugepages= on the kernel command line)");
+    }
     c.shutdown().map_err(|e| e.to_string())?;
     println!("shutdown: OK");
     Ok(())

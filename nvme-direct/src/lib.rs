@@ -16,9 +16,12 @@ mod sys;
 #[cfg(feature = "emulator")]
 pub mod emu;
 
-/// VFIO device access (type1 IOMMU container), BAR0 MMIO and locked DMA memory.
+/// VFIO device access (iommufd + device cdev, or the type1 container), BAR0 MMIO and locked
+/// DMA memory (2 MiB huge pages when available).
 pub mod vfio {
-    pub use crate::sys::vfio::{Bar0, VfioBuffer, VfioDevice, VfioDma};
+    pub use crate::sys::dma::{VfioBuffer, VfioDma};
+    pub use crate::sys::hostmem::HugePages;
+    pub use crate::sys::vfio::{Bar0, IommuMode, VfioDevice};
 }
 
 pub use command::{ControllerIdentity, NamespaceIdentity};

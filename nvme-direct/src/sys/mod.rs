@@ -1,7 +1,10 @@
-//! The only module of this crate with `unsafe`: VFIO ioctls, BAR0 MMIO, locked DMA memory and
-//! the FIEMAP ioctl. Every block carries a `// SAFETY:` comment.
+//! The only module of this crate with `unsafe`: VFIO and iommufd ioctls, BAR0 MMIO, locked DMA
+//! memory and the FIEMAP ioctl. Every block carries a `// SAFETY:` comment.
 
+pub(crate) mod dma;
 pub(crate) mod fiemap;
+pub(crate) mod hostmem;
+pub(crate) mod iommufd;
 pub(crate) mod vfio;
 
 use std::io;

@@ -1,4 +1,5 @@
-//! VFIO type1 container/group/device, BAR0 MMIO and locked, IOMMU-mapped DMA buffers.
+//! VFIO device opening (type1 container/group, or iommufd + device cdev), BAR0 MMIO and PCI
+//! config space. DMA buffers are in `dma`, the iommufd ioctls in `iommufd`.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -12,12 +13,15 @@ use std::sync::{Arc, Mutex};
 use vfio_bindings::bindings::vfio as vb;
 
 use super::cvt;
-use crate::dma::{check_range, DmaBuffer, DmaMemory, RegisterIo};
+use super::dma::{Container, Mapper, VfioDma};
+use super::hostmem::{HugePages, HUGE};
+use super::iommufd;
+use crate::dma::RegisterIo;
 use crate::error::{Error, Result};
 use crate::iova::IovaAllocator;
 
 /// VFIO ioctls are all `_IO(VFIO_TYPE, VFIO_BASE + n)` (linux/vfio.h).
-const fn vfio_io(n: u32) -> libc::Ioctl {
+pub(crate) const fn vfio_io(n: u32) -> libc::Ioctl {
     libc::_IO(vb::VFIO_TYPE, vb::VFIO_BASE + n)
 }
 const VFIO_GET_API_VERSION: libc::Ioctl = vfio_io(0);
@@ -28,7 +32,6 @@ const VFIO_GROUP_SET_CONTAINER: libc::Ioctl = vfio_io(4);
 const VFIO_GROUP_GET_DEVICE_FD: libc::Ioctl = vfio_io(6);
 const VFIO_DEVICE_GET_REGION_INFO: libc::Ioctl = vfio_io(8);
 const VFIO_IOMMU_GET_INFO: libc::Ioctl = vfio_io(12);
-const VFIO_IOMMU_MAP_DMA: libc::Ioctl = vfio_io(13);
 /// linux/vfio.h `VFIO_IOMMU_INFO_CAPS`: the info carries a capability chain (Linux 5.4+;
 /// newer than the 5.0 bindings).
 const VFIO_IOMMU_INFO_CAPS: u32 = 1 << 1;
@@ -36,30 +39,59 @@ const VFIO_IOMMU_INFO_CAPS: u32 = 1 << 1;
 const CAP_IOVA_RANGE: u16 = 1;
 /// Size of `struct vfio_iommu_type1_info` with `cap_offset` and its padding (Linux 5.4+).
 const INFO_WITH_CAPS: usize = 24;
-const VFIO_IOMMU_UNMAP_DMA: libc::Ioctl = vfio_io(14);
 
 /// First IOVA handed out: 64 GiB, far from typical user addresses and below a 39-bit limit.
 const IOVA_BASE: u64 = 64 << 30;
 /// Highest IOVA (exclusive) used: 2^39, what a 39-bit address-width IOMMU can translate.
 const IOVA_LIMIT: u64 = 1 << 39;
-const HUGE: usize = 2 << 20;
 
 fn sys_err(op: impl Into<String>, hint: &'static str) -> impl FnOnce(io::Error) -> Error {
     let op = op.into();
     move |source| Error::Sys { op, source, hint }
 }
 
-struct Container {
-    fd: File,
-    iova: Mutex<IovaAllocator>,
+/// Which kernel IOMMU interface maps DMA memory for the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IommuMode {
+    /// iommufd when `/dev/iommu` exists and the device has a VFIO cdev
+    /// (`/dev/vfio/devices/vfioN`), else (or when opening it fails) type1.
+    #[default]
+    Auto,
+    /// The VFIO type1v2 container (`/dev/vfio/vfio` + `/dev/vfio/<group>`).
+    Type1,
+    /// iommufd (`/dev/iommu`) with the VFIO device cdev (Linux 6.6+, CONFIG_IOMMUFD and
+    /// CONFIG_VFIO_DEVICE_CDEV).
+    Iommufd,
 }
 
-/// A PCI function opened through VFIO (type1v2 IOMMU), with BAR0 mapped.
+impl IommuMode {
+    /// Reads `NVME_DIRECT_IOMMU` (`auto`, `type1`, `iommufd`); `Auto` when unset or unknown.
+    pub fn from_env() -> Self {
+        match std::env::var("NVME_DIRECT_IOMMU").as_deref() {
+            Ok("type1") => Self::Type1,
+            Ok("iommufd") => Self::Iommufd,
+            _ => Self::Auto,
+        }
+    }
+}
+
+impl std::fmt::Display for IommuMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Type1 => "type1",
+            Self::Iommufd => "iommufd",
+        })
+    }
+}
+
+/// A PCI function opened through VFIO (type1 container or iommufd), with BAR0 mapped.
 pub struct VfioDevice {
     ranges: Vec<(u64, u64)>,
     window: (u64, u64),
+    mode: IommuMode,
+    note: Option<String>,
     container: Arc<Container>,
-    _group: File,
     device: Arc<File>,
     bar0: Bar0,
     config_offset: u64,
@@ -79,8 +111,38 @@ unsafe impl Send for Bar0 {}
 unsafe impl Sync for Bar0 {}
 
 impl VfioDevice {
-    /// Opens PCI function `bdf` (e.g. `0000:00:04.0`), which must be bound to `vfio-pci`.
+    /// Opens PCI function `bdf` (e.g. `0000:00:04.0`), which must be bound to `vfio-pci`,
+    /// with the IOMMU interface from [`IommuMode::from_env`] (`NVME_DIRECT_IOMMU`).
     pub fn open(bdf: &str) -> Result<Self> {
+        Self::open_with(bdf, IommuMode::from_env())
+    }
+
+    /// Opens `bdf` with an explicit IOMMU interface choice.
+    pub fn open_with(bdf: &str, mode: IommuMode) -> Result<Self> {
+        match mode {
+            IommuMode::Type1 => Self::open_type1(bdf, None),
+            IommuMode::Iommufd => Self::open_iommufd(bdf),
+            IommuMode::Auto if iommufd::available(bdf) => match Self::open_iommufd(bdf) {
+                Ok(d) => Ok(d),
+                Err(e) => Self::open_type1(bdf, Some(format!("iommufd failed ({e}); using type1"))),
+            },
+            IommuMode::Auto => Self::open_type1(
+                bdf,
+                Some("no /dev/iommu or no VFIO device cdev; using type1".into()),
+            ),
+        }
+    }
+
+    fn open_iommufd(bdf: &str) -> Result<Self> {
+        let o = iommufd::open(bdf)?;
+        let mapper = Mapper::Iommufd {
+            iommufd: o.iommufd,
+            ioas: o.ioas,
+        };
+        Self::finish(o.device, mapper, o.ranges, IommuMode::Iommufd, None)
+    }
+
+    fn open_type1(bdf: &str, note: Option<String>) -> Result<Self> {
         let link = std::fs::read_link(format!("/sys/bus/pci/devices/{bdf}/iommu_group")).map_err(
             sys_err(
                 format!("read iommu_group of {bdf}"),
@@ -162,7 +224,25 @@ impl VfioDevice {
                 "is the device in this group and bound to vfio-pci?",
             ))?;
         // SAFETY: dfd is a fresh fd returned by the kernel that nothing else owns.
-        let device = Arc::new(unsafe { File::from_raw_fd(dfd) });
+        let device = unsafe { File::from_raw_fd(dfd) };
+        let ranges = iova_ranges(&container);
+        let mapper = Mapper::Type1 {
+            container,
+            _group: group,
+        };
+        Self::finish(device, mapper, ranges, IommuMode::Type1, note)
+    }
+
+    /// Region info, BAR0 mapping, IOVA window and bus mastering: the same for both paths.
+    fn finish(
+        device: File,
+        mapper: Mapper,
+        ranges: Vec<(u64, u64)>,
+        mode: IommuMode,
+        note: Option<String>,
+    ) -> Result<Self> {
+        let device = Arc::new(device);
+        let dfd = device.as_raw_fd();
         let bar = region_info(&device, vb::VFIO_PCI_BAR0_REGION_INDEX)?;
         let cfg = region_info(&device, vb::VFIO_PCI_CONFIG_REGION_INDEX)?;
         if bar.flags & vb::VFIO_REGION_INFO_FLAG_MMAP == 0 || bar.size < 0x2000 {
@@ -193,16 +273,16 @@ impl VfioDevice {
         }
         let ptr =
             NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
-        let ranges = iova_ranges(&container);
         let window = iova_window(&ranges);
         let dev = Self {
             ranges,
             window,
+            mode,
+            note,
             container: Arc::new(Container {
-                fd: container,
+                mapper,
                 iova: Mutex::new(IovaAllocator::new(window.0, window.1)),
             }),
-            _group: group,
             bar0: Bar0 {
                 ptr,
                 len,
@@ -244,19 +324,36 @@ impl VfioDevice {
         &self.bar0
     }
 
-    /// Splits the device into its register window and a DMA allocator for a controller.
+    /// True when `bdf` can be opened through iommufd (`/dev/iommu` exists and the device has
+    /// a VFIO cdev), i.e. what [`IommuMode::Auto`] tries first.
+    pub fn iommufd_available(bdf: &str) -> bool {
+        iommufd::available(bdf)
+    }
+
+    /// The IOMMU interface in use (never `Auto`).
+    pub fn iommu_mode(&self) -> IommuMode {
+        self.mode
+    }
+
+    /// Why `Auto` chose type1 (no `/dev/iommu`, no cdev, or the iommufd error), if it did.
+    pub fn iommu_note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
+    /// Splits the device into its register window and a DMA allocator for a controller
+    /// (page policy from [`HugePages::from_env`]).
     pub fn into_parts(self) -> (Bar0, VfioDma) {
         (
             self.bar0,
             VfioDma {
                 container: self.container,
-                _group: Arc::new(self._group),
+                huge: HugePages::from_env(),
             },
         )
     }
 }
 
-/// The IOMMU's valid IOVA ranges (inclusive ends), empty when the kernel does not say.
+/// The type1 IOMMU's valid IOVA ranges (inclusive ends), empty when the kernel does not say.
 fn iova_ranges(container: &File) -> Vec<(u64, u64)> {
     let call = |buf: &mut Vec<u64>| -> Option<Vec<u8>> {
         let argsz = (buf.len() * 8) as u32;
@@ -388,217 +485,6 @@ impl RegisterIo for Bar0 {
                 .cast::<u32>()
                 .write_volatile(value)
         }
-    }
-}
-
-/// Allocator of locked, IOMMU-mapped DMA buffers for one VFIO container.
-#[derive(Clone)]
-pub struct VfioDma {
-    container: Arc<Container>,
-    _group: Arc<File>,
-}
-
-/// A locked, page-aligned buffer mapped at an IOVA (unmapped and freed on drop).
-///
-/// [`VfioBuffer::as_ptr`] gives the host address, e.g. for `cuMemHostRegister`.
-pub struct VfioBuffer {
-    ptr: NonNull<u8>,
-    len: usize,
-    iova: u64,
-    huge: bool,
-    container: Arc<Container>,
-}
-
-// SAFETY: the buffer owns its mapping; shared access goes through volatile copies.
-unsafe impl Send for VfioBuffer {}
-// SAFETY: `&self` methods only do volatile/ordered copies; slices need `&mut self`.
-unsafe impl Sync for VfioBuffer {}
-
-impl VfioBuffer {
-    /// Host virtual address of byte 0 (register it with CUDA to let the GPU copy from it).
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-    /// True when backed by 2 MiB huge pages.
-    pub fn is_huge(&self) -> bool {
-        self.huge
-    }
-    /// The bytes; `&mut self` guarantees no command is using the buffer.
-    pub fn as_slice(&mut self) -> &[u8] {
-        fence(Ordering::Acquire);
-        // SAFETY: ptr/len is our live mapping; &mut self excludes concurrent driver use.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-    /// The bytes, writable; `&mut self` guarantees no command is using the buffer.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in as_slice, and the borrow is unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl DmaBuffer for VfioBuffer {
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn iova(&self) -> u64 {
-        self.iova
-    }
-    fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        check_range(self.len, offset, out.len())?;
-        fence(Ordering::Acquire);
-        for (i, o) in out.iter_mut().enumerate() {
-            // SAFETY: offset + i < len (checked above); volatile because the device may write.
-            *o = unsafe { self.ptr.as_ptr().add(offset + i).read_volatile() };
-        }
-        Ok(())
-    }
-    fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
-        check_range(self.len, offset, data.len())?;
-        for (i, d) in data.iter().enumerate() {
-            // SAFETY: offset + i < len (checked above); volatile because the device may read.
-            unsafe { self.ptr.as_ptr().add(offset + i).write_volatile(*d) };
-        }
-        fence(Ordering::Release);
-        Ok(())
-    }
-    fn read_u32(&self, offset: usize) -> Result<u32> {
-        check_range(self.len, offset, 4)?;
-        if offset % 4 != 0 {
-            return Err(Error::BufferRange("unaligned u32".into()));
-        }
-        // SAFETY: aligned and in range; the device writes completion entries concurrently.
-        let v = unsafe { self.ptr.as_ptr().add(offset).cast::<u32>().read_volatile() };
-        fence(Ordering::Acquire);
-        Ok(u32::from_le(v))
-    }
-}
-
-impl Drop for VfioBuffer {
-    fn drop(&mut self) {
-        let mut unmap = vb::vfio_iommu_type1_dma_unmap {
-            argsz: std::mem::size_of::<vb::vfio_iommu_type1_dma_unmap>() as u32,
-            flags: 0,
-            iova: self.iova,
-            size: self.len as u64,
-        };
-        // SAFETY: unmap is a valid struct for the call; the range was mapped by us.
-        let unmapped = unsafe {
-            libc::ioctl(
-                self.container.fd.as_raw_fd(),
-                VFIO_IOMMU_UNMAP_DMA,
-                &mut unmap as *mut _,
-            )
-        };
-        if unmapped == 0 {
-            // Only a range the IOMMU no longer translates may be handed out again.
-            self.container
-                .iova
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .free(self.iova, self.len as u64);
-        }
-        // SAFETY: ptr/len is the anonymous mapping made in alloc; no references remain.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
-impl DmaMemory for VfioDma {
-    type Buffer = VfioBuffer;
-    fn alloc(&self, len: usize) -> Result<VfioBuffer> {
-        let page = 4096usize;
-        let want_huge = len >= HUGE;
-        let round = if want_huge { HUGE } else { page };
-        let len = len
-            .max(1)
-            .checked_next_multiple_of(round)
-            .ok_or_else(|| Error::Dma("size overflow".into()))?;
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
-        let mut huge = false;
-        let mut p = libc::MAP_FAILED;
-        if want_huge {
-            // SAFETY: anonymous mapping request; result checked.
-            p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    prot,
-                    flags | libc::MAP_HUGETLB,
-                    -1,
-                    0,
-                )
-            };
-            huge = p != libc::MAP_FAILED;
-        }
-        if p == libc::MAP_FAILED {
-            // SAFETY: anonymous mapping request; result checked.
-            p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
-        }
-        if p == libc::MAP_FAILED {
-            return Err(sys_err(format!("mmap {len} bytes"), "out of memory?")(
-                io::Error::last_os_error(),
-            ));
-        }
-        if want_huge && !huge {
-            // SAFETY: advice on our own fresh mapping; failure only means no transparent huge pages.
-            unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
-        }
-        let ptr =
-            NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Dma("mmap returned NULL".into()))?;
-        let free = |e: Error| {
-            // SAFETY: undo the mapping made just above; nothing references it.
-            unsafe { libc::munmap(p, len) };
-            e
-        };
-        // SAFETY: locks our own fresh mapping.
-        if unsafe { libc::mlock(p, len) } != 0 {
-            return Err(free(sys_err(
-                "mlock",
-                "raise RLIMIT_MEMLOCK (ulimit -l) or run as root",
-            )(io::Error::last_os_error())));
-        }
-        let iova = self
-            .container
-            .iova
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .alloc(len as u64, round as u64);
-        let Some(iova) = iova else {
-            return Err(free(Error::Dma("IOVA space below 2^39 exhausted".into())));
-        };
-        let mut map = vb::vfio_iommu_type1_dma_map {
-            argsz: std::mem::size_of::<vb::vfio_iommu_type1_dma_map>() as u32,
-            flags: vb::VFIO_DMA_MAP_FLAG_READ | vb::VFIO_DMA_MAP_FLAG_WRITE,
-            vaddr: p as u64,
-            iova,
-            size: len as u64,
-        };
-        // SAFETY: map describes our locked mapping; the kernel pins it for the device.
-        let mapped = cvt(unsafe {
-            libc::ioctl(
-                self.container.fd.as_raw_fd(),
-                VFIO_IOMMU_MAP_DMA,
-                &mut map as *mut _,
-            )
-        });
-        if let Err(e) = mapped {
-            self.container
-                .iova
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .free(iova, len as u64);
-            return Err(free(sys_err(
-                "VFIO_IOMMU_MAP_DMA",
-                "IOVA range reserved or RLIMIT_MEMLOCK too low",
-            )(e)));
-        }
-        Ok(VfioBuffer {
-            ptr,
-            len,
-            iova,
-            huge,
-            container: self.container.clone(),
-        })
     }
 }
 
