@@ -1,5 +1,7 @@
 //! The engine that composes the vramless crates; shared by the example binaries.
 
+pub mod engine;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -5,6 +5,8 @@
 //! ```text
 //! cargo run --release --bin chat -- --model model.gguf
 //! cargo run --release --features cuda --bin chat -- --device cuda --model model.gguf
+//! # a model larger than the budget streams (the streaming engine; --stats after each reply)
+//! cargo run --release --features cuda --bin chat -- --device cuda --model 70b.gguf --vram-budget 24GiB
 //! ```
 //! Type a message and press Enter; Ctrl-D exits. Earlier turns stay in the KV cache: each turn
 //! feeds only the text the template adds after what the model has already seen (on CUDA the
@@ -21,6 +23,8 @@ use llama_model::chat::{ChatTemplate, Conversation, PromptDelta};
 use llama_model::cpu::{Model, ModelOptions};
 use llama_model::sampler::{Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
+use vramless_engine::engine::cli::{parse_device, EngineArgs};
+use vramless_engine::engine::Engine as StreamEngine;
 
 #[derive(Parser, Debug)]
 #[command(about = "Chat with a Llama GGUF (CPU reference backend or CUDA)")]
@@ -58,6 +62,8 @@ struct Args {
     /// Compute device: cpu, or cuda (needs a build with `--features cuda` and an NVIDIA GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// What the chat loop needs of a backend.
@@ -76,6 +82,37 @@ trait Engine {
     fn max_context(&self) -> usize;
     /// Forgets the whole sequence.
     fn reset(&mut self);
+    /// Statistics to print after a reply (`--stats`), if any.
+    fn stats_report(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Engine for StreamEngine {
+    fn gguf(&self) -> &GgufFile {
+        StreamEngine::gguf(self)
+    }
+    fn n_layers(&self) -> usize {
+        self.config().n_layers
+    }
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        StreamEngine::prefill(self, tokens).map_err(|e| e.to_string())
+    }
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
+        StreamEngine::decode(self, token).map_err(|e| e.to_string())
+    }
+    fn n_past(&self) -> usize {
+        StreamEngine::n_past(self)
+    }
+    fn max_context(&self) -> usize {
+        StreamEngine::max_context(self)
+    }
+    fn reset(&mut self) {
+        StreamEngine::reset(self);
+    }
+    fn stats_report(&self) -> Option<String> {
+        Some(self.stats().report())
+    }
 }
 
 impl Engine for Model {
@@ -133,6 +170,28 @@ const NO_CUDA: &str = "this chat was built without CUDA support: rebuild with \
 
 /// Opens the model on the device `--device` names.
 fn open(args: &Args, path: &Path) -> Result<Box<dyn Engine>, String> {
+    let too_big = {
+        #[cfg(feature = "cuda")]
+        {
+            let size = std::fs::metadata(path).map_or(0, |m| m.len());
+            args.device == "cuda"
+                && vramless_engine::engine::gpu::free_device_memory().is_some_and(|free| {
+                    size.saturating_add(vramless_engine::engine::budget::VRAM_HEADROOM) > free
+                })
+        }
+        #[cfg(not(feature = "cuda"))]
+        false
+    };
+    if args.engine.any() || too_big {
+        let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+        let opts = args
+            .engine
+            .options(device, args.ctx)
+            .map_err(|e| e.to_string())?;
+        return Ok(Box::new(
+            StreamEngine::open(path, &opts).map_err(|e| e.to_string())?,
+        ));
+    }
     match args.device.as_str() {
         "cpu" => {
             let opts = ModelOptions {
@@ -262,5 +321,10 @@ fn run(args: Args) -> Result<(), String> {
             t.elapsed().as_secs_f64(),
             model.n_past()
         );
+        if args.engine.stats {
+            if let Some(r) = model.stats_report() {
+                eprint!("{r}");
+            }
+        }
     }
 }

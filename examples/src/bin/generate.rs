@@ -4,6 +4,9 @@
 //! ```text
 //! cargo run --release --bin generate -- --prompt "The capital of France is" --max-tokens 32
 //! cargo run --release --features cuda --bin generate -- --device cuda --prompt "Hi" --bench
+//! # a model larger than the budget streams its other layers every token (the streaming engine)
+//! cargo run --release --features cuda --bin generate -- --device cuda --model 70b.gguf \
+//!     --vram-budget 24GiB --ram-budget 16GiB --stats --prompt "Hi"
 //! ```
 //! Text streams to stdout; progress and figures go to stderr. With no `--model` the default
 //! model (SmolLM2-135M-Instruct Q4_1) is used, fetched by `scripts/fetch-model.sh` if missing.
@@ -19,6 +22,8 @@ use llama_model::config::LlamaConfig;
 use llama_model::cpu::{Model, ModelOptions};
 use llama_model::sampler::{Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
+use vramless_engine::engine::cli::{parse_device, EngineArgs};
+use vramless_engine::engine::Engine as StreamEngine;
 
 #[derive(Parser, Debug)]
 #[command(about = "Generate text from a Llama GGUF (CPU reference backend or CUDA)")]
@@ -73,6 +78,8 @@ struct Args {
     /// Print prefill and decode speed (also a standard 128-token prefill + 64-token decode).
     #[arg(long)]
     bench: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// What the generation loop needs of a backend.
@@ -148,6 +155,49 @@ impl Engine for llama_model::cuda::CudaModel {
     }
 }
 
+impl Engine for StreamEngine {
+    fn gguf(&self) -> &GgufFile {
+        StreamEngine::gguf(self)
+    }
+    fn config(&self) -> &LlamaConfig {
+        StreamEngine::config(self)
+    }
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        StreamEngine::prefill(self, tokens).map_err(|e| e.to_string())
+    }
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
+        StreamEngine::decode(self, token).map_err(|e| e.to_string())
+    }
+    fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32, String> {
+        StreamEngine::prefill_argmax(self, tokens).map_err(|e| e.to_string())
+    }
+    fn decode_argmax(&mut self, token: u32) -> Result<u32, String> {
+        StreamEngine::decode_argmax(self, token).map_err(|e| e.to_string())
+    }
+    fn n_past(&self) -> usize {
+        StreamEngine::n_past(self)
+    }
+    fn max_context(&self) -> usize {
+        StreamEngine::max_context(self)
+    }
+}
+
+/// True when the streaming engine should run: a streaming flag was given, or (on CUDA) the
+/// model file is larger than the free device memory.
+fn use_engine(args: &Args, path: &Path) -> bool {
+    if args.engine.any() {
+        return true;
+    }
+    #[cfg(feature = "cuda")]
+    if args.device == "cuda" {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let free = vramless_engine::engine::gpu::free_device_memory().unwrap_or(u64::MAX);
+        return size.saturating_add(vramless_engine::engine::budget::VRAM_HEADROOM) > free;
+    }
+    let _ = path;
+    false
+}
+
 #[cfg(feature = "cuda")]
 fn open_cuda(path: &Path, ctx: usize) -> Result<llama_model::cuda::CudaModel, String> {
     llama_model::cuda::CudaModel::open(path, ctx).map_err(|e| format!("{}: {e}", path.display()))
@@ -190,6 +240,25 @@ fn run(args: Args) -> Result<(), String> {
         (None, None) => return Err("give --prompt or --prompt-file".into()),
     };
     let t0 = Instant::now();
+    if use_engine(&args, &path) {
+        let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+        let opts = args
+            .engine
+            .options(device, args.ctx)
+            .map_err(|e| e.to_string())?;
+        let mut engine = StreamEngine::open(&path, &opts).map_err(|e| e.to_string())?;
+        let loaded = t0.elapsed().as_secs_f64();
+        let mode = if engine.plan().streaming {
+            "streaming engine"
+        } else {
+            "engine, all layers resident"
+        };
+        generate(&mut engine, &args, &prompt, &path, loaded, mode)?;
+        if args.engine.stats {
+            eprint!("{}", engine.stats().report());
+        }
+        return Ok(());
+    }
     #[cfg(feature = "cuda")]
     if args.device == "cuda" {
         let mut model = open_cuda(&path, args.ctx)?;

@@ -1,0 +1,188 @@
+//! `bench-stream-model`: decode speed of a streamed model against the bus limit measured in the
+//! same run.
+//!
+//! ```text
+//! cargo run --release --features cuda --bin bench-stream-model -- --model 70b.gguf \
+//!     --vram-budget 24GiB [--ram-budget 16GiB] [--path mmap-baseline] [--skip-count 20]
+//! ```
+//! Measures pinned host-to-device bandwidth (on the CPU device: host memcpy bandwidth), feeds a
+//! short prompt, times `--tokens` greedy decode steps, and prints tok/s, the PCIe limit
+//! (H2D GB/s / streamed bytes per token), the ratio, and one JSON line on stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use llama_model::skip::{model_fingerprint, SkipMap};
+use llama_model::tokenizer::Tokenizer;
+use vramless_engine::engine::cli::{parse_device, EngineArgs};
+use vramless_engine::engine::{Device, Engine, Home, Skip};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Decode speed of a streamed model vs the host-to-device limit measured in the same run"
+)]
+struct Args {
+    /// GGUF model (default: the SmolLM2 model from scripts/fetch-model.sh).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// cpu or cuda.
+    #[arg(long, default_value = if cfg!(feature = "cuda") { "cuda" } else { "cpu" })]
+    device: String,
+    /// Prompt text (fed first, not timed).
+    #[arg(long, default_value = "The capital of France is")]
+    prompt: String,
+    /// Greedy decode steps to time.
+    #[arg(long, default_value_t = 8)]
+    tokens: usize,
+    /// KV cache positions.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Skip this many layers, evenly spaced (never the first or last), through a skip map
+    /// written to --skip-map-out (default: MODEL.skipmap.json).
+    #[arg(long, default_value_t = 0)]
+    skip_count: usize,
+    /// Where --skip-count writes its skip map.
+    #[arg(long)]
+    skip_map_out: Option<PathBuf>,
+    /// A label for the JSON line.
+    #[arg(long, default_value = "")]
+    label: String,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-stream-model: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `count` layers evenly spaced over `1..=n-2`.
+fn evenly_spaced(n: usize, count: usize) -> Result<Vec<usize>, String> {
+    let interior = n.saturating_sub(2);
+    if count > interior {
+        return Err(format!(
+            "--skip-count {count}: only {interior} layers can be skipped"
+        ));
+    }
+    Ok((0..count)
+        .map(|k| 1 + (2 * k + 1) * interior / (2 * count))
+        .collect())
+}
+
+/// Host memcpy bandwidth, GB/s (the CPU device's "bus").
+fn memcpy_gbps() -> f64 {
+    let n = 256 << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    let mut best = f64::MAX;
+    for _ in 0..4 {
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    n as f64 / best / 1e9
+}
+
+fn run(a: Args) -> Result<(), String> {
+    let device = parse_device(&a.device).map_err(|e| e.to_string())?;
+    let model = vramless_engine::model_path("bench-stream-model", a.model.clone())?;
+    let mut opts = a.engine.options(device, a.ctx).map_err(|e| e.to_string())?;
+    if a.skip_count > 0 {
+        let (_, config, _) =
+            vramless_engine::engine::setup::open_model(&model).map_err(|e| e.to_string())?;
+        let skipped = evenly_spaced(config.n_layers, a.skip_count)?;
+        let fp = model_fingerprint(&model).map_err(|e| e.to_string())?;
+        let map = SkipMap::new(
+            fp,
+            config.n_layers,
+            skipped,
+            format!("evenly spaced, {}", a.skip_count),
+        )
+        .map_err(|e| e.to_string())?;
+        let out = a
+            .skip_map_out
+            .clone()
+            .unwrap_or_else(|| SkipMap::default_path(&model));
+        map.save(&out).map_err(|e| e.to_string())?;
+        eprintln!(
+            "bench-stream-model: skip map of {} layers written to {}",
+            a.skip_count,
+            out.display()
+        );
+        opts.skip = Skip::Map(out);
+    }
+    let t0 = Instant::now();
+    let mut engine = Engine::open(&model, &opts).map_err(|e| e.to_string())?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let tok = Tokenizer::from_gguf(engine.gguf().metadata()).map_err(|e| e.to_string())?;
+    let prompt = tok.encode_prompt(&a.prompt).map_err(|e| e.to_string())?;
+    let mut next = engine.prefill_argmax(&prompt).map_err(|e| e.to_string())?;
+    engine.clear_stats();
+    let mut tokens = vec![next];
+    let t = Instant::now();
+    for _ in 0..a.tokens {
+        next = engine.decode_argmax(next).map_err(|e| e.to_string())?;
+        tokens.push(next);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let tok_s = a.tokens as f64 / secs;
+    let (h2d, link) = match device {
+        Device::Cuda => (engine.h2d_gbps().unwrap_or(0.0), "pinned H2D"),
+        Device::Cpu => (memcpy_gbps(), "host memcpy"),
+    };
+    let st = engine.stats();
+    let streamed = st.streamed_per_pass();
+    let limit = if streamed > 0 {
+        h2d * 1e9 / streamed as f64
+    } else {
+        f64::INFINITY
+    };
+    let ratio = if limit.is_finite() {
+        tok_s / limit
+    } else {
+        0.0
+    };
+    let plan = engine.plan();
+    let count = |h| plan.layers(h).len();
+    eprint!("{}", st.report());
+    eprintln!(
+        "bench-stream-model: {} decode tokens in {secs:.3} s = {tok_s:.3} tok/s; {:.2} GB streamed per token; {link} {h2d:.2} GB/s -> PCIe limit {limit:.3} tok/s; ratio {ratio:.3}; predicted {:.3} tok/s",
+        a.tokens,
+        streamed as f64 / 1e9,
+        1.0 / plan.predicted_s.max(1e-12)
+    );
+    let v = serde_json::json!({
+        "label": a.label,
+        "model": model.display().to_string(),
+        "device": a.device,
+        "path": a.engine.path.clone().unwrap_or_else(|| "auto".into()),
+        "vram_budget": engine.budgets().0,
+        "ram_budget": engine.budgets().1,
+        "layers_device": count(Home::Device),
+        "layers_pinned": count(Home::Pinned),
+        "layers_storage": count(Home::Storage),
+        "layers_skipped": count(Home::Skipped),
+        "load_s": load_s,
+        "decode_tokens": a.tokens,
+        "tok_s": tok_s,
+        "streamed_bytes_per_token": streamed,
+        "h2d_gb_s": h2d,
+        "pcie_limit_tok_s": limit,
+        "ratio": ratio,
+        "predicted_tok_s": 1.0 / plan.predicted_s.max(1e-12),
+        "stall_s": st.stall.as_secs_f64(),
+        "copy_gb_s": if st.copy_busy.is_zero() { 0.0 } else { st.copy_bytes as f64 / st.copy_busy.as_secs_f64() / 1e9 },
+        "read_gb_s": if st.read_busy.is_zero() { 0.0 } else { st.read_bytes as f64 / st.read_busy.as_secs_f64() / 1e9 },
+        "tokens": tokens,
+    });
+    println!("{v}");
+    Ok(())
+}

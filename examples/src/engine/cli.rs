@@ -1,0 +1,117 @@
+//! The engine's command-line flags, shared by `generate`, `chat` and `bench-stream-model`.
+
+use std::path::PathBuf;
+
+use super::budget::parse_size;
+use super::error::{EngineError, Result};
+use super::options::{DataPath, Device, EngineOptions, Skip};
+
+/// Streaming-engine flags (flatten into a binary's clap arguments).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EngineArgs {
+    /// Device memory for the model (e.g. 24GiB). Default: free device memory minus 1 GiB. A model
+    /// that does not fit streams its other layers every token.
+    #[arg(long)]
+    pub vram_budget: Option<String>,
+    /// Page-locked host RAM for layers that stream (e.g. 16GiB; 0: none). Default: available
+    /// RAM minus 4 GiB.
+    #[arg(long)]
+    pub ram_budget: Option<String>,
+    /// Data path for layers read from storage: auto, direct (O_DIRECT CPU workers), mmap
+    /// (mmap CPU workers), nvme (needs --nvme-pci), mmap-baseline (naive comparison).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// NVMe controller bound to vfio-pci holding the model (PCI address, e.g. 0000:01:00.0).
+    #[arg(long)]
+    pub nvme_pci: Option<String>,
+    /// With --nvme-pci: the model lies raw on namespace 1 from this LBA (default: its extents,
+    /// from MODEL.extents or FIEMAP).
+    #[arg(long)]
+    pub nvme_lba: Option<u64>,
+    /// Skip map (JSON from calibrate-skip) for this model.
+    #[arg(long)]
+    pub skip_map: Option<PathBuf>,
+    /// Streaming slots in device memory (>= 2).
+    #[arg(long, default_value_t = 3)]
+    pub slots: usize,
+    /// Storage read bandwidth the plan assumes (e.g. 2GB/s).
+    #[arg(long, default_value = "2GB/s")]
+    pub storage_bw: String,
+    /// Print live statistics (tok/s, bytes per token per tier, GB/s per stage, stalls, the
+    /// plan's prediction).
+    #[arg(long)]
+    pub stats: bool,
+}
+
+impl EngineArgs {
+    /// True when any streaming flag was given (so the engine, not the plain resident path, runs).
+    pub fn any(&self) -> bool {
+        self.vram_budget.is_some()
+            || self.ram_budget.is_some()
+            || self.path.is_some()
+            || self.nvme_pci.is_some()
+            || self.skip_map.is_some()
+            || self.stats
+    }
+
+    /// The engine options for `device` with a KV cache of `ctx` positions.
+    pub fn options(&self, device: Device, ctx: usize) -> Result<EngineOptions> {
+        let path = match &self.path {
+            Some(p) => DataPath::parse(p).map_err(EngineError::Usage)?,
+            None => DataPath::Auto,
+        };
+        if path == DataPath::Nvme && self.nvme_pci.is_none() {
+            return Err(EngineError::Usage(
+                "--path nvme needs --nvme-pci BDF".into(),
+            ));
+        }
+        if self.slots < 2 {
+            return Err(EngineError::Usage(format!(
+                "--slots {}: streaming needs at least 2 slots",
+                self.slots
+            )));
+        }
+        let storage_bw = tier_cache::units::parse_bandwidth(&self.storage_bw).map_err(|e| {
+            EngineError::BadSize {
+                flag: "--storage-bw",
+                text: self.storage_bw.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(EngineOptions {
+            device,
+            vram_budget: self
+                .vram_budget
+                .as_deref()
+                .map(|s| parse_size("--vram-budget", s))
+                .transpose()?,
+            ram_budget: self
+                .ram_budget
+                .as_deref()
+                .map(|s| parse_size("--ram-budget", s))
+                .transpose()?,
+            path,
+            nvme_pci: self.nvme_pci.clone(),
+            nvme_lba: self.nvme_lba,
+            skip: match &self.skip_map {
+                Some(p) => Skip::Map(p.clone()),
+                None => Skip::None,
+            },
+            ctx,
+            slots: self.slots,
+            storage_bw,
+            ..EngineOptions::default()
+        })
+    }
+}
+
+/// Parses `cpu` / `cuda`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "gpu" => Ok(Device::Cuda),
+        other => Err(EngineError::Usage(format!(
+            "unknown device `{other}`: use cpu or cuda"
+        ))),
+    }
+}

@@ -1,0 +1,108 @@
+//! What the user chooses: device, budgets, data path, skip map, context.
+
+use std::path::PathBuf;
+
+/// Compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU reference backend (the "device" is host memory; streamed layers go through
+    /// host slots with the pipeline's CPU transfer).
+    Cpu,
+    /// An NVIDIA GPU (feature `cuda`).
+    Cuda,
+}
+
+/// How layers that live neither on the device nor in pinned RAM reach the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPath {
+    /// Chosen per machine: NVMe direct when `--nvme-pci` is given, else O_DIRECT reads by CPU
+    /// workers (io_uring or pread) where the filesystem allows it, else mmap + workers.
+    Auto,
+    /// CPU workers reading with O_DIRECT (io_uring, else pread).
+    Direct,
+    /// CPU workers copying out of an mmap of the file.
+    Mmap,
+    /// The userspace NVMe driver (`--nvme-pci`).
+    Nvme,
+    /// Comparison baseline: every non-resident layer copied straight from the pageable mmap;
+    /// no pinned-RAM tier.
+    MmapBaseline,
+}
+
+impl DataPath {
+    /// Parses `auto`, `direct`, `mmap`, `nvme` or `mmap-baseline`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "direct" | "cpu-worker" | "o-direct" => Self::Direct,
+            "mmap" | "mmap-worker" => Self::Mmap,
+            "nvme" | "nvme-direct" => Self::Nvme,
+            "mmap-baseline" | "baseline" => Self::MmapBaseline,
+            other => {
+                return Err(format!(
+                    "unknown --path `{other}`: use auto, direct, mmap, nvme or mmap-baseline"
+                ))
+            }
+        })
+    }
+}
+
+/// Which layers to skip.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Skip {
+    /// None.
+    #[default]
+    None,
+    /// A skip map file (llama-model's JSON, checked against the model's fingerprint).
+    Map(PathBuf),
+    /// These layer indices.
+    Layers(Vec<usize>),
+}
+
+/// Everything [`super::Engine::open`] takes besides the model path.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Compute device.
+    pub device: Device,
+    /// Device-memory budget in bytes (`None`: free memory minus headroom).
+    pub vram_budget: Option<u64>,
+    /// Pinned-RAM budget for layers in bytes (`None`: available RAM minus headroom).
+    pub ram_budget: Option<u64>,
+    /// Data path for layers read from storage.
+    pub path: DataPath,
+    /// PCI address of an NVMe controller bound to vfio-pci.
+    pub nvme_pci: Option<String>,
+    /// The model written raw on the namespace at this LBA (instead of extents).
+    pub nvme_lba: Option<u64>,
+    /// Layers to skip.
+    pub skip: Skip,
+    /// KV cache positions.
+    pub ctx: usize,
+    /// Streaming slots (>= 2).
+    pub slots: usize,
+    /// CPU worker threads for file reads.
+    pub io_threads: usize,
+    /// Storage read bandwidth assumed by the plan (bytes/s).
+    pub storage_bw: f64,
+    /// Print the plan and progress bars on stderr.
+    pub verbose: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            vram_budget: None,
+            ram_budget: None,
+            path: DataPath::Auto,
+            nvme_pci: None,
+            nvme_lba: None,
+            skip: Skip::None,
+            ctx: 4096,
+            slots: 3,
+            io_threads: 4,
+            storage_bw: 2.0e9,
+            verbose: true,
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The tier plan: which layers stay on the device, which stream from pinned RAM, which from
+//! storage, and which are skipped; computed with `tier-cache` (layers as items, skipped layers
+//! with weight 0) and explained.
+
+use std::fmt::Write as _;
+
+use tier_cache::{CostModel, Item, Planner, Tier, TierId};
+
+use super::budget::show;
+use super::error::{EngineError, Result};
+
+/// Where one layer lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Home {
+    /// Resident in device memory.
+    Device,
+    /// Page-locked host RAM, one copy per token.
+    Pinned,
+    /// Read from the file (or the NVMe device) every token.
+    Storage,
+    /// Skipped by the skip map: never read.
+    Skipped,
+}
+
+impl Home {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Home::Device => "device",
+            Home::Pinned => "pinned RAM",
+            Home::Storage => "storage",
+            Home::Skipped => "skipped",
+        }
+    }
+}
+
+/// What the planner needs to know.
+#[derive(Debug, Clone)]
+pub struct PlanInput {
+    /// Packed bytes of every layer.
+    pub layer_bytes: Vec<u64>,
+    /// Layers to skip.
+    pub skipped: Vec<usize>,
+    /// The device budget.
+    pub device_budget: u64,
+    /// Bytes the device holds whatever the plan (non-layer tensors, KV cache, workspaces).
+    pub device_fixed: u64,
+    /// Pinned-RAM budget for layers.
+    pub ram_budget: u64,
+    /// Streaming slots when some layer streams.
+    pub slots: usize,
+    /// Context positions (for messages).
+    pub ctx: usize,
+    /// Bandwidths (bytes/s): device memory, pinned host to device, storage to device.
+    pub bandwidth: [f64; 3],
+}
+
+/// The plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Home of every layer, by index.
+    pub homes: Vec<Home>,
+    /// True when some layer streams (slots are allocated).
+    pub streaming: bool,
+    /// Slots allocated.
+    pub slots: usize,
+    /// Bytes per slot.
+    pub slot_bytes: u64,
+    /// Predicted seconds per token (copy, read and device-memory links overlapped).
+    pub predicted_s: f64,
+    /// Predicted seconds per token with nothing overlapped.
+    pub predicted_serial_s: f64,
+    /// Human-readable account: budgets, counts and reasons.
+    pub report: String,
+}
+
+impl Plan {
+    /// Layers with `home`.
+    pub fn layers(&self, home: Home) -> Vec<usize> {
+        (0..self.homes.len())
+            .filter(|&i| self.homes[i] == home)
+            .collect()
+    }
+
+    /// Bytes per token that cross from `home` (0 for device and skipped).
+    pub fn bytes_from(&self, home: Home, layer_bytes: &[u64]) -> u64 {
+        self.layers(home)
+            .iter()
+            .map(|&i| layer_bytes.get(i).copied().unwrap_or(0))
+            .sum()
+    }
+}
+
+/// "0-41, 43, 45-47".
+pub fn ranges(keys: &[usize]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < keys.len() {
+        let (start, mut end) = (keys[i], keys[i]);
+        while i + 1 < keys.len() && keys[i + 1] == end + 1 {
+            i += 1;
+            end = keys[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    if out.is_empty() {
+        "-".into()
+    } else {
+        out.join(", ")
+    }
+}
+
+/// Spreads `counts[t]` items of each tier over `n` positions as evenly as possible (largest
+/// remainder first), so streamed layers alternate with resident ones and the copy engine works
+/// while resident layers compute.
+fn spread(n: usize, counts: [usize; 3]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(n);
+    let mut used = [0usize; 3];
+    for k in 0..n {
+        // The tier furthest behind its even share at position k+1.
+        let mut best = 0;
+        let mut best_lag = f64::MIN;
+        for t in 0..3 {
+            if used[t] >= counts[t] {
+                continue;
+            }
+            let lag = (k + 1) as f64 * counts[t] as f64 / n as f64 - used[t] as f64;
+            if lag > best_lag {
+                best_lag = lag;
+                best = t;
+            }
+        }
+        used[best] += 1;
+        out.push(best);
+    }
+    out
+}
+
+/// Plans the tiers.
+pub fn plan(input: &PlanInput) -> Result<Plan> {
+    let n = input.layer_bytes.len();
+    let running: Vec<usize> = (0..n).filter(|i| !input.skipped.contains(i)).collect();
+    let run_bytes: u64 = running.iter().map(|&i| input.layer_bytes[i]).sum();
+    let max_layer = running
+        .iter()
+        .map(|&i| input.layer_bytes[i])
+        .max()
+        .unwrap_or(0);
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "plan: device budget {}, of which {} fixed (embedding, norm, LM head, KV cache of {} positions, workspaces); pinned-RAM budget {}",
+        show(input.device_budget),
+        show(input.device_fixed),
+        input.ctx,
+        show(input.ram_budget)
+    );
+    let mut homes = vec![Home::Skipped; n];
+    if input.device_fixed.saturating_add(run_bytes) <= input.device_budget {
+        for &i in &running {
+            homes[i] = Home::Device;
+        }
+        let s = run_bytes as f64 / input.bandwidth[0].max(1.0);
+        let _ = writeln!(
+            report,
+            "plan: all {} running layers ({}) fit on the device: plain resident mode, nothing streams",
+            running.len(),
+            show(run_bytes)
+        );
+        if running.len() < n {
+            let _ = writeln!(
+                report,
+                "plan: skipped layers (never read): {}",
+                ranges(&input.skipped)
+            );
+        }
+        return Ok(Plan {
+            homes,
+            streaming: false,
+            slots: 0,
+            slot_bytes: 0,
+            predicted_s: s,
+            predicted_serial_s: s,
+            report,
+        });
+    }
+    let slots = input.slots.max(2);
+    let slot_total = max_layer.saturating_mul(slots as u64);
+    let need = input.device_fixed.saturating_add(slot_total);
+    if need > input.device_budget {
+        return Err(EngineError::BudgetTooSmall {
+            budget: show(input.device_budget),
+            fixed: show(input.device_fixed),
+            ctx: input.ctx,
+            slots,
+            slot: show(max_layer),
+            need: show(need),
+        });
+    }
+    let vram = input.device_budget - need;
+    let tiers = vec![
+        Tier::new("device", vram, input.bandwidth[0]),
+        Tier::new("pinned RAM", input.ram_budget, input.bandwidth[1]),
+        Tier::unlimited("storage", input.bandwidth[2]),
+    ];
+    let planner = Planner::new(tiers).map_err(|e| EngineError::Plan(e.to_string()))?;
+    let items: Vec<Item<usize>> = (0..n)
+        .map(|i| {
+            let w = if input.skipped.contains(&i) { 0.0 } else { 1.0 };
+            Item::new(i, input.layer_bytes[i], w)
+        })
+        .collect();
+    let placement = planner
+        .plan(&items)
+        .map_err(|e| EngineError::Plan(e.to_string()))?;
+    let tier_home = [Home::Device, Home::Pinned, Home::Storage];
+    let mut counts = [0usize; 3];
+    for &i in &running {
+        let t = placement.tier_of(&i).map_or(2, |t| t.0.min(2));
+        counts[t] += 1;
+        homes[i] = tier_home[t];
+    }
+    // Same counts, spread evenly over the running layers, when that respects the capacities
+    // (layers can differ in size, e.g. Q6_K ffn_down in some layers of a Q4_K_M file).
+    let order = spread(running.len(), counts);
+    let mut used = [0u64; 3];
+    for (k, &i) in running.iter().enumerate() {
+        used[order[k]] += input.layer_bytes[i];
+    }
+    let spread_ok = used[0] <= vram && used[1] <= input.ram_budget;
+    if spread_ok {
+        for (k, &i) in running.iter().enumerate() {
+            homes[i] = tier_home[order[k]];
+        }
+    }
+    let over = placement.predict(CostModel::Overlapped);
+    let serial = placement.predict(CostModel::Serial);
+    let _ = writeln!(
+        report,
+        "plan: the running layers ({}) exceed the device budget: {} slots of {} stream the rest; {} left for resident layers",
+        show(run_bytes),
+        slots,
+        show(max_layer),
+        show(vram)
+    );
+    for (t, home) in tier_home.iter().enumerate() {
+        let l: Vec<usize> = (0..n).filter(|&i| homes[i] == *home).collect();
+        let why = match home {
+            Home::Device => "fastest: compute reads them in place",
+            Home::Pinned => "did not fit on the device; page-locked RAM is the fastest streaming tier (one async copy)",
+            _ => "fit neither on the device nor in the pinned-RAM budget: read from the file every token",
+        };
+        if !l.is_empty() {
+            let _ = writeln!(
+                report,
+                "plan: {} layers on {} ({}, link {:.1} GB/s): {} — {why}",
+                l.len(),
+                home.name(),
+                show(placement.used_bytes(TierId(t)).max(used[t])),
+                planner.tiers()[t].bandwidth / 1e9,
+                ranges(&l)
+            );
+        }
+    }
+    if !input.skipped.is_empty() {
+        let _ = writeln!(
+            report,
+            "plan: {} layers skipped (weight 0: never read, take no room): {}",
+            input.skipped.len(),
+            ranges(&input.skipped)
+        );
+    }
+    let _ = writeln!(
+        report,
+        "plan: tier-cache placed by {:?}; {}",
+        placement.method(),
+        if spread_ok {
+            "the engine interleaves streamed and resident layers (same counts) so copies overlap resident compute"
+        } else {
+            "kept the planner's exact layers (sizes differ too much to interleave)"
+        }
+    );
+    if let Some(first) = placement
+        .explain()
+        .into_iter()
+        .find(|e| e.tier != TierId(0) && !input.skipped.contains(&e.key))
+    {
+        let _ = writeln!(report, "plan: e.g. layer {first}");
+    }
+    let _ = writeln!(
+        report,
+        "plan: predicted {:.2} tok/s with the links overlapped ({:.2} tok/s serial)",
+        1.0 / over.seconds_per_step.max(1e-12),
+        1.0 / serial.seconds_per_step.max(1e-12)
+    );
+    Ok(Plan {
+        homes,
+        streaming: true,
+        slots,
+        slot_bytes: max_layer,
+        predicted_s: over.seconds_per_step,
+        predicted_serial_s: serial.seconds_per_step,
+        report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(n: usize, budget: u64, ram: u64) -> PlanInput {
+        PlanInput {
+            layer_bytes: vec![100; n],
+            skipped: vec![],
+            device_budget: budget,
+            device_fixed: 50,
+            ram_budget: ram,
+            slots: 2,
+            ctx: 16,
+            bandwidth: [1000.0, 100.0, 10.0],
+        }
+    }
+
+    #[test]
+    fn everything_fits_is_resident() {
+        let p = plan(&input(4, 450, 0)).unwrap();
+        assert!(!p.streaming);
+        assert_eq!(p.layers(Home::Device).len(), 4);
+    }
+
+    #[test]
+    fn counts_follow_capacities_and_streamed_layers_interleave() {
+        // 10 layers of 100; budget 650 - 50 fixed - 2 slots x 100 = 400 -> 4 on the device;
+        // RAM 300 -> 3 pinned; 3 from storage.
+        let p = plan(&input(10, 650, 300)).unwrap();
+        assert!(p.streaming);
+        assert_eq!(p.layers(Home::Device).len(), 4);
+        assert_eq!(p.layers(Home::Pinned).len(), 3);
+        assert_eq!(p.layers(Home::Storage).len(), 3);
+        // Never two device layers in a row when fewer than half are resident.
+        let d = p.layers(Home::Device);
+        assert!(d.windows(2).all(|w| w[1] > w[0] + 1), "{d:?}");
+    }
+
+    #[test]
+    fn skipped_layers_take_no_room() {
+        let mut i = input(10, 650, 0);
+        i.skipped = vec![2, 5, 8];
+        let p = plan(&i).unwrap();
+        assert_eq!(p.layers(Home::Skipped), vec![2, 5, 8]);
+        assert_eq!(p.layers(Home::Device).len(), 4);
+        assert_eq!(p.layers(Home::Storage).len(), 3);
+    }
+
+    #[test]
+    fn budget_below_slots_is_a_typed_error() {
+        let e = plan(&input(10, 200, 0)).unwrap_err();
+        assert!(matches!(e, EngineError::BudgetTooSmall { .. }), "{e}");
+        assert!(e.to_string().contains("Raise --vram-budget"));
+    }
+
+    #[test]
+    fn spread_is_even() {
+        let o = spread(6, [2, 2, 2]);
+        for t in 0..3 {
+            assert_eq!(o.iter().filter(|&&x| x == t).count(), 2);
+        }
+        assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+    }
+}

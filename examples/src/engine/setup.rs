@@ -1,0 +1,165 @@
+//! Opening a model for the engine: the GGUF, its config and layout, the skipped layers, the
+//! budgets and the tier plan (shared by the CPU and CUDA backends).
+
+use std::path::{Path, PathBuf};
+
+use gguf::GgufFile;
+use llama_model::config::LlamaConfig;
+use llama_model::skip::SkipMap;
+
+use super::budget::{kv_bytes, show, workspace_bytes};
+use super::error::{EngineError, Result};
+use super::layout::ModelLayout;
+use super::options::{DataPath, EngineOptions, Skip};
+use super::plan::{plan, Plan, PlanInput};
+
+/// A model opened and planned.
+#[derive(Debug)]
+pub struct Setup {
+    /// The model file.
+    pub path: PathBuf,
+    /// The GGUF (memory-mapped).
+    pub file: GgufFile,
+    /// The model's config.
+    pub config: LlamaConfig,
+    /// The config the state runs with: only the running layers (skipped ones get no KV cache).
+    pub run_config: LlamaConfig,
+    /// Where every weight lies.
+    pub layout: ModelLayout,
+    /// Running layers in order.
+    pub running: Vec<usize>,
+    /// For each layer, its index among the running layers (`None`: skipped).
+    pub compact: Vec<Option<usize>>,
+    /// The plan.
+    pub plan: Plan,
+    /// The budgets used.
+    pub budgets: (u64, u64),
+}
+
+/// The device-specific facts the plan needs.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceFacts {
+    /// Free device memory (for the automatic budget), if known.
+    pub free_device: Option<u64>,
+    /// Bytes per KV value (2: f16, 4: f32).
+    pub kv_value_bytes: u64,
+    /// Device memory, pinned-RAM-to-device and storage-to-device bandwidths (bytes/s).
+    pub bandwidth: [f64; 3],
+}
+
+/// Opens the GGUF and its layout.
+pub fn open_model(path: &Path) -> Result<(GgufFile, LlamaConfig, ModelLayout)> {
+    let file = GgufFile::open(path).map_err(|e| EngineError::ModelFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let bad = |reason: String| EngineError::Model {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let config = LlamaConfig::from_gguf(&file).map_err(|e| bad(e.to_string()))?;
+    let layout = ModelLayout::of(&file, &config).map_err(bad)?;
+    Ok((file, config, layout))
+}
+
+fn skipped_layers(path: &Path, skip: &Skip, n: usize) -> Result<Vec<usize>> {
+    let mut s = match skip {
+        Skip::None => Vec::new(),
+        Skip::Layers(l) => l.clone(),
+        Skip::Map(map) => {
+            SkipMap::load_for(map, path, n)
+                .map_err(|e| EngineError::SkipMap {
+                    path: map.clone(),
+                    reason: e.to_string(),
+                })?
+                .skipped
+        }
+    };
+    s.sort_unstable();
+    s.dedup();
+    if let Some(&bad) = s.iter().find(|&&i| i == 0 || i + 1 >= n) {
+        return Err(EngineError::Usage(format!(
+            "layer {bad} cannot be skipped: the model has {n} layers and the first and last always run"
+        )));
+    }
+    Ok(s)
+}
+
+/// Opens and plans `path` for a device described by `facts`.
+pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Setup> {
+    let (file, config, layout) = open_model(path)?;
+    let n = config.n_layers;
+    let skipped = skipped_layers(path, &opts.skip, n)?;
+    let running: Vec<usize> = (0..n).filter(|i| !skipped.contains(i)).collect();
+    let mut compact = vec![None; n];
+    for (k, &i) in running.iter().enumerate() {
+        compact[i] = Some(k);
+    }
+    let mut run_config = config.clone();
+    run_config.n_layers = running.len();
+    let ctx = if opts.ctx == 0 {
+        config.context_length
+    } else {
+        opts.ctx.min(config.context_length)
+    };
+    let fixed = layout.global_bytes()
+        + kv_bytes(running.len(), config.kv_dim(), ctx, facts.kv_value_bytes)
+        + workspace_bytes(
+            config.vocab_size,
+            config.dim,
+            config.ffn_dim,
+            ctx,
+            config.n_heads,
+        );
+    let device_budget = match opts.vram_budget {
+        Some(b) => b,
+        None => facts
+            .free_device
+            .map(|f| f.saturating_sub(super::budget::VRAM_HEADROOM))
+            .ok_or_else(|| {
+                EngineError::Usage(
+                    "cannot tell how much device memory is free: give --vram-budget".into(),
+                )
+            })?,
+    };
+    let ram_budget = if opts.path == DataPath::MmapBaseline {
+        0
+    } else {
+        match opts.ram_budget {
+            Some(b) => b,
+            None => super::budget::mem_available()
+                .map_or(0, |a| a.saturating_sub(super::budget::RAM_HEADROOM)),
+        }
+    };
+    let input = PlanInput {
+        layer_bytes: layout.layers.iter().map(|l| l.bytes).collect(),
+        skipped,
+        device_budget,
+        device_fixed: fixed,
+        ram_budget,
+        slots: opts.slots,
+        ctx,
+        bandwidth: facts.bandwidth,
+    };
+    let plan = plan(&input)?;
+    if opts.verbose {
+        eprint!("{}", plan.report);
+        if opts.vram_budget.is_none() {
+            eprintln!(
+                "plan: automatic device budget {} (free memory minus headroom)",
+                show(device_budget)
+            );
+        }
+    }
+    Ok(Setup {
+        path: path.to_path_buf(),
+        file,
+        config,
+        run_config,
+        layout,
+        running,
+        compact,
+        plan,
+        budgets: (device_budget, ram_budget),
+    })
+}

@@ -1,0 +1,186 @@
+//! The data paths: one pipeline source per tier, routed per layer, and the loading of the
+//! pinned-RAM tier (with a progress bar). Prints which path serves which layers and why.
+
+use std::fmt::Write as _;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use slep_pipeline::{
+    choose_source, FileSource, IoEngine, Location, MachineCaps, MmapBaselineSource, MmapSource,
+    NvmeSource, PinnedRamSource, ReadMode, ResidentSource, RoutedSource, Schedule, Source,
+    Transfer,
+};
+
+use super::error::{from_pipeline, EngineError, Result};
+use super::options::{DataPath, EngineOptions};
+use super::plan::{ranges, Home};
+use super::setup::Setup;
+
+/// A progress bar over `total` bytes (hidden when not verbose).
+pub fn bytes_bar(verbose: bool, total: u64, what: &str) -> ProgressBar {
+    if !verbose {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// The routed source of every running layer, the per-token schedule, and the report.
+pub struct Sources {
+    /// Dispatches each layer to its path.
+    pub routed: RoutedSource,
+    /// Running layers in order (resident ones included: the consumer runs them in place).
+    pub schedule: Schedule,
+    /// Which path serves which layers and why.
+    pub report: String,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("report", &self.report)
+            .finish()
+    }
+}
+
+/// Builds the sources for `setup`'s plan: loads the pinned tier through `transfer` (page-locked
+/// where the transfer pins), opens the storage path (`storage` overrides it, e.g. an NVMe reader
+/// built by the caller).
+pub fn build<T: Transfer>(
+    setup: &Setup,
+    opts: &EngineOptions,
+    transfer: &T,
+    storage: Option<Box<dyn Source>>,
+) -> Result<Sources> {
+    let plan = &setup.plan;
+    let path = &setup.path;
+    let mut routed = RoutedSource::new();
+    let mut report = String::new();
+    let resident = routed.add(Box::new(ResidentSource));
+    for i in plan.layers(Home::Device) {
+        routed.route(i as u64, resident);
+    }
+    let dev = plan.layers(Home::Device);
+    if plan.streaming {
+        let _ = writeln!(
+            report,
+            "path: layers {} resident on the device: nothing moves",
+            ranges(&dev)
+        );
+    }
+
+    // Pinned RAM: one page-locked buffer per layer, filled from the file now.
+    let pinned_layers = plan.layers(Home::Pinned);
+    if !pinned_layers.is_empty() {
+        let mut pinned = PinnedRamSource::new();
+        let total: u64 = pinned_layers
+            .iter()
+            .map(|&i| setup.layout.layers[i].bytes)
+            .sum();
+        let bar = bytes_bar(opts.verbose, total, "pinning RAM tier");
+        for &i in &pinned_layers {
+            let item = setup.layout.layers[i].item();
+            pinned
+                .load_from_file(transfer, path, &item)
+                .map_err(|e| match from_pipeline(e) {
+                    EngineError::Stream { reason, .. } => EngineError::OutOfMemory {
+                        what: format!("pinned RAM for layer {i}"),
+                        bytes: super::budget::show(setup.layout.layers[i].bytes),
+                        reason,
+                    },
+                    other => other,
+                })?;
+            bar.inc(setup.layout.layers[i].bytes);
+        }
+        bar.finish_and_clear();
+        let choice = choose_source(&Location::PinnedRam, &MachineCaps::probe(path));
+        let _ = writeln!(
+            report,
+            "path: layers {} -> {choice}",
+            ranges(&pinned_layers)
+        );
+        let k = routed.add(Box::new(pinned));
+        for i in pinned_layers {
+            routed.route(i as u64, k);
+        }
+    }
+
+    // Storage: the chosen path.
+    let storage_layers = plan.layers(Home::Storage);
+    if !storage_layers.is_empty() {
+        let (src, why): (Box<dyn Source>, String) = match (storage, opts.path) {
+            (Some(s), _) => {
+                let kind = s.kind_for(&setup.layout.layers[storage_layers[0]].item());
+                (s, format!("{kind}: source supplied by the caller"))
+            }
+            (None, DataPath::MmapBaseline) => (
+                Box::new(MmapBaselineSource::open(path).map_err(from_pipeline)?),
+                "mmap-baseline: the pageable mmap pointer handed straight to the copy (comparison point, no pinned tier)".into(),
+            ),
+            (None, DataPath::Mmap) => (
+                Box::new(MmapSource::open(path, opts.io_threads).map_err(from_pipeline)?),
+                format!("cpu-worker (mmap): {} threads copy out of an mmap into pinned staging (--path mmap)", opts.io_threads),
+            ),
+            (None, DataPath::Nvme) => {
+                let bdf = opts.nvme_pci.clone().ok_or_else(|| {
+                    EngineError::Usage("--path nvme needs --nvme-pci BDF".into())
+                })?;
+                let reader = super::nvme::open_vfio(&bdf, path, opts.nvme_lba)?;
+                (
+                    Box::new(NvmeSource::new(reader)),
+                    format!("nvme-direct: {bdf} read by the userspace driver into staging, then one copy"),
+                )
+            }
+            (None, DataPath::Auto) if opts.nvme_pci.is_some() => {
+                let bdf = opts.nvme_pci.clone().unwrap_or_default();
+                let reader = super::nvme::open_vfio(&bdf, path, opts.nvme_lba)?;
+                (
+                    Box::new(NvmeSource::new(reader)),
+                    format!("nvme-direct: {bdf} read by the userspace driver into staging, then one copy"),
+                )
+            }
+            (None, DataPath::Auto | DataPath::Direct) => {
+                let caps = MachineCaps::probe(path);
+                let choice = choose_source(&Location::File(path.clone()), &caps);
+                let f = FileSource::open(path, ReadMode::Direct, IoEngine::Auto)
+                    .map_err(from_pipeline)?
+                    .with_threads(opts.io_threads);
+                let why = format!("{choice} [{}: {}]", f.engine_name(), f.reason());
+                (Box::new(f), why)
+            }
+        };
+        let _ = writeln!(report, "path: layers {} -> {why}", ranges(&storage_layers));
+        let k = routed.add(src);
+        for i in storage_layers {
+            routed.route(i as u64, k);
+        }
+    }
+    let skipped = plan.layers(Home::Skipped);
+    if !skipped.is_empty() {
+        let _ = writeln!(
+            report,
+            "path: layers {} skipped: never read",
+            ranges(&skipped)
+        );
+    }
+    let schedule = Schedule::new(
+        setup
+            .running
+            .iter()
+            .map(|&i| setup.layout.layers[i].item())
+            .collect(),
+    );
+    if opts.verbose && plan.streaming {
+        eprint!("{report}");
+    }
+    Ok(Sources {
+        routed,
+        schedule,
+        report,
+    })
+}
