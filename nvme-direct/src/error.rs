@@ -99,10 +99,11 @@ pub enum Error {
         /// Decoded status.
         status: NvmeStatus,
     },
-    /// A command did not complete within the per-command timeout and an NVMe Abort did not end
-    /// it in time (or the Abort itself timed out): the controller was reset (queues
-    /// recreated, every command in flight ended), so the caller may retry.
-    #[error("NVMe command (opcode {opcode:#04x}, queue {qid}, cid {cid}) timed out after {timeout:?}; Abort did not end it, controller reset")]
+    /// A command did not complete within its timeout. For an I/O command (queue >= 1) an NVMe
+    /// Abort did not end it in time (or the Abort itself timed out) and the controller was
+    /// reset (queues recreated, every command in flight ended), so the caller may retry. For an
+    /// admin command (queue 0) nothing was reset.
+    #[error("NVMe command (opcode {opcode:#04x}, queue {qid}, cid {cid}) timed out after {timeout:?} (I/O queue: Abort did not end it, controller reset)")]
     Timeout {
         /// Opcode of the command.
         opcode: u8,
