@@ -1,12 +1,14 @@
-//! The single-precision exponential llama.cpp's x86 SiLU uses (its AVX2 `ggml_v_expf`, an
-//! adaptation of Arm's optimized-routines `expf`), evaluated one lane at a time. Matching it
-//! keeps the FFN activations bit-identical to llama.cpp's, which matters because those
-//! activations are rounded to 8 bits next (a one-ulp difference can move a rounding decision).
+//! The single-precision exponential of llama.cpp's x86 SiLU (`ggml_v_expf`, an adaptation of
+//! Arm's optimized-routines `expf`), evaluated one lane at a time, in the variant its AVX-512
+//! build runs (the reference fixtures come from a native build on an AVX-512 machine; the AVX2
+//! variant differs in the last bit for about one input in eight). Matching it keeps the FFN
+//! activations bit-identical to llama.cpp's, which matters because those activations are
+//! rounded to 8 bits next (a one-ulp difference can move a rounding decision).
 //!
 //! Method: `x = n ln2 + b` with `n` rounded to an integer by the `1.5 * 2^23` shift trick,
-//! `ln2` split in two parts for an accurate `b`, then `e^b - 1 ~= b (c0 + b c1) + b^2 ...`
-//! (a degree-5 polynomial in Horner/Estrin form) and `2^n` built in the exponent bits.
-//! The maximum error is about 1.5 ulp.
+//! `ln2` split in two parts for an accurate `b`, then `e^b ~= 1 + b (c0 + b c1) + b^2 ...`
+//! (a degree-5 polynomial in Estrin form, each step one fused multiply-add) and the result
+//! `e^b * 2^n` scaled exactly (`vscalefps`). The maximum error is about 1.5 ulp.
 
 /// Bits of the constants (hexadecimal float literals do not exist in Rust).
 const SHIFT: u32 = 0x4b40_0000; // 1.5 * 2^23
@@ -26,31 +28,36 @@ fn f(bits: u32) -> f32 {
     f32::from_bits(bits)
 }
 
-/// `e^x` with llama.cpp's AVX2 arithmetic (fused multiply-adds where it has them).
+/// `e^x` with llama.cpp's AVX-512 arithmetic (fused multiply-adds where it has them).
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let z = x.mul_add(f(LOG2E), f(SHIFT));
     let n = z - f(SHIFT);
     // b = x - n * ln2_hi - n * ln2_lo, each step fused.
     let b = (-n).mul_add(f(LN2_LO), (-n).mul_add(f(LN2_HI), x));
-    let e = z.to_bits() << 23;
-    let k = f32::from_bits(e.wrapping_add(1f32.to_bits()));
     let u = b * b;
     let j = f(C[4])
         .mul_add(b, f(C[3]))
         .mul_add(u, f(C[2]).mul_add(b, f(C[1])))
-        .mul_add(u, f(C[0]) * b);
-    if n.abs() <= 126.0 {
-        return j.mul_add(k, k);
-    }
-    // Results near or past the f32 range: scale in two steps (or saturate to 0 / inf).
-    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
-    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
-    let s2 = f32::from_bits(e.wrapping_sub(g));
+        .mul_add(u, f(C[0]).mul_add(b, 1.0));
     if n.abs() > 192.0 {
-        s1 * s1
+        // Far outside the f32 range: saturate.
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    scale_pow2(j, n as i32)
+}
+
+/// `j * 2^n` with one rounding (like `vscalefps`), for `|n| <= 192` and `j` near 1: two exact
+/// power-of-two factors, so only the last product can round (to a subnormal) or overflow.
+#[inline(always)]
+fn scale_pow2(j: f32, n: i32) -> f32 {
+    let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    if (-126..=127).contains(&n) {
+        j * pow2(n)
+    } else if n > 0 {
+        (j * pow2(64)) * pow2(n - 64)
     } else {
-        s2.mul_add(j, s2) * s1
+        (j * pow2(n + 64)) * pow2(-64)
     }
 }
 

@@ -8,8 +8,14 @@
 //! - an online softmax whose value accumulator is itself f16: on a new maximum the
 //!   accumulator is rescaled by `exp(M_old - M)` (rounded to f16), then
 //!   `acc = f16(fma(v, w, acc))` with `w = exp(s - M)` (or 1 on a new maximum), and the
-//!   normaliser `S = S * ms + w`;
+//!   normaliser `S = fma(S, ms, w)` (GCC contracts llama.cpp's `S*ms + vs`);
 //! - the output `f32(acc) * (1 / S)`.
+//!
+//! This is llama.cpp's per-row kernel, which it runs for batches of fewer than 64 query tokens
+//! and for single-token steps while its (256-padded) cache view is shorter than 512 positions.
+//! Larger batches go through its tiled kernel (f32 query, GEMM scores) and longer decodes
+//! through a split of the cache over threads, so there the results agree closely, not bit for
+//! bit.
 
 use super::expf;
 
@@ -62,28 +68,34 @@ fn round_all_f16(acc: &mut [f32]) {
     }
 }
 
-/// Dot product in the order of llama.cpp's AVX2 `ggml_vec_dot_f16`: four accumulators of
-/// eight lanes over 32-element steps (element `32s + 8r + l` goes to accumulator `r`, lane
-/// `l`, by FMA), reduced as `(a0 + a2) + (a1 + a3)` lane-wise, then lanes `l + (l + 4)`, then
-/// `(t0 + t1) + (t2 + t3)`; a tail of `n % 32` elements is added in f64.
+/// Dot product in the order of llama.cpp's `ggml_vec_dot_f16` as the reference build compiles
+/// it (x86 with AVX-512, `GGML_NATIVE` on the machine the fixtures come from): four
+/// accumulators of sixteen lanes over 64-element steps (element `64s + 16r + l` goes to
+/// accumulator `r`, lane `l`, by FMA), reduced lane-wise as `(a0 + a2) + (a1 + a3)`, then
+/// across the sixteen lanes as GCC's `_mm512_reduce_add_ps` does (`l + (l + 8)`, then
+/// `l + (l + 4)`, then `(t0 + t2) + (t1 + t3)`); a tail of `n % 64` elements is added in f64.
 #[inline(always)]
 pub(crate) fn dot_f16_order(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let np = n - n % 32;
-    let mut acc = [[0f32; 8]; 4];
-    for (ca, cb) in a[..np].chunks_exact(32).zip(b[..np].chunks_exact(32)) {
+    let np = n - n % 64;
+    let mut acc = [[0f32; 16]; 4];
+    for (ca, cb) in a[..np].chunks_exact(64).zip(b[..np].chunks_exact(64)) {
         for (r, ar) in acc.iter_mut().enumerate() {
             for (l, al) in ar.iter_mut().enumerate() {
-                *al = ca[8 * r + l].mul_add(cb[8 * r + l], *al);
+                *al = ca[16 * r + l].mul_add(cb[16 * r + l], *al);
             }
         }
     }
-    let mut x = [0f32; 8];
+    let mut x = [0f32; 16];
     for (l, xl) in x.iter_mut().enumerate() {
         *xl = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
     }
-    let t = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
-    let mut sum = f64::from((t[0] + t[1]) + (t[2] + t[3]));
+    let mut h = [0f32; 8];
+    for (l, hl) in h.iter_mut().enumerate() {
+        *hl = x[l + 8] + x[l];
+    }
+    let t = [h[4] + h[0], h[5] + h[1], h[6] + h[2], h[7] + h[3]];
+    let mut sum = f64::from((t[0] + t[2]) + (t[1] + t[3]));
     for (p, q) in a[np..n].iter().zip(&b[np..n]) {
         sum += f64::from(p * q);
     }
@@ -133,7 +145,8 @@ pub(crate) fn attend_head(q: &[f32], keys: &[f32], values: &[f32], h: HeadView, 
             *a = vv.mul_add(vs, *a);
         }
         round_all_f16(&mut acc);
-        s_sum = s_sum * ms + vs;
+        // `S = S*ms + vs`, contracted to one FMA by GCC in llama.cpp's build.
+        s_sum = s_sum.mul_add(ms, vs);
     }
     let inv = 1.0 / s_sum;
     for (o, a) in out.iter_mut().zip(&acc) {
@@ -141,15 +154,16 @@ pub(crate) fn attend_head(q: &[f32], keys: &[f32], values: &[f32], h: HeadView, 
     }
 }
 
-/// `gate[i] = silu(gate[i]) * up[i]`, as llama.cpp's x86 `ggml_vec_swiglu_f32`: runs of eight
-/// use its vector exponential ([`expf::exp`]), a remainder the C library's `expf`.
+/// `gate[i] = silu(gate[i]) * up[i]`, as llama.cpp's x86 `ggml_vec_swiglu_f32` in its AVX-512
+/// build: runs of sixteen use its vector exponential ([`expf::exp`]), a remainder the C
+/// library's `expf`.
 #[inline(always)]
 pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
-    let n8 = gate.len() - gate.len() % 8;
-    for (g, u) in gate[..n8].iter_mut().zip(up) {
+    let n16 = gate.len() - gate.len() % 16;
+    for (g, u) in gate[..n16].iter_mut().zip(up) {
         *g = *g / (1.0 + expf::exp(0.0 - *g)) * u;
     }
-    for (g, u) in gate[n8..].iter_mut().zip(up.get(n8..).unwrap_or(&[])) {
+    for (g, u) in gate[n16..].iter_mut().zip(up.get(n16..).unwrap_or(&[])) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }

@@ -56,8 +56,11 @@ impl RopeFreqs {
             let (sin, cos) = (t.sin(), t.cos());
             for head in x.chunks_exact_mut(hd) {
                 let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * cos - b * sin;
-                head[2 * i + 1] = a * sin + b * cos;
+                // llama.cpp's `x0*cos - x1*sin` and `x0*sin + x1*cos`, as GCC compiles them
+                // (-O3, GNU C++ mode: floating-point contraction on): the product with `x0`
+                // fused into the add, the other one rounded first.
+                head[2 * i] = a.mul_add(cos, -(b * sin));
+                head[2 * i + 1] = a.mul_add(sin, b * cos);
             }
         }
     }

@@ -10,6 +10,9 @@ pub struct Fixture {
     pub prompt_tokens: Vec<u32>,
     /// (token, reference top-2 margin) per generated step.
     pub steps: Vec<(u32, f32)>,
+    /// llama.cpp's ten highest `(token, logit)` before each generated step (logits printed
+    /// with six decimals).
+    pub tops: Vec<Vec<(u32, f32)>>,
     /// The logits after the last prompt token.
     pub logits: Vec<f32>,
 }
@@ -43,6 +46,19 @@ pub fn fixture(name: &str) -> Fixture {
             (s["token"].as_u64().unwrap() as u32, l(0) - l(1))
         })
         .collect();
+    let tops = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["top"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_f64().unwrap() as f32))
+                .collect()
+        })
+        .collect();
     let bytes = std::fs::read(dir.join(format!("{name}.logits.f32"))).unwrap();
     let logits = bytes
         .chunks_exact(4)
@@ -51,6 +67,7 @@ pub fn fixture(name: &str) -> Fixture {
     Fixture {
         prompt_tokens,
         steps,
+        tops,
         logits,
     }
 }
