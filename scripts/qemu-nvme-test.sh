@@ -172,12 +172,14 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 1024 -smp
 rc=$?
 set -e
 mkdir -p "$CACHE/logs" && cp "$LOG" "$CACHE/logs/console-last.log"
-grep -a -E '^(guest:|vfio:|iommufd:|hugepages:|identify:|namespace|RESULT-LINE|write\+read|shutdown:|error:|extents:|NVME-|EXTENT-|IOMMUFD-|HUGEPAGE-)' "$LOG" | tr -d '\r' >&2 || true
+grep -a -E '^(guest:|vfio:|iommufd:|hugepages:|identify:|namespace|RESULT-LINE|write\+read|shutdown:|error:|extents:|NVME-|EXTENT-|IOMMUFD-|HUGEPAGE-|ABORT-)' "$LOG" | tr -d '\r' >&2 || true
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     log "FAIL: QEMU hit the ${TIMEOUT}s timeout (console log: $CACHE/logs/console-last.log)"; exit 1
 fi
 extent_ok=true
 if [ -n "$FS_CMDLINE" ] && ! grep -aq 'EXTENT-RESULT: PASS' "$LOG"; then extent_ok=false; fi
+abort_ok=true
+grep -aq 'ABORT-RESULT: PASS' "$LOG" || abort_ok=false
 huge_ok=true
 if [ "$HUGEPAGES" != 0 ] && ! grep -aq 'HUGEPAGE-RESULT: PASS' "$LOG"; then huge_ok=false; fi
 iommufd_ok=true
@@ -190,8 +192,8 @@ elif grep -aq 'IOMMUFD-SKIPPED' "$LOG"; then
 else
     iommufd_ok=false
 fi
-if grep -aq 'NVME-DIRECT-GUEST-RESULT: PASS' "$LOG" && grep -aq 'kernel-driver sha256 OK' "$LOG" && $extent_ok && $huge_ok && $iommufd_ok; then
-    log "PASS (type1 path$([ "$HUGEPAGES" != 0 ] && echo ", 2 MiB hugepage buffers")$(grep -aq 'IOMMUFD-RESULT: PASS' "$LOG" && echo ", iommufd path"))"
+if grep -aq 'NVME-DIRECT-GUEST-RESULT: PASS' "$LOG" && grep -aq 'kernel-driver sha256 OK' "$LOG" && $extent_ok && $abort_ok && $huge_ok && $iommufd_ok; then
+    log "PASS (type1 path, timeout -> Abort on QEMU's controller$([ "$HUGEPAGES" != 0 ] && echo ", 2 MiB hugepage buffers")$(grep -aq 'IOMMUFD-RESULT: PASS' "$LOG" && echo ", iommufd path"))"
     exit 0
 fi
 log "FAIL (qemu rc $rc); console log: $CACHE/logs/console-last.log"

@@ -10,7 +10,7 @@
 //!        `qemu-guest-test extents FILE OUT_LIST` (filesystem mounted: FIEMAP -> LBA list)
 //!        `qemu-guest-test read-extents BDF LIST SHA256_HEX FILE_LEN` (device on vfio-pci)
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nvme_direct::vfio::{Bar0, HugePages, IommuMode, VfioDevice, VfioDma};
 use nvme_direct::{BlockRange, Config, Controller, DmaBuffer, DmaMemory, NamespaceIdentity};
@@ -151,6 +151,65 @@ fn iommufd_suite(
     }
     c.shutdown().map_err(|e| e.to_string())?;
     println!("IOMMUFD-RESULT: PASS");
+    Ok(())
+}
+
+/// Timeout -> Abort on QEMU's controller: the whole image read with a 20 µs command timeout,
+/// so that commands time out while QEMU is still working on them and get an NVMe Abort. The
+/// controller may abort them (then the read is retried) or answer "not aborted" and complete
+/// them; either way no reset may happen and the bytes must be right.
+fn abort_suite(
+    c: &mut Ctrl,
+    ns: &NamespaceIdentity,
+    image_bytes: usize,
+    want: &str,
+) -> Result<(), String> {
+    let before = c.recovery();
+    c.set_timeouts(Duration::from_micros(20), Duration::from_secs(2));
+    let mut buf = c.memory().alloc(image_bytes).map_err(|e| e.to_string())?;
+    let blocks = (image_bytes / ns.block_size as usize) as u64;
+    // Up to 5 passes until at least one command has timed out (QEMU is usually slower
+    // than 20 us per command under TCG, so the first pass does it).
+    let mut first = Ok(());
+    for _ in 0..5 {
+        first = c.read(0, ns, BlockRange { lba: 0, blocks }, &mut buf, 0, 32);
+        if first.is_err() || c.recovery().aborts_sent > before.aborts_sent {
+            break;
+        }
+    }
+    let outcome = match &first {
+        Ok(()) => "every command completed (Abort answered: not aborted)".to_string(),
+        Err(nvme_direct::Error::Aborted { cid, .. }) => {
+            format!("QEMU aborted cid {cid}; read repeated")
+        }
+        Err(e) => format!("error {e}"),
+    };
+    c.set_timeouts(Duration::from_secs(5), Duration::from_secs(2));
+    if first.is_err() {
+        c.read(0, ns, BlockRange { lba: 0, blocks }, &mut buf, 0, 32)
+            .map_err(|e| format!("read after abort: {e}"))?;
+    }
+    let after = c.recovery();
+    let got = hex(&Sha256::digest(&buf.as_slice()[..image_bytes]));
+    println!(
+        "RESULT-LINE abort: image read with a 20 us command timeout: {} Aborts sent, {} resets; {outcome}; sha256 {}",
+        after.aborts_sent - before.aborts_sent,
+        after.resets - before.resets,
+        if got == want { "OK" } else { "MISMATCH" }
+    );
+    if got != want {
+        return Err("data wrong after aborts".into());
+    }
+    if after.aborts_sent == before.aborts_sent {
+        return Err("no command timed out: the Abort path was not exercised".into());
+    }
+    if after.resets != before.resets
+        || matches!(first, Err(ref e) if !matches!(e, nvme_direct::Error::Aborted { .. }))
+    {
+        return Err(format!(
+            "the Abort did not recover without a reset ({outcome})"
+        ));
+    }
     Ok(())
 }
 
@@ -381,6 +440,10 @@ fn run() -> Result<(), String> {
         return Err("write/read-back mismatch".into());
     }
     println!("write+read-back of {wlen} bytes at LBA {scratch_lba}: OK");
+    match abort_suite(&mut c, &ns, image_bytes, &want) {
+        Ok(()) => println!("ABORT-RESULT: PASS"),
+        Err(e) => println!("error: {e}\nABORT-RESULT: FAIL"),
+    }
     if hugepages.is_some() {
         match hugepage_suite(&mut c, &ns, image_bytes, &want) {
             Ok(()) => println!("HUGEPAGE-RESULT: PASS"),

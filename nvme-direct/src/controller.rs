@@ -41,6 +41,22 @@ impl Default for Config {
     }
 }
 
+/// Counts of error recovery since the controller was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// NVMe Abort commands sent for timed-out I/O commands.
+    pub aborts_sent: u64,
+    /// Controller resets after bring-up (timeouts the Abort did not end, fatal errors).
+    pub resets: u64,
+}
+
+/// The shared counters behind [`Recovery`].
+#[derive(Debug, Default)]
+pub(crate) struct RecoveryCounters {
+    pub aborts_sent: std::sync::atomic::AtomicU64,
+    pub resets: std::sync::atomic::AtomicU64,
+}
+
 /// An initialised NVMe controller with its admin queue and I/O queue pairs.
 pub struct Controller<R: RegisterIo, M: DmaMemory> {
     pub(crate) regs: R,
@@ -56,6 +72,7 @@ pub struct Controller<R: RegisterIo, M: DmaMemory> {
     scratch: M::Buffer,
     shut_down: bool,
     pub(crate) needs_reset: std::sync::atomic::AtomicBool,
+    pub(crate) recovery: RecoveryCounters,
 }
 
 impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
@@ -95,6 +112,7 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
             scratch,
             shut_down: false,
             needs_reset: std::sync::atomic::AtomicBool::new(false),
+            recovery: RecoveryCounters::default(),
         };
         c.disable()?;
         c.enable()?;
@@ -136,6 +154,22 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
     pub fn io_queue_size(&self) -> u16 {
         self.io.first().map_or(0, |q| q.size)
     }
+    /// Changes the per-command and abort timeouts of later transfers (see [`Config`]).
+    pub fn set_timeouts(&mut self, command: Duration, abort: Duration) {
+        self.config.command_timeout = command;
+        self.config.abort_timeout = abort;
+    }
+
+    /// How often I/O timeouts were answered with an Abort, and how often the controller was
+    /// reset, since it was created.
+    pub fn recovery(&self) -> Recovery {
+        use std::sync::atomic::Ordering::Relaxed;
+        Recovery {
+            aborts_sent: self.recovery.aborts_sent.load(Relaxed),
+            resets: self.recovery.resets.load(Relaxed),
+        }
+    }
+
     /// The DMA allocator (to allocate data buffers for reads and writes).
     pub fn memory(&self) -> &M {
         &self.mem
@@ -315,6 +349,9 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
     /// Controller reset: disable (stops all DMA), re-enable, recreate the I/O queues.
     /// Every command in flight is forgotten.
     pub fn reset(&mut self) -> Result<()> {
+        self.recovery
+            .resets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.needs_reset
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.disable()?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::admin::AbortReply;
 use crate::command::{NamespaceIdentity, Sqe, NVM_READ, NVM_WRITE};
-use crate::controller::Controller;
+use crate::controller::{Controller, RecoveryCounters};
 use crate::dma::{check_range, DmaBuffer, DmaMemory, RegisterIo};
 use crate::error::{Error, Result};
 use crate::queue::{Inflight, QueuePair};
@@ -257,6 +257,7 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
         let regs = &self.regs;
         let flag = &self.needs_reset;
         let admin = &self.admin;
+        let recovery = &self.recovery;
         self.io
             .iter_mut()
             .map(|q| IoQueue {
@@ -268,6 +269,7 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
                 abort_timeout,
                 ready_timeout,
                 needs_reset: flag,
+                recovery,
             })
             .collect()
     }
@@ -305,7 +307,11 @@ impl<R: RegisterIo, M: DmaMemory> Controller<R, M> {
         let admin = self.admin.get_mut().unwrap_or_else(|p| p.into_inner());
         let q = &mut self.io[queue];
         let qid = q.qid;
-        let mut abort = |cid: u16| crate::admin::abort(regs, admin, qid, cid, plan.abort_timeout);
+        let aborts = &self.recovery.aborts_sent;
+        let mut abort = |cid: u16| {
+            aborts.fetch_add(1, Ordering::Relaxed);
+            crate::admin::abort(regs, admin, qid, cid, plan.abort_timeout)
+        };
         let outcome = run(regs, q, &plan, buf, &mut abort);
         match outcome {
             Ok(()) => Ok(()),
@@ -332,6 +338,7 @@ pub struct IoQueue<'a, R, B> {
     abort_timeout: Duration,
     ready_timeout: Duration,
     needs_reset: &'a AtomicBool,
+    recovery: &'a RecoveryCounters,
 }
 
 impl<R: RegisterIo, B: DmaBuffer> IoQueue<'_, R, B> {
@@ -390,8 +397,10 @@ impl<R: RegisterIo, B: DmaBuffer> IoQueue<'_, R, B> {
             abort_timeout: self.abort_timeout,
         };
         let (regs, admin, qid) = (self.regs, self.admin, self.q.qid);
+        let aborts = &self.recovery.aborts_sent;
         // The admin queue is shared with the other handles: one Abort at a time.
         let mut abort = |cid: u16| {
+            aborts.fetch_add(1, Ordering::Relaxed);
             let mut a = admin.lock().unwrap_or_else(|p| p.into_inner());
             crate::admin::abort(regs, &mut a, qid, cid, plan.abort_timeout)
         };

@@ -25,7 +25,7 @@ pub mod vfio {
 }
 
 pub use command::{ControllerIdentity, NamespaceIdentity};
-pub use controller::{Config, Controller};
+pub use controller::{Config, Controller, Recovery};
 pub use dma::{DmaBuffer, DmaMemory, RegisterIo};
 pub use error::{Error, NvmeStatus, Result};
 pub use io::{BlockRange, IoQueue};

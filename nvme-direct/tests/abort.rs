@@ -102,6 +102,8 @@ fn stalled_command_is_aborted_and_others_complete() {
     assert!(got[a..b].iter().all(|&x| x == 0));
     assert_healthy(&e, &mut c);
     assert_eq!(e.stats().enables, enables);
+    let rec = c.recovery();
+    assert_eq!((rec.aborts_sent, rec.resets), (1, 0));
 }
 
 #[test]
@@ -146,6 +148,8 @@ fn abort_that_times_out_resets_the_controller() {
     assert_eq!(st.aborts, 1, "an Abort was tried first");
     assert!(st.aborted.is_empty());
     assert_eq!(st.enables, enables + 1, "controller reset");
+    let rec = c.recovery();
+    assert_eq!((rec.aborts_sent, rec.resets), (1, 1));
     assert_healthy(&e, &mut c);
 }
 
