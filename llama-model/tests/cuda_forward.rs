@@ -228,3 +228,75 @@ fn gpu_rollback_and_bad_input() {
     ));
     assert_eq!(gpu.n_past(), n);
 }
+
+#[test]
+fn cuda_graph_replay_equals_direct_launches() {
+    let Some((mut gpu, _cpu)) = open_both() else {
+        return;
+    };
+    let f = fixture("story");
+    let mut runs = Vec::new();
+    for graph in [false, true, false] {
+        gpu.set_cuda_graph(graph);
+        gpu.reset();
+        let logits = gpu.prefill(&f.prompt_tokens).expect("prefill");
+        let mut tokens = vec![gpu.decode_argmax(f.steps[0].0).expect("decode")];
+        while tokens.len() < 24 {
+            let last = *tokens.last().unwrap();
+            tokens.push(gpu.decode_argmax(last).expect("decode"));
+        }
+        loud(format!("graph {graph}: {tokens:?}"));
+        runs.push((logits, tokens));
+    }
+    assert_eq!(
+        runs[0].1, runs[1].1,
+        "greedy tokens with and without the CUDA graph differ"
+    );
+    assert_eq!(
+        runs[0].0, runs[1].0,
+        "prompt logits with and without the CUDA graph differ (same kernels, same order)"
+    );
+    assert_eq!(runs[0], runs[2], "direct launches are not repeatable");
+}
+
+#[test]
+fn gpu_top_k_sampling_equals_the_cpu_sampler_on_gpu_logits() {
+    use llama_model::cuda::{finish_sample, gpu_sampling_plan};
+    use llama_model::sampler::{Sampler, SamplerConfig};
+    let Some((mut gpu, _cpu)) = open_both() else {
+        return;
+    };
+    let f = fixture("chat");
+    let config = SamplerConfig {
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.9,
+        min_p: 0.05,
+        repeat_penalty: 1.2,
+        repeat_last_n: 64,
+        seed: 99,
+    };
+    let (host_cfg, k) = gpu_sampling_plan(&config);
+    let mut cpu_sampler = Sampler::new(config.clone());
+    let mut gpu_sampler = Sampler::new(host_cfg);
+    let mut history = f.prompt_tokens.clone();
+    let last = history.pop().expect("prompt");
+    gpu.reset();
+    gpu.prefill(&history).expect("prefill");
+    let mut token = last;
+    for step in 0..12 {
+        history.push(token);
+        let recent = &history[history.len().saturating_sub(config.repeat_last_n)..];
+        // The same position twice: full logits for the CPU sampler, then GPU candidates.
+        let n = gpu.n_past();
+        let logits = gpu.decode(token).expect("decode");
+        gpu.truncate(n);
+        let cand = gpu
+            .decode_top_k(token, k, config.repeat_penalty, recent)
+            .expect("top-k");
+        let want = cpu_sampler.sample(&logits, &history).expect("cpu sample");
+        let got = finish_sample(&mut gpu_sampler, &cand, logits.len()).expect("gpu sample");
+        assert_eq!(got, want, "step {step}: GPU-candidate sample differs");
+        token = got;
+    }
+}

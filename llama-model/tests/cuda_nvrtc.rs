@@ -15,13 +15,24 @@ use llama_model::cuda::{type_code, CudaError, SUPPORTED_TYPES};
 
 /// Kernel entry points the backend loads from each module.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
-    ("matvec", &["matvec"]),
+    ("matvec", &["matvec_multi"]),
     ("embed", &["embed_rows"]),
     (
         "elementwise",
-        &["rmsnorm", "rope", "swiglu", "add_inplace", "argmax"],
+        &[
+            "rmsnorm",
+            "rope",
+            "swiglu",
+            "add_inplace",
+            "argmax",
+            "rep_penalty",
+            "topk_pass",
+        ],
     ),
-    ("attention", &["kv_store", "attn_partial", "attn_combine"]),
+    (
+        "attention",
+        &["kv_store", "rope_kv", "attn_partial", "attn_combine"],
+    ),
 ];
 
 /// Prints past the test harness's output capture, so a skip shows in a normal `cargo test`.
@@ -171,4 +182,38 @@ fn type_codes_match_the_kernel_header() {
         );
     }
     assert!(type_code(gguf::GgmlType::Q2_K).is_err());
+}
+
+/// The batched path's modules (tensor-core GEMM, batch kernels) compile for sm_80 and sm_90
+/// and export every entry point `BatchKernels` loads.
+#[test]
+fn batch_kernel_modules_compile_for_sm80_and_sm90() {
+    use llama_model::cuda::{BATCH_ENTRY_POINTS, BATCH_KERNEL_MODULES};
+    if !nvrtc_or_skip() {
+        return;
+    }
+    assert_eq!(BATCH_KERNEL_MODULES.len(), BATCH_ENTRY_POINTS.len());
+    for arch in ["sm_80", "sm_90"] {
+        for (name, body) in BATCH_KERNEL_MODULES {
+            let cubin = compile_module(name, body, arch)
+                .unwrap_or_else(|e| panic!("{name} for {arch}: {e}"));
+            assert!(
+                cubin.starts_with(b"\x7fELF"),
+                "{name}/{arch}: not an ELF cubin"
+            );
+            let entries = BATCH_ENTRY_POINTS
+                .iter()
+                .find(|(m, _)| m == name)
+                .map(|(_, e)| *e)
+                .unwrap_or_else(|| panic!("no entry list for module {name}"));
+            for e in entries {
+                let sym = format!("{e}\0");
+                assert!(
+                    contains(&cubin, sym.as_bytes()),
+                    "{name}/{arch}: no symbol {e}"
+                );
+            }
+            eprintln!("{name} {arch}: {} bytes", cubin.len());
+        }
+    }
 }

@@ -235,7 +235,14 @@ fn bench_cuda(path: &Path, args: &Args, ctx: usize) -> Result<Figures, String> {
     }
     let decode_s = t.elapsed().as_secs_f64();
     Ok(Figures {
-        device: format!("cuda {arch} (prefill token by token: no batched prefill yet)"),
+        device: format!(
+            "cuda {arch}, CUDA graph {} (prefill token by token: no batched prefill yet)",
+            if model.cuda_graph_enabled() {
+                "on"
+            } else {
+                "off (VRAMLESS_CUDA_GRAPH=0)"
+            }
+        ),
         bandwidth,
         prefill_s,
         decode_s,

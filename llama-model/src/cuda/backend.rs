@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -12,10 +13,10 @@ use super::error::{driver, CudaError, Result};
 use super::sys::{self, Launch};
 use super::weights::{type_code, DeviceWeight};
 
-/// Rows of a matrix-vector product per CTA (`MATVEC_WARPS` in `kernels/matvec.cu`).
-const MATVEC_ROWS_PER_CTA: usize = 4;
+/// Threads of the argmax kernel (`ARGMAX_THREADS` in `kernels/elementwise.cu`).
+const ARGMAX_THREADS: u32 = 1024;
 /// Threads of the reduction kernels (`RED_THREADS` in `kernels/elementwise.cu`).
-pub(super) const RED_THREADS: u32 = 256;
+pub(super) const RED_THREADS: u32 = 1024;
 /// Threads per CTA of the element-wise kernels.
 const EW_THREADS: u32 = 256;
 
@@ -32,14 +33,17 @@ pub fn driver_available() -> Result<()> {
 
 #[derive(Debug)]
 pub(super) struct Kernels {
-    matvec: CudaFunction,
-    embed_rows: CudaFunction,
+    pub(super) matvec: CudaFunction,
+    pub(super) embed_rows: CudaFunction,
     pub(super) rmsnorm: CudaFunction,
     rope: CudaFunction,
     swiglu: CudaFunction,
     add_inplace: CudaFunction,
     argmax: CudaFunction,
     pub(super) kv_store: CudaFunction,
+    pub(super) rope_kv: CudaFunction,
+    pub(super) rep_penalty: CudaFunction,
+    pub(super) topk_pass: CudaFunction,
     pub(super) attn_partial: CudaFunction,
     pub(super) attn_combine: CudaFunction,
 }
@@ -127,7 +131,7 @@ impl CudaBackend {
             m.load_function(f).map_err(driver("function load"))
         };
         let k = Kernels {
-            matvec: get("matvec", "matvec")?,
+            matvec: get("matvec", "matvec_multi")?,
             embed_rows: get("embed", "embed_rows")?,
             rmsnorm: get("elementwise", "rmsnorm")?,
             rope: get("elementwise", "rope")?,
@@ -135,6 +139,9 @@ impl CudaBackend {
             add_inplace: get("elementwise", "add_inplace")?,
             argmax: get("elementwise", "argmax")?,
             kv_store: get("attention", "kv_store")?,
+            rope_kv: get("attention", "rope_kv")?,
+            rep_penalty: get("elementwise", "rep_penalty")?,
+            topk_pass: get("elementwise", "topk_pass")?,
             attn_partial: get("attention", "attn_partial")?,
             attn_combine: get("attention", "attn_combine")?,
         };
@@ -161,30 +168,6 @@ impl CudaBackend {
         &self.arch
     }
 
-    /// `y[r] = sum_c w[r][c] * x[c]` for every row `r` of `w` (f32 accumulation), reading the
-    /// weight's ggml blocks in place. The weight may start at any byte offset of its buffer;
-    /// `x` is a whole allocation, so the kernel's 16-byte vector loads of it are aligned.
-    pub fn matvec(
-        &self,
-        w: &DeviceWeight<'_>,
-        x: &CudaSlice<f32>,
-        y: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        const OP: &str = "matvec";
-        need_len(OP, "x", x.len(), w.row_len)?;
-        need_len(OP, "y", y.len(), w.n_rows)?;
-        let t = type_code(w.ggml_type)?;
-        let rows = i32_arg(OP, "rows", w.n_rows)?;
-        let cols = i32_arg(OP, "cols", w.row_len)?;
-        if rows == 0 {
-            return Ok(());
-        }
-        let grid = grid_for(w.n_rows, MATVEC_ROWS_PER_CTA, OP)?;
-        let mut l = Launch::new(&self.stream, &self.k.matvec);
-        l.0.arg(&w.data).arg(&t).arg(&rows).arg(&cols).arg(x).arg(y);
-        l.run(OP, cfg(grid, (MATVEC_ROWS_PER_CTA * 32) as u32))
-    }
-
     /// `out[i] = w[tokens[i]]` (dequantized rows, `tokens.len()` rows of `w.row_len`). Token
     /// ids are checked by the kernel: an id past the table writes a row of NaN.
     pub fn embed(
@@ -193,8 +176,21 @@ impl CudaBackend {
         tokens: &CudaSlice<u32>,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        const OP: &str = "embed";
         let n = tokens.len();
+        let (tp, _g) = tokens.device_ptr(&self.stream);
+        self.embed_launch(w, tp, n, out)
+    }
+
+    /// Embedding rows of the `n` token ids at device address `tokens` into `out` (the caller
+    /// checked that `tokens` holds `n` ids).
+    pub(super) fn embed_launch(
+        &self,
+        w: &DeviceWeight<'_>,
+        tokens: u64,
+        n: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        const OP: &str = "embed";
         let need = n.checked_mul(w.row_len).ok_or_else(|| CudaError::Shape {
             op: OP,
             detail: "output size overflows".into(),
@@ -212,7 +208,7 @@ impl CudaBackend {
             .arg(&t)
             .arg(&rows)
             .arg(&cols)
-            .arg(tokens)
+            .arg(&tokens)
             .arg(out);
         l.run(OP, cfg(grid, RED_THREADS))
     }
@@ -346,6 +342,6 @@ impl CudaBackend {
         let n = i32_arg(OP, "n", x.len())?;
         let mut l = Launch::new(&self.stream, &self.k.argmax);
         l.0.arg(x).arg(&n).arg(out);
-        l.run(OP, cfg(1, RED_THREADS))
+        l.run(OP, cfg(1, ARGMAX_THREADS))
     }
 }

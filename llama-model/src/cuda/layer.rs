@@ -10,9 +10,11 @@
 //! a freshly streamed slot); the state ([`GpuState`]) owns the activations and the f16 KV cache
 //! of every layer in VRAM.
 
+pub(crate) mod batch;
+
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, PushKernelArg};
 use gguf::GgmlType;
 
 use crate::config::LlamaConfig;
@@ -149,6 +151,16 @@ impl CudaBackend {
 /// A step is: [`GpuState::begin_token`] (embedding lookup on the GPU), [`forward_layer`] for
 /// every layer in order, then [`GpuState::end_token`], which commits the position;
 /// [`GpuState::head`] gives the logits (or only the argmax token) afterwards.
+///
+/// Everything is enqueued on one compute stream ([`GpuState::stream`]) and no step waits for
+/// the GPU except the calls that return data to the host ([`GpuState::head`],
+/// [`GpuState::head_argmax`]). The position and token of the current step live in device
+/// memory (written by `begin_token`), so the kernels of a step take no per-token launch
+/// parameters: a step can be captured once in a CUDA graph and replayed.
+///
+/// Streaming: a caller filling weight buffers on its own copy stream makes the compute wait
+/// for a copy with [`GpuState::wait_event`] and learns when the compute has finished reading a
+/// buffer (so it may be overwritten) from an event taken by [`GpuState::record_event`].
 #[derive(Debug)]
 pub struct GpuState {
     backend: Arc<CudaBackend>,
@@ -163,18 +175,29 @@ pub struct GpuState {
     in_token: bool,
     x: CudaSlice<f32>,
     xn: CudaSlice<f32>,
+    #[allow(dead_code)] // per-token buffer of the earlier unfused step; kept for child modules
     q: CudaSlice<f32>,
+    #[allow(dead_code)] // per-token buffer of the earlier unfused step; kept for child modules
     k: CudaSlice<f32>,
+    #[allow(dead_code)] // per-token buffer of the earlier unfused step; kept for child modules
     v: CudaSlice<f32>,
     att: CudaSlice<f32>,
+    #[allow(dead_code)] // per-token buffer of the earlier unfused step; kept for child modules
     o: CudaSlice<f32>,
     gate: CudaSlice<f32>,
     up: CudaSlice<f32>,
     act: CudaSlice<f32>,
     scratch: CudaSlice<f32>,
     logits: CudaSlice<f32>,
+    #[allow(dead_code)] // superseded by `step`; kept for child modules
     token: CudaSlice<u32>,
     next: CudaSlice<u32>,
+    /// Q, K and V of the current token, concatenated (what `matvec_concat` writes).
+    qkv: CudaSlice<f32>,
+    /// `[position, token]` of the current step, read by the kernels.
+    step: CudaSlice<u32>,
+    /// Attention splits of a decode step (fixed, see [`AttnShape::fixed_splits`]).
+    splits: usize,
 }
 
 impl GpuState {
@@ -224,6 +247,11 @@ impl GpuState {
             None => None,
         };
         let (d, kv, f) = (config.dim, config.kv_dim(), config.ffn_dim);
+        let splits = shape.fixed_splits();
+        let fixed_scratch = shape
+            .n_heads
+            .saturating_mul(splits)
+            .saturating_mul(shape.head_dim + 2);
         Ok(Self {
             x: zeros(d)?,
             xn: zeros(d)?,
@@ -235,10 +263,13 @@ impl GpuState {
             gate: zeros(f)?,
             up: zeros(f)?,
             act: zeros(f)?,
-            scratch: zeros(shape.scratch_len(max_ctx).max(1))?,
+            scratch: zeros(shape.scratch_len(max_ctx).max(fixed_scratch).max(1))?,
             logits: zeros(config.vocab_size.max(1))?,
             token: s.alloc_zeros::<u32>(1).map_err(driver("alloc"))?,
             next: s.alloc_zeros::<u32>(1).map_err(driver("alloc"))?,
+            qkv: zeros(d + 2 * kv)?,
+            step: s.alloc_zeros::<u32>(2).map_err(driver("alloc"))?,
+            splits,
             backend,
             config: config.clone(),
             shape,
@@ -254,6 +285,27 @@ impl GpuState {
     /// The backend this state runs on.
     pub fn backend(&self) -> &Arc<CudaBackend> {
         &self.backend
+    }
+
+    /// The compute stream every kernel of this state is enqueued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        self.backend.stream()
+    }
+
+    /// Records an event after the work enqueued so far on the compute stream. When it has
+    /// completed (`CudaEvent::synchronize`, or a copy stream waiting on it), every kernel
+    /// enqueued before — e.g. the layer that read a streamed weight buffer — has finished, so
+    /// that buffer may be overwritten.
+    pub fn record_event(&self) -> Result<CudaEvent> {
+        self.stream()
+            .record_event(None)
+            .map_err(driver("record event"))
+    }
+
+    /// Makes the compute stream wait (on the GPU, the host does not block) until `event` has
+    /// completed: e.g. the copy of the next layer's weights on another stream.
+    pub fn wait_event(&self, event: &CudaEvent) -> Result<()> {
+        self.stream().wait(event).map_err(driver("wait event"))
     }
 
     /// The model config.
@@ -276,9 +328,8 @@ impl GpuState {
         &self.x
     }
 
-    /// Starts a token at position `n_past`: its embedding row of `token_embd` becomes the
-    /// hidden state (looked up on the GPU).
-    pub fn begin_token(&mut self, token_embd: &DeviceWeight<'_>, token: u32) -> Result<()> {
+    /// Host-side checks of a new token at position `n_past`.
+    fn check_begin(&self, token_embd: &DeviceWeight<'_>, token: u32) -> Result<()> {
         if token as usize >= token_embd.n_rows {
             return Err(CudaError::TokenOutOfRange {
                 token,
@@ -300,10 +351,34 @@ impl GpuState {
                 limit: self.shape.max_ctx,
             });
         }
+        Ok(())
+    }
+
+    /// Writes `[n_past, token]` to the step buffer the kernels read (an 8-byte upload; the
+    /// host value is staged by the driver, nothing waits).
+    pub(super) fn set_step(&mut self, token: u32) -> Result<()> {
+        let pos = u32::try_from(self.n_past).map_err(|_| CudaError::ContextFull {
+            needed: self.n_past + 1,
+            limit: u32::MAX as usize,
+        })?;
         let s = self.backend.stream().clone();
-        s.memcpy_htod(&[token][..], &mut self.token)
-            .map_err(driver("upload token"))?;
-        self.backend.embed(token_embd, &self.token, &mut self.x)?;
+        s.memcpy_htod(&[pos, token][..], &mut self.step)
+            .map_err(driver("upload step"))
+    }
+
+    /// Enqueues the embedding lookup of the step's token (read from the step buffer).
+    pub(super) fn enqueue_embed(&mut self, token_embd: &DeviceWeight<'_>) -> Result<()> {
+        let (tp, _g) = self.step.device_ptr(self.backend.stream());
+        self.backend
+            .embed_launch(token_embd, tp + 4, 1, &mut self.x)
+    }
+
+    /// Starts a token at position `n_past`: its embedding row of `token_embd` becomes the
+    /// hidden state (looked up on the GPU).
+    pub fn begin_token(&mut self, token_embd: &DeviceWeight<'_>, token: u32) -> Result<()> {
+        self.check_begin(token_embd, token)?;
+        self.set_step(token)?;
+        self.enqueue_embed(token_embd)?;
         self.in_token = true;
         Ok(())
     }
@@ -322,6 +397,16 @@ impl GpuState {
         self.n_past += 1;
         self.in_token = false;
         Ok(())
+    }
+
+    /// Commits a whole step replayed from a CUDA graph (embedding and every layer ran on the
+    /// GPU for position `n_past`).
+    pub(super) fn commit_replayed_step(&mut self) {
+        for l in &mut self.layer_len {
+            *l = self.n_past + 1;
+        }
+        self.n_past += 1;
+        self.in_token = false;
     }
 
     /// Rolls the sequence back to its first `n` positions (no-op if it holds fewer) and drops
@@ -391,6 +476,26 @@ impl GpuState {
             .map_err(driver("download token"))?;
         Ok(t[0])
     }
+
+    /// The top `k` candidates of the next-token distribution after the current hidden state,
+    /// selected on the GPU (see [`CudaBackend::top_k`]): only `k` (id, logit) pairs cross the
+    /// bus. `penalty` applies a repetition penalty to `recent` ids first (llama.cpp's rule:
+    /// positive logits divided by it, negative ones multiplied; 1.0 = off).
+    pub fn head_top_k(
+        &mut self,
+        output_norm: &DeviceWeight<'_>,
+        lm_head: &DeviceWeight<'_>,
+        k: usize,
+        penalty: f32,
+        recent: &[u32],
+    ) -> Result<Vec<(u32, f32)>> {
+        self.head_logits(output_norm, lm_head)?;
+        let b = self.backend.clone();
+        if penalty != 1.0 && !recent.is_empty() {
+            b.repetition_penalty(&mut self.logits, recent, penalty)?;
+        }
+        b.top_k(&self.logits, k)
+    }
 }
 
 /// Runs transformer block `layer` on the current token of `state` (one decode step), in
@@ -415,36 +520,23 @@ pub fn forward_layer(layer: usize, w: &DeviceLayerWeights<'_>, state: &mut GpuSt
         )));
     }
     w.validate(c)?;
-    let b = state.backend.clone();
-    let eps = c.rms_eps;
-    let (rope_dim, rope_base) = (c.rope_dim, c.rope_base);
-    let shape = state.shape;
-    let s = &mut *state;
+    enqueue_layer(layer, w, state)?;
+    state.layer_len[layer] = pos + 1;
+    Ok(())
+}
 
-    // --- Attention ---
-    b.rmsnorm_weight(&s.x, &w.attn_norm, &mut s.xn, eps)?;
-    b.matvec(&w.attn_q, &s.xn, &mut s.q)?;
-    b.matvec(&w.attn_k, &s.xn, &mut s.k)?;
-    b.matvec(&w.attn_v, &s.xn, &mut s.v)?;
-    let f = s.factors.as_ref();
-    b.rope(
-        &mut s.q,
-        shape.n_heads,
-        shape.head_dim,
-        rope_dim,
-        pos,
-        rope_base,
-        f,
-    )?;
-    b.rope(
-        &mut s.k,
-        shape.n_kv_heads,
-        shape.head_dim,
-        rope_dim,
-        pos,
-        rope_base,
-        f,
-    )?;
+/// Enqueues the kernels of block `layer` for the step in the state's step buffer (no host
+/// bookkeeping, no per-token launch parameter: what a CUDA graph captures). `w` must have
+/// been validated against the config.
+pub(super) fn enqueue_layer(
+    layer: usize,
+    w: &DeviceLayerWeights<'_>,
+    s: &mut GpuState,
+) -> Result<()> {
+    let b = s.backend.clone();
+    let eps = s.config.rms_eps;
+    let (rope_dim, rope_base) = (s.config.rope_dim, s.config.rope_base);
+    let shape = s.shape;
     let (kc, vc) = match (s.k_cache.get_mut(layer), s.v_cache.get_mut(layer)) {
         (Some(k), Some(v)) => (k, v),
         _ => {
@@ -453,18 +545,44 @@ pub fn forward_layer(layer: usize, w: &DeviceLayerWeights<'_>, state: &mut GpuSt
             )))
         }
     };
-    b.kv_store(&s.k, &s.v, kc, vc, shape, pos)?;
-    b.attention_decode(&s.q, kc, vc, &mut s.scratch, &mut s.att, shape, pos + 1)?;
-    b.matvec(&w.attn_output, &s.att, &mut s.o)?;
-    b.add_inplace(&mut s.x, &s.o)?;
+    let (step, _g) = s.step.device_ptr(b.stream());
+
+    // --- Attention ---
+    b.rmsnorm_weight(&s.x, &w.attn_norm, &mut s.xn, eps)?;
+    b.matvec_concat(&[&w.attn_q, &w.attn_k, &w.attn_v], &s.xn, &mut s.qkv)?;
+    b.rope_kv_launch(
+        &mut s.qkv,
+        kc,
+        vc,
+        shape,
+        rope_dim,
+        0,
+        step,
+        rope_base,
+        s.factors.as_ref(),
+    )?;
+    let (qp, _gq) = s.qkv.device_ptr(b.stream());
+    b.attention_launch(
+        qp,
+        kc,
+        vc,
+        &mut s.scratch,
+        &mut s.att,
+        shape,
+        0,
+        step,
+        s.splits,
+    )?;
+    b.matvec_accumulate(&w.attn_output, &s.att, &mut s.x)?;
 
     // --- Feed-forward (SwiGLU) ---
     b.rmsnorm_weight(&s.x, &w.ffn_norm, &mut s.xn, eps)?;
-    b.matvec(&w.ffn_gate, &s.xn, &mut s.gate)?;
-    b.matvec(&w.ffn_up, &s.xn, &mut s.up)?;
-    b.swiglu(&s.gate, &s.up, &mut s.act)?;
-    b.matvec(&w.ffn_down, &s.act, &mut s.o)?;
-    b.add_inplace(&mut s.x, &s.o)?;
-    s.layer_len[layer] = pos + 1;
-    Ok(())
+    if w.ffn_gate.ggml_type == w.ffn_up.ggml_type {
+        b.matvec_swiglu(&w.ffn_gate, &w.ffn_up, &s.xn, &mut s.act)?;
+    } else {
+        b.matvec(&w.ffn_gate, &s.xn, &mut s.gate)?;
+        b.matvec(&w.ffn_up, &s.xn, &mut s.up)?;
+        b.swiglu(&s.gate, &s.up, &mut s.act)?;
+    }
+    b.matvec_accumulate(&w.ffn_down, &s.act, &mut s.x)
 }

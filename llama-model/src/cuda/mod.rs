@@ -5,16 +5,23 @@
 //! with no CUDA toolkit, and [`CudaBackend::new`] returns [`CudaError::Unavailable`] (never
 //! panics) where there is no driver, no NVRTC or no GPU.
 //!
-//! Kernels so far: fused dequantize x matrix-vector product and embedding-row lookup for
-//! F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K; RMSNorm; rotary embedding with
-//! Llama 3.1 frequency factors; SwiGLU; residual add; argmax; decode attention (GQA) over an
-//! f16 KV cache, split along the context (flash-decoding) and merged by a second kernel.
+//! Kernels: fused dequantize x matrix-vector product and embedding-row lookup for F32, F16,
+//! BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K (wide-load kernels specialised for Q4_K,
+//! Q6_K, Q8_0 and the float types where the weight is aligned, a generic one otherwise; two
+//! rows per warp; variants with the residual add in the epilogue, Q/K/V in one launch and
+//! gate/up with SwiGLU in the epilogue); RMSNorm; rotary embedding with Llama 3.1 frequency
+//! factors fused with the f16 KV store; SwiGLU; residual add; argmax; decode attention (GQA)
+//! over an f16 KV cache, split along the context (flash-decoding, online softmax) and merged by
+//! a second kernel; repetition penalty and top-k selection for sampling.
 //!
 //! The per-layer decode step [`forward_layer`] reads a layer's nine weights through
 //! [`DeviceLayerWeights`] (views into device memory the caller owns) and keeps activations and
-//! the f16 KV cache of every layer in a [`GpuState`]. [`CudaModel`] is the resident-mode
-//! convenience: the whole GGUF in one device buffer, final norm, LM head and argmax on the GPU.
-//! Prompts still go through the decode path one token at a time (no batched prefill yet).
+//! the f16 KV cache of every layer in a [`GpuState`] (9 launches a layer, no host sync; the
+//! position and token live in device memory; streams and events for a streaming caller).
+//! [`CudaModel`] is the resident-mode convenience: the whole GGUF in one device buffer, the
+//! decode step replayed from a CUDA graph (`VRAMLESS_CUDA_GRAPH=0` or
+//! [`CudaModel::set_cuda_graph`] turns it off), final norm, LM head and argmax (or top-k) on the
+//! GPU. Prompts still go through the decode path one token at a time.
 
 mod attention;
 mod backend;
@@ -22,13 +29,20 @@ mod bandwidth;
 pub mod compile;
 mod error;
 mod layer;
+mod matvec;
 mod model;
+mod sample;
 mod sys;
 mod weights;
 
 pub use attention::{AttnShape, ATTN_CHUNK};
 pub use backend::{driver_available, CudaBackend};
 pub use error::{CudaError, Result};
+pub use layer::batch::{
+    forward_layer_batch, BatchKernels, GpuBatch, BATCH_ENTRY_POINTS, BATCH_KERNEL_MODULES,
+    GEMM_K_STEP, PREFILL_CHUNK,
+};
 pub use layer::{forward_layer, DeviceLayerWeights, GpuState};
 pub use model::CudaModel;
+pub use sample::{finish_sample, gpu_sampling_plan, MAX_TOP_K};
 pub use weights::{type_code, DeviceWeight, SUPPORTED_TYPES};

@@ -5,11 +5,13 @@
 //! Prompts are fed token by token through the decode path for now (one matrix-vector product
 //! per weight per token); batched tensor-core prefill is not built yet.
 
+mod prefill;
+
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{sys as cu, CudaGraph, CudaSlice};
 use gguf::{GgmlType, GgufFile};
 
 use crate::config::LlamaConfig;
@@ -17,7 +19,7 @@ use crate::cpu::LAYER_TENSOR_NAMES;
 
 use super::backend::CudaBackend;
 use super::error::{driver, CudaError, Result};
-use super::layer::{forward_layer, DeviceLayerWeights, GpuState};
+use super::layer::{enqueue_layer, forward_layer, DeviceLayerWeights, GpuState};
 use super::weights::DeviceWeight;
 
 /// Where one tensor lies in the device buffer (same offsets as in the file).
@@ -39,6 +41,10 @@ pub struct CudaModel {
     lm_head: Loc,
     layers: Vec<[Loc; 9]>,
     state: GpuState,
+    /// Replay the decode step (embedding + every layer) from a captured CUDA graph.
+    use_graph: bool,
+    /// The captured step, once captured (lazily, at the first token).
+    graph: Option<CudaGraph>,
 }
 
 impl std::fmt::Debug for CudaModel {
@@ -128,6 +134,8 @@ impl CudaModel {
             .map_err(driver("upload weights"))?;
         let state = GpuState::new(backend, &config, max_context)?;
         let model = Self {
+            use_graph: graphs_by_default(),
+            graph: None,
             file,
             config,
             weights,
@@ -227,6 +235,9 @@ impl CudaModel {
     }
 
     fn step_inner(&mut self, token: u32) -> Result<()> {
+        if self.use_graph {
+            return self.step_graph(token);
+        }
         let te = view(&self.weights, &self.token_embd)?;
         self.state.begin_token(&te, token)?;
         for (i, locs) in self.layers.iter().enumerate() {
@@ -240,6 +251,77 @@ impl CudaModel {
             forward_layer(i, &DeviceLayerWeights::from_array(arr), &mut self.state)?;
         }
         self.state.end_token()
+    }
+
+    /// Whether decode steps replay a captured CUDA graph (the default, unless the environment
+    /// sets `VRAMLESS_CUDA_GRAPH=0` or turns cudarc's event tracking on).
+    pub fn cuda_graph_enabled(&self) -> bool {
+        self.use_graph
+    }
+
+    /// Turns CUDA-graph replay of the decode step on or off (off: every kernel is launched
+    /// from the host each token; the tokens are the same).
+    pub fn set_cuda_graph(&mut self, on: bool) {
+        self.use_graph = on;
+    }
+
+    /// One step (embedding + every layer) replayed from the captured graph, capturing it first
+    /// if needed. The step's position and token go to device memory before the replay.
+    fn step_graph(&mut self, token: u32) -> Result<()> {
+        let te = view(&self.weights, &self.token_embd)?;
+        if token as usize >= te.n_rows {
+            return Err(CudaError::TokenOutOfRange {
+                token,
+                vocab_size: te.n_rows,
+            });
+        }
+        if self.state.n_past() >= self.state.max_context() {
+            return Err(CudaError::ContextFull {
+                needed: self.state.n_past() + 1,
+                limit: self.state.max_context(),
+            });
+        }
+        self.state.set_step(token)?;
+        if self.graph.is_none() {
+            self.graph = Some(self.capture_step()?);
+        }
+        if let Some(g) = &self.graph {
+            g.launch().map_err(driver("graph launch"))?;
+        }
+        self.state.commit_replayed_step();
+        Ok(())
+    }
+
+    /// Captures the decode step's kernels (embedding of the token in the step buffer, then
+    /// every layer) into a CUDA graph.
+    fn capture_step(&mut self) -> Result<CudaGraph> {
+        let stream = self.state.stream().clone();
+        stream
+            .begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(driver("begin capture"))?;
+        let enqueued = self.enqueue_step();
+        // End the capture whatever happened, so the stream is usable again.
+        let ended = stream.end_capture(cu::CUgraphInstantiate_flags(0));
+        enqueued?;
+        ended
+            .map_err(driver("end capture"))?
+            .ok_or_else(|| CudaError::Sequence("the captured decode step is empty".into()))
+    }
+
+    fn enqueue_step(&mut self) -> Result<()> {
+        let te = view(&self.weights, &self.token_embd)?;
+        self.state.enqueue_embed(&te)?;
+        for (i, locs) in self.layers.iter().enumerate() {
+            let mut v = Vec::with_capacity(9);
+            for l in locs {
+                v.push(view(&self.weights, l)?);
+            }
+            let arr: [DeviceWeight<'_>; 9] = v
+                .try_into()
+                .map_err(|_| CudaError::Sequence(format!("layer {i} lacks tensors")))?;
+            enqueue_layer(i, &DeviceLayerWeights::from_array(arr), &mut self.state)?;
+        }
+        Ok(())
     }
 
     /// Checks a whole prompt before feeding any of it (all or nothing).
@@ -278,10 +360,16 @@ impl CudaModel {
         Ok(())
     }
 
-    /// Feeds `tokens` (one at a time through the decode path) after the positions already in
-    /// the cache and returns the logits after the last of them. On error the cache is left as
-    /// it was.
+    /// Feeds `tokens` after the positions already in the cache and returns the logits after
+    /// the last of them: two or more tokens as batches through tensor-core GEMMs
+    /// ([`CudaModel::prefill_batched`]), a single token through the decode step. On error the
+    /// cache is left as it was.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        // Two or more tokens go through the batched (tensor-core) path, one token through the
+        // decode step.
+        if tokens.len() >= 2 {
+            return self.prefill_batched(tokens);
+        }
         self.feed(tokens)?;
         let (n, h) = (
             view(&self.weights, &self.output_norm)?,
@@ -292,6 +380,9 @@ impl CudaModel {
 
     /// As [`CudaModel::prefill`], returning only the greedy next token (argmax on the GPU).
     pub fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+        if tokens.len() >= 2 {
+            return self.prefill_batched_argmax(tokens);
+        }
         self.feed(tokens)?;
         let (n, h) = (
             view(&self.weights, &self.output_norm)?,
@@ -305,8 +396,35 @@ impl CudaModel {
         self.prefill(&[token])
     }
 
+    /// Feeds one token and returns the `k` (1..=[`super::MAX_TOP_K`]) most likely next tokens
+    /// as (id, logit) pairs in rank order, selected on the GPU after the repetition `penalty`
+    /// (1.0: off) on the distinct ids of `recent`: only `k` pairs cross the bus. Finish the
+    /// choice with [`super::finish_sample`].
+    pub fn decode_top_k(
+        &mut self,
+        token: u32,
+        k: usize,
+        penalty: f32,
+        recent: &[u32],
+    ) -> Result<Vec<(u32, f32)>> {
+        self.feed(&[token])?;
+        let (n, h) = (
+            view(&self.weights, &self.output_norm)?,
+            view(&self.weights, &self.lm_head)?,
+        );
+        self.state.head_top_k(&n, &h, k, penalty, recent)
+    }
+
     /// Feeds one token and returns the greedy next token: only the token id crosses the bus.
     pub fn decode_argmax(&mut self, token: u32) -> Result<u32> {
         self.prefill_argmax(&[token])
     }
+}
+
+/// CUDA graphs are on unless `VRAMLESS_CUDA_GRAPH=0`, and off while cudarc's per-buffer event
+/// tracking is on (`VRAMLESS_CUDA_EVENT_TRACKING=1`: its event records do not belong in a
+/// captured step).
+fn graphs_by_default() -> bool {
+    std::env::var("VRAMLESS_CUDA_GRAPH").as_deref() != Ok("0")
+        && std::env::var("VRAMLESS_CUDA_EVENT_TRACKING").as_deref() != Ok("1")
 }

@@ -1,0 +1,87 @@
+//! Shared helpers of the GPU kernel tests: the backend (or a loud skip), poisoned buffers and
+//! random valid ggml blocks.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use cudarc::driver::{CudaSlice, CudaStream};
+use gguf::GgmlType;
+use half::{bf16, f16};
+use llama_model::cuda::CudaBackend;
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// Prints past the test harness's output capture, so a skip shows in a normal `cargo test`.
+pub fn loud(msg: String) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+pub fn backend() -> Option<&'static CudaBackend> {
+    static B: OnceLock<Option<CudaBackend>> = OnceLock::new();
+    B.get_or_init(|| match CudaBackend::new(0) {
+        Ok(b) => {
+            eprintln!("CUDA backend on {}", b.arch());
+            Some(b)
+        }
+        Err(e) if std::env::var("VRAMLESS_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("VRAMLESS_REQUIRE_GPU=1 but the CUDA backend failed: {e}")
+        }
+        Err(e) => {
+            loud(format!("!!! SKIPPED GPU kernel tests: {e}"));
+            None
+        }
+    })
+    .as_ref()
+}
+
+pub fn nan_buf(s: &Arc<CudaStream>, n: usize) -> CudaSlice<f32> {
+    s.clone_htod(&vec![f32::NAN; n]).expect("alloc")
+}
+
+pub fn f16_bytes(v: f32) -> [u8; 2] {
+    f16::from_f32(v).to_le_bytes()
+}
+
+/// Random bytes of `n_blocks` blocks of `ty` with every f16 scale field replaced by a finite
+/// random value, so every block decodes to finite numbers.
+pub fn random_blocks(rng: &mut StdRng, ty: GgmlType, n_elems: usize) -> Vec<u8> {
+    let n_blocks = n_elems / ty.block_size();
+    let bs = ty.type_size();
+    let mut out = vec![0u8; n_blocks * bs];
+    match ty {
+        GgmlType::F32 => {
+            for c in out.chunks_exact_mut(4) {
+                c.copy_from_slice(&rng.gen_range(-1.0f32..1.0).to_le_bytes());
+            }
+            return out;
+        }
+        GgmlType::F16 => {
+            for c in out.chunks_exact_mut(2) {
+                c.copy_from_slice(&f16_bytes(rng.gen_range(-1.0f32..1.0)));
+            }
+            return out;
+        }
+        GgmlType::BF16 => {
+            for c in out.chunks_exact_mut(2) {
+                c.copy_from_slice(&bf16::from_f32(rng.gen_range(-1.0f32..1.0)).to_le_bytes());
+            }
+            return out;
+        }
+        _ => {}
+    }
+    rng.fill(out.as_mut_slice());
+    // Offsets of the f16 scale fields inside one block (ggml layouts).
+    let scale_offsets: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        other => panic!("no generator for {other}"),
+    };
+    for b in out.chunks_exact_mut(bs) {
+        for &o in scale_offsets {
+            b[o..o + 2].copy_from_slice(&f16_bytes(rng.gen_range(-0.05f32..0.05)));
+        }
+    }
+    out
+}
