@@ -107,6 +107,13 @@ fn streamed_greedy_tokens_equal_resident_on_every_cpu_path() {
             "pinned + storage mix",
             streaming_opts(DataPath::Direct, 20 << 20),
         ),
+        (
+            "O_DIRECT without read-ahead",
+            EngineOptions {
+                prefetch: 0,
+                ..streaming_opts(DataPath::Direct, 0)
+            },
+        ),
     ];
     for (name, opts) in cases {
         let mut e = Engine::open(&model, &opts).unwrap_or_else(|err| panic!("{name}: {err}"));

@@ -37,6 +37,9 @@ pub struct EngineArgs {
     /// Storage read bandwidth the plan assumes (e.g. 2GB/s).
     #[arg(long, default_value = "2GB/s")]
     pub storage_bw: String,
+    /// Read-ahead buffers for layers read from storage (0: off).
+    #[arg(long, default_value_t = 3)]
+    pub prefetch: usize,
     /// Print live statistics (tok/s, bytes per token per tier, GB/s per stage, stalls, the
     /// plan's prediction).
     #[arg(long)]
@@ -100,6 +103,7 @@ impl EngineArgs {
             ctx,
             slots: self.slots,
             storage_bw,
+            prefetch: self.prefetch,
             ..EngineOptions::default()
         })
     }

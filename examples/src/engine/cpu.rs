@@ -189,6 +189,14 @@ impl CpuEngine {
             Ok((logits, pstats)) => {
                 self.stats
                     .add_pass(tokens.len(), t0.elapsed(), pstats.as_ref());
+                if let Some(t) = self
+                    .sources
+                    .prefetch
+                    .as_ref()
+                    .and_then(|t| t.lock().ok().map(|g| *g))
+                {
+                    self.stats.add_prefetch(t);
+                }
                 Ok(logits)
             }
             Err(e) => {

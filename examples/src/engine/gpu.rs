@@ -343,6 +343,14 @@ impl GpuEngine {
         match r {
             Ok((v, p)) => {
                 self.stats.add_pass(1, t0.elapsed(), p.as_ref());
+                if let Some(t) = self
+                    .sources
+                    .prefetch
+                    .as_ref()
+                    .and_then(|t| t.lock().ok().map(|g| *g))
+                {
+                    self.stats.add_prefetch(t);
+                }
                 Ok(v)
             }
             Err(e) => {

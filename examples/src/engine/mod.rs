@@ -19,6 +19,7 @@ pub mod layout;
 pub mod nvme;
 pub mod options;
 pub mod plan;
+pub mod prefetch;
 pub mod setup;
 pub mod sources;
 pub mod stats;

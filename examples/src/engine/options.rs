@@ -84,6 +84,9 @@ pub struct EngineOptions {
     pub io_threads: usize,
     /// Storage read bandwidth assumed by the plan (bytes/s).
     pub storage_bw: f64,
+    /// Page-locked buffers of the storage read-ahead thread (0: none, the pipeline reads
+    /// storage layers itself, in schedule order).
+    pub prefetch: usize,
     /// Print the plan and progress bars on stderr.
     pub verbose: bool,
 }
@@ -102,6 +105,7 @@ impl Default for EngineOptions {
             slots: 3,
             io_threads: 4,
             storage_bw: 2.0e9,
+            prefetch: 3,
             verbose: true,
         }
     }

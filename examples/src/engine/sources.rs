@@ -13,6 +13,7 @@ use slep_pipeline::{
 use super::error::{from_pipeline, EngineError, Result};
 use super::options::{DataPath, EngineOptions};
 use super::plan::{ranges, Home};
+use super::prefetch::PrefetchSource;
 use super::setup::Setup;
 
 /// A progress bar over `total` bytes (hidden when not verbose).
@@ -38,6 +39,8 @@ pub struct Sources {
     pub schedule: Schedule,
     /// Which path serves which layers and why.
     pub report: String,
+    /// Read totals of the storage read-ahead thread, when there is one.
+    pub prefetch: Option<super::prefetch::ReadTotals>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -61,6 +64,7 @@ pub fn build<T: Transfer>(
     let path = &setup.path;
     let mut routed = RoutedSource::new();
     let mut report = String::new();
+    let mut prefetch = None;
     let resident = routed.add(Box::new(ResidentSource));
     for i in plan.layers(Home::Device) {
         routed.route(i as u64, resident);
@@ -154,6 +158,39 @@ pub fn build<T: Transfer>(
                 (Box::new(f), why)
             }
         };
+        let (src, why) = if opts.prefetch > 0 && opts.path != DataPath::MmapBaseline {
+            let items: Vec<_> = storage_layers
+                .iter()
+                .map(|&i| setup.layout.layers[i].item())
+                .collect();
+            let mut need = 0u64;
+            for it in &items {
+                need = need.max(src.staging_bytes(it).map_err(from_pipeline)?);
+            }
+            let need = usize::try_from(need).unwrap_or(usize::MAX);
+            let mut bufs = Vec::with_capacity(opts.prefetch);
+            for _ in 0..opts.prefetch {
+                bufs.push(
+                    transfer
+                        .alloc_staging(need)
+                        .map_err(|e| EngineError::OutOfMemory {
+                            what: "storage read-ahead buffer".into(),
+                            bytes: super::budget::show(need as u64),
+                            reason: e.to_string(),
+                        })?,
+                );
+            }
+            let n = bufs.len();
+            let pf = PrefetchSource::new(src, items, bufs);
+            prefetch = Some(pf.totals());
+            let pf: Box<dyn Source> = Box::new(pf);
+            (
+                pf,
+                format!("{why}; read ahead across tokens by a thread into {n} page-locked buffers"),
+            )
+        } else {
+            (src, why)
+        };
         let _ = writeln!(report, "path: layers {} -> {why}", ranges(&storage_layers));
         let k = routed.add(src);
         for i in storage_layers {
@@ -182,5 +219,6 @@ pub fn build<T: Transfer>(
         routed,
         schedule,
         report,
+        prefetch,
     })
 }

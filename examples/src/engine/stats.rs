@@ -31,6 +31,8 @@ pub struct EngineStats {
     pub fill: Duration,
     /// Predicted seconds per pass from the plan.
     pub predicted_s: f64,
+    /// Read-ahead thread totals when the statistics were last cleared.
+    pub prefetch_base: (u64, Duration),
 }
 
 impl EngineStats {
@@ -49,11 +51,20 @@ impl EngineStats {
         }
     }
 
+    /// Adds what the storage read-ahead thread read since the last call (`totals` are its
+    /// running totals).
+    pub fn add_prefetch(&mut self, totals: (u64, Duration)) {
+        self.read_bytes += totals.0.saturating_sub(self.prefetch_base.0);
+        self.read_busy += totals.1.saturating_sub(self.prefetch_base.1);
+        self.prefetch_base = totals;
+    }
+
     /// Forgets the measurements (keeps the per-pass bytes and the prediction).
     pub fn clear(&mut self) {
         *self = Self {
             bytes_per_pass: self.bytes_per_pass,
             predicted_s: self.predicted_s,
+            prefetch_base: self.prefetch_base,
             ..Self::default()
         };
     }
