@@ -1,0 +1,537 @@
+//! The batched path's kernels (`kernels/gemm.cu`, `kernels/batch.cu`): NVRTC compilation through
+//! the backend's disk cache, one load per CUDA context, and checked launches.
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use cudarc::driver::{sys::CUdevice_attribute, CudaContext, CudaFunction, CudaSlice, DevicePtr};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use gguf::GgmlType;
+
+use crate::cuda::attention::AttnShape;
+use crate::cuda::backend::{cfg, grid_for, i32_arg, need_len, CudaBackend};
+use crate::cuda::compile::compile_module_cached;
+use crate::cuda::error::{driver, CudaError, Result};
+use crate::cuda::sys::Launch;
+use crate::cuda::weights::{type_code, DeviceWeight};
+
+/// Kernel modules of the batched path, `(name, source)`, each compiled as
+/// `COMMON_PRELUDE + source` like the backend's own modules.
+pub const BATCH_KERNEL_MODULES: &[(&str, &str)] = &[
+    ("gemm", include_str!("../../kernels/gemm.cu")),
+    ("batch", include_str!("../../kernels/batch.cu")),
+];
+
+/// Entry points loaded from each of [`BATCH_KERNEL_MODULES`].
+pub const BATCH_ENTRY_POINTS: &[(&str, &[&str])] = &[
+    (
+        "gemm",
+        &["gemm_128x128", "gemm_64x128", "gemm_64x64", "gemm_32x16"],
+    ),
+    (
+        "batch",
+        &[
+            "bt_rmsnorm_f16",
+            "bt_rope",
+            "bt_kv_store",
+            "bt_swiglu_f16",
+            "bt_argmax_rows",
+            "bt_attention",
+        ],
+    ),
+];
+
+/// Columns per GEMM K step (`GM_BK`): a weight's row length must be a multiple.
+pub const GEMM_K_STEP: usize = 32;
+/// Largest head size of the batch attention kernel (`BA_MAX_HD`).
+const BA_MAX_HD: usize = 128;
+/// Query rows (token, head) per attention CTA (`BA_ROWS`).
+const BA_ROWS: usize = 32;
+/// Threads of the row kernels (`BT_THREADS`) and of the attention kernel (`BA_THREADS`).
+const BT_THREADS: u32 = 256;
+const BA_THREADS: u32 = 128;
+
+/// GEMM tile shapes: (entry index, weight rows per CTA, tokens per CTA, threads).
+const TILE_128X128: (usize, usize, usize, u32) = (0, 128, 128, 256);
+const TILE_64X128: (usize, usize, usize, u32) = (1, 64, 128, 256);
+const TILE_64X64: (usize, usize, usize, u32) = (2, 64, 64, 128);
+const TILE_32X16: (usize, usize, usize, u32) = (3, 32, 16, 64);
+
+/// The batched path's kernels loaded in one CUDA context (shared by every [`super::GpuBatch`]
+/// on that context; see [`BatchKernels::get`]).
+#[derive(Debug)]
+pub struct BatchKernels {
+    gemm: [CudaFunction; 4],
+    rmsnorm_f16: CudaFunction,
+    rope: CudaFunction,
+    kv_store: CudaFunction,
+    swiglu_f16: CudaFunction,
+    argmax_rows: CudaFunction,
+    attention: CudaFunction,
+    sm_count: usize,
+}
+
+type Cache = Mutex<Vec<(Weak<CudaContext>, Arc<BatchKernels>)>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn check_f16_rows(op: &'static str, x: &CudaSlice<u16>, n: usize, width: usize) -> Result<()> {
+    let need = n.checked_mul(width).ok_or_else(|| CudaError::Shape {
+        op,
+        detail: format!("{n} rows of {width} overflow"),
+    })?;
+    need_len(op, "f16 rows", x.len(), need)
+}
+
+fn rows_len(op: &'static str, n: usize, width: usize) -> Result<usize> {
+    let v = n.checked_mul(width).ok_or_else(|| CudaError::Shape {
+        op,
+        detail: format!("{n} rows of {width} overflow"),
+    })?;
+    i32_arg(op, "elements", v)?;
+    Ok(v)
+}
+
+impl BatchKernels {
+    /// The batch kernels for `backend`'s context: compiled with NVRTC (or read from the disk
+    /// cache) and loaded the first time, then shared by later calls on the same context.
+    pub fn get(backend: &CudaBackend) -> Result<Arc<Self>> {
+        let ctx = backend.context();
+        let mut list = cache().lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, k)) = list
+            .iter()
+            .find(|(w, _)| w.upgrade().is_some_and(|c| Arc::ptr_eq(&c, ctx)))
+        {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(Self::load(backend)?);
+        list.push((Arc::downgrade(ctx), k.clone()));
+        Ok(k)
+    }
+
+    fn load(backend: &CudaBackend) -> Result<Self> {
+        let ctx = backend.context();
+        let mut modules = Vec::new();
+        for (name, body) in BATCH_KERNEL_MODULES {
+            let cubin = compile_module_cached(name, body, backend.arch())?;
+            let m = ctx
+                .load_module(Ptx::from_binary(cubin))
+                .map_err(driver("module load"))?;
+            modules.push((*name, m));
+        }
+        let get = |module: &str, f: &str| -> Result<CudaFunction> {
+            let m = modules
+                .iter()
+                .find(|(n, _)| *n == module)
+                .map(|(_, m)| m)
+                .ok_or_else(|| CudaError::Unavailable(format!("kernel module {module} missing")))?;
+            m.load_function(f).map_err(driver("function load"))
+        };
+        let sm_count = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("device attribute"))?;
+        Ok(Self {
+            gemm: [
+                get("gemm", "gemm_128x128")?,
+                get("gemm", "gemm_64x128")?,
+                get("gemm", "gemm_64x64")?,
+                get("gemm", "gemm_32x16")?,
+            ],
+            rmsnorm_f16: get("batch", "bt_rmsnorm_f16")?,
+            rope: get("batch", "bt_rope")?,
+            kv_store: get("batch", "bt_kv_store")?,
+            swiglu_f16: get("batch", "bt_swiglu_f16")?,
+            argmax_rows: get("batch", "bt_argmax_rows")?,
+            attention: get("batch", "bt_attention")?,
+            sm_count: usize::try_from(sm_count).unwrap_or(1).max(1),
+        })
+    }
+
+    /// Tile shape for `rows` weight rows and `n` tokens: one pass over the weights for up to 16
+    /// tokens, else the largest tile that still gives every SM two CTAs.
+    fn tile(&self, rows: usize, n: usize) -> (usize, usize, usize, u32) {
+        if n <= 16 {
+            TILE_32X16
+        } else if n <= 64 {
+            TILE_64X64
+        } else if rows.div_ceil(128) * n.div_ceil(128) >= 2 * self.sm_count {
+            TILE_128X128
+        } else {
+            TILE_64X128
+        }
+    }
+
+    /// Tensor-core product `y[t][r] (+)= sum_c w[r][c] * x[t][c]` for the first `n` tokens:
+    /// `x` holds `n` rows of `w.row_len` f16 values (IEEE half bits), `y` `n` rows of
+    /// `w.n_rows` f32 values; with `accumulate` the product is added to `y` (a residual add),
+    /// else it overwrites `y`. The weight's ggml blocks are read in place and dequantized to
+    /// f16 in shared memory; products accumulate in f32. The row length must be a multiple
+    /// of [`GEMM_K_STEP`].
+    pub fn gemm(
+        &self,
+        b: &CudaBackend,
+        w: &DeviceWeight<'_>,
+        x: &CudaSlice<u16>,
+        n: usize,
+        y: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
+        self.gemm_with_tile(b, w, x, n, y, accumulate, None)
+    }
+
+    /// Names of the GEMM tile shapes (weight rows x tokens per CTA), indexed as `tile` in
+    /// [`BatchKernels::gemm_with_tile`].
+    pub const GEMM_TILES: [&'static str; 4] = ["128x128", "64x128", "64x64", "32x16"];
+
+    /// As [`BatchKernels::gemm`], with the tile shape forced (index into
+    /// [`BatchKernels::GEMM_TILES`]; `None`: chosen from the shape). For benchmarks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_with_tile(
+        &self,
+        b: &CudaBackend,
+        w: &DeviceWeight<'_>,
+        x: &CudaSlice<u16>,
+        n: usize,
+        y: &mut CudaSlice<f32>,
+        accumulate: bool,
+        tile: Option<usize>,
+    ) -> Result<()> {
+        const OP: &str = "gemm";
+        if w.row_len % GEMM_K_STEP != 0 {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!(
+                    "row length {} is not a multiple of {GEMM_K_STEP}",
+                    w.row_len
+                ),
+            });
+        }
+        check_f16_rows(OP, x, n, w.row_len)?;
+        need_len(OP, "y", y.len(), rows_len(OP, n, w.n_rows)?)?;
+        rows_len(OP, n, w.row_len)?;
+        let t = type_code(w.ggml_type)?;
+        if n == 0 || w.n_rows == 0 {
+            return Ok(());
+        }
+        let (rows, cols, n32) = (
+            i32_arg(OP, "rows", w.n_rows)?,
+            i32_arg(OP, "cols", w.row_len)?,
+            i32_arg(OP, "n", n)?,
+        );
+        let acc = i32::from(accumulate);
+        let (entry, bm, bn, threads) = match tile {
+            None => self.tile(w.n_rows, n),
+            Some(0) => TILE_128X128,
+            Some(1) => TILE_64X128,
+            Some(2) => TILE_64X64,
+            Some(3) => TILE_32X16,
+            Some(t) => {
+                return Err(CudaError::Shape {
+                    op: OP,
+                    detail: format!("no GEMM tile {t}"),
+                })
+            }
+        };
+        let c = LaunchConfig {
+            grid_dim: (grid_for(w.n_rows, bm, OP)?, grid_for(n, bn, OP)?, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = Launch::new(b.stream(), &self.gemm[entry]);
+        l.0.arg(&w.data)
+            .arg(&t)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(x)
+            .arg(&n32)
+            .arg(y)
+            .arg(&acc);
+        l.run(OP, c)
+    }
+
+    /// RMSNorm of the first `n` rows of `x` (rows of `norm.row_len`) with an F32 weight in
+    /// device memory, written as f16 rows to `out` (the next GEMM's input).
+    pub fn rmsnorm_f16(
+        &self,
+        b: &CudaBackend,
+        x: &CudaSlice<f32>,
+        norm: &DeviceWeight<'_>,
+        out: &mut CudaSlice<u16>,
+        n: usize,
+        eps: f32,
+    ) -> Result<()> {
+        const OP: &str = "rmsnorm";
+        let width = norm.row_len * norm.n_rows;
+        if norm.ggml_type != GgmlType::F32 || width == 0 {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!("norm weight must be F32 values, found {}", norm.ggml_type),
+            });
+        }
+        {
+            let (ptr, _sync) = norm.data.device_ptr(b.stream());
+            if ptr % 4 != 0 {
+                return Err(CudaError::Shape {
+                    op: OP,
+                    detail: "norm weight is not 4-byte aligned in device memory".into(),
+                });
+            }
+        }
+        need_len(OP, "x", x.len(), rows_len(OP, n, width)?)?;
+        check_f16_rows(OP, out, n, width)?;
+        let w32 = i32_arg(OP, "width", width)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut l = Launch::new(b.stream(), &self.rmsnorm_f16);
+        l.0.arg(x).arg(&norm.data).arg(out).arg(&w32).arg(&eps);
+        l.run(OP, cfg(grid_for(n, 1, OP)?, BT_THREADS))
+    }
+
+    /// Rotary embedding in place on the first `n` rows of `x` (rows of `n_heads * head_dim`),
+    /// row `r` at position `pos0 + r` (the one-token [`CudaBackend::rope`] per row).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &self,
+        b: &CudaBackend,
+        x: &mut CudaSlice<f32>,
+        n: usize,
+        n_heads: usize,
+        head_dim: usize,
+        rope_dim: usize,
+        pos0: usize,
+        base: f32,
+        factors: Option<&CudaSlice<f32>>,
+    ) -> Result<()> {
+        const OP: &str = "rope";
+        if rope_dim > head_dim || rope_dim % 2 != 0 {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!("rope_dim {rope_dim} must be even and at most head_dim {head_dim}"),
+            });
+        }
+        need_len(OP, "x", x.len(), rows_len(OP, n, n_heads * head_dim)?)?;
+        if let Some(f) = factors {
+            need_len(OP, "factors", f.len(), rope_dim / 2)?;
+        }
+        let pairs = rows_len(OP, n, n_heads * (rope_dim / 2))?;
+        i32_arg(OP, "last position", pos0 + n)?;
+        if pairs == 0 {
+            return Ok(());
+        }
+        let (n32, nh, hd, rd, p) = (
+            i32_arg(OP, "n", n)?,
+            i32_arg(OP, "n_heads", n_heads)?,
+            i32_arg(OP, "head_dim", head_dim)?,
+            i32_arg(OP, "rope_dim", rope_dim)?,
+            i32_arg(OP, "pos0", pos0)?,
+        );
+        let null: u64 = 0;
+        let mut l = Launch::new(b.stream(), &self.rope);
+        l.0.arg(x)
+            .arg(&n32)
+            .arg(&nh)
+            .arg(&hd)
+            .arg(&rd)
+            .arg(&p)
+            .arg(&base);
+        match factors {
+            Some(f) => l.0.arg(f),
+            None => l.0.arg(&null),
+        };
+        l.run(
+            OP,
+            cfg(grid_for(pairs, BT_THREADS as usize, OP)?, BT_THREADS),
+        )
+    }
+
+    /// Stores the first `n` rows of keys and values (`[n_kv_heads][head_dim]` f32 each) at
+    /// cache positions `pos0..pos0 + n`, rounded to f16.
+    #[allow(clippy::too_many_arguments)]
+    pub fn kv_store(
+        &self,
+        b: &CudaBackend,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        k_cache: &mut CudaSlice<u16>,
+        v_cache: &mut CudaSlice<u16>,
+        shape: AttnShape,
+        n: usize,
+        pos0: usize,
+    ) -> Result<()> {
+        const OP: &str = "kv_store";
+        let total = rows_len(OP, n, shape.n_kv_heads * shape.head_dim)?;
+        need_len(OP, "k", k.len(), total)?;
+        need_len(OP, "v", v.len(), total)?;
+        need_len(OP, "k_cache", k_cache.len(), shape.cache_len())?;
+        need_len(OP, "v_cache", v_cache.len(), shape.cache_len())?;
+        i32_arg(OP, "cache elements", shape.cache_len())?;
+        if pos0 + n > shape.max_ctx {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!(
+                    "positions {pos0}..{} are past the cache ({} positions)",
+                    pos0 + n,
+                    shape.max_ctx
+                ),
+            });
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        let (n32, nkv, hd, mc, p) = (
+            i32_arg(OP, "n", n)?,
+            i32_arg(OP, "n_kv_heads", shape.n_kv_heads)?,
+            i32_arg(OP, "head_dim", shape.head_dim)?,
+            i32_arg(OP, "max_ctx", shape.max_ctx)?,
+            i32_arg(OP, "pos0", pos0)?,
+        );
+        let mut l = Launch::new(b.stream(), &self.kv_store);
+        l.0.arg(k)
+            .arg(v)
+            .arg(k_cache)
+            .arg(v_cache)
+            .arg(&n32)
+            .arg(&nkv)
+            .arg(&hd)
+            .arg(&mc)
+            .arg(&p);
+        l.run(
+            OP,
+            cfg(grid_for(total, BT_THREADS as usize, OP)?, BT_THREADS),
+        )
+    }
+
+    /// Checks that the batch attention kernel handles `shape`.
+    pub(crate) fn check_attention_shape(shape: &AttnShape) -> Result<()> {
+        let ok = shape.n_kv_heads > 0
+            && shape.n_heads % shape.n_kv_heads == 0
+            && shape.n_heads / shape.n_kv_heads <= BA_ROWS
+            && shape.n_heads >= shape.n_kv_heads
+            && shape.head_dim > 0
+            && shape.head_dim % 2 == 0
+            && shape.head_dim <= BA_MAX_HD;
+        if !ok {
+            return Err(CudaError::Shape {
+                op: "batch attention",
+                detail: format!(
+                    "unsupported shape {shape:?}: the batch kernel needs an even head_dim <= \
+                     {BA_MAX_HD} and at most {BA_ROWS} query heads per KV head"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Causal attention of `n` query rows (`q`: `[n][n_heads * head_dim]`, rotated; row `r`
+    /// at position `pos0 + r`) over cache positions `0..=pos0 + r`, written as f16 rows to
+    /// `out`. The cache must already hold positions `0..pos0 + n`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        b: &CudaBackend,
+        q: &CudaSlice<f32>,
+        k_cache: &CudaSlice<u16>,
+        v_cache: &CudaSlice<u16>,
+        out: &mut CudaSlice<u16>,
+        shape: AttnShape,
+        n: usize,
+        pos0: usize,
+    ) -> Result<()> {
+        const OP: &str = "batch attention";
+        Self::check_attention_shape(&shape)?;
+        let width = shape.n_heads * shape.head_dim;
+        need_len(OP, "q", q.len(), rows_len(OP, n, width)?)?;
+        check_f16_rows(OP, out, n, width)?;
+        need_len(OP, "k_cache", k_cache.len(), shape.cache_len())?;
+        need_len(OP, "v_cache", v_cache.len(), shape.cache_len())?;
+        i32_arg(OP, "cache elements", shape.cache_len())?;
+        if pos0 + n > shape.max_ctx {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!("positions up to {} exceed the cache", pos0 + n),
+            });
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let group = shape.n_heads / shape.n_kv_heads;
+        let per_cta = BA_ROWS / group;
+        let (n32, nh, nkv, hd, mc, p) = (
+            i32_arg(OP, "n", n)?,
+            i32_arg(OP, "n_heads", shape.n_heads)?,
+            i32_arg(OP, "n_kv_heads", shape.n_kv_heads)?,
+            i32_arg(OP, "head_dim", shape.head_dim)?,
+            i32_arg(OP, "max_ctx", shape.max_ctx)?,
+            i32_arg(OP, "pos0", pos0)?,
+        );
+        let scale = 1.0 / (shape.head_dim as f32).sqrt();
+        let c = LaunchConfig {
+            grid_dim: (
+                grid_for(shape.n_kv_heads, 1, OP)?,
+                grid_for(n, per_cta, OP)?,
+                1,
+            ),
+            block_dim: (BA_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = Launch::new(b.stream(), &self.attention);
+        l.0.arg(q).arg(k_cache).arg(v_cache).arg(out);
+        l.0.arg(&n32)
+            .arg(&nh)
+            .arg(&nkv)
+            .arg(&hd)
+            .arg(&mc)
+            .arg(&p)
+            .arg(&scale);
+        l.run(OP, c)
+    }
+
+    /// `out[i] = f16(silu(gate[i]) * up[i])` over the first `len` elements.
+    pub fn swiglu_f16(
+        &self,
+        b: &CudaBackend,
+        gate: &CudaSlice<f32>,
+        up: &CudaSlice<f32>,
+        out: &mut CudaSlice<u16>,
+        len: usize,
+    ) -> Result<()> {
+        const OP: &str = "swiglu";
+        need_len(OP, "gate", gate.len(), len)?;
+        need_len(OP, "up", up.len(), len)?;
+        need_len(OP, "out", out.len(), len)?;
+        let n32 = i32_arg(OP, "n", len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut l = Launch::new(b.stream(), &self.swiglu_f16);
+        l.0.arg(gate).arg(up).arg(out).arg(&n32);
+        l.run(OP, cfg(grid_for(len, BT_THREADS as usize, OP)?, BT_THREADS))
+    }
+
+    /// `out[r]` = index of the largest value of row `r` of `x` (`n` rows of `width`; lowest
+    /// index on ties, NaN never wins).
+    pub fn argmax_rows(
+        &self,
+        b: &CudaBackend,
+        x: &CudaSlice<f32>,
+        n: usize,
+        width: usize,
+        out: &mut CudaSlice<u32>,
+    ) -> Result<()> {
+        const OP: &str = "argmax";
+        need_len(OP, "x", x.len(), rows_len(OP, n, width)?)?;
+        need_len(OP, "out", out.len(), n)?;
+        let w32 = i32_arg(OP, "width", width)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut l = Launch::new(b.stream(), &self.argmax_rows);
+        l.0.arg(x).arg(&w32).arg(out);
+        l.run(OP, cfg(grid_for(n, 1, OP)?, BT_THREADS))
+    }
+}
