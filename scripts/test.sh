@@ -18,6 +18,9 @@ echo "==> NVRTC from pip (CPU-side compile check of the CUDA kernels; no GPU nee
 python3 -m pip install --quiet nvidia-cuda-nvrtc==13.0.88 ||
     python3 -m pip install --quiet --user --break-system-packages nvidia-cuda-nvrtc==13.0.88 ||
     echo "!!! could not pip-install nvidia-cuda-nvrtc (the cuda_nvrtc test skips, or fails with CI=true)"
+# llama.cpp's GGUF reader, for examples/tests/synth_gguf_py.rs (skips without it; fails with CI=true).
+python3 -m pip install --quiet gguf==0.19.0 || python3 -m pip install --quiet --user --break-system-packages gguf==0.19.0 ||
+    echo "!!! could not pip-install gguf (the synth_gguf_py test skips, or fails with CI=true)"
 NVRTC_LIB=$(python3 -c "import site,os
 for d in site.getsitepackages() + [site.getusersitepackages()]:
     p = os.path.join(d, 'nvidia/cu13/lib/libnvrtc.so.13')
