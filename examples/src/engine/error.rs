@@ -138,3 +138,33 @@ pub fn from_pipeline(e: slep_pipeline::PipelineError) -> EngineError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_failures_become_out_of_memory_that_names_the_budgets() {
+        let e = from_pipeline(slep_pipeline::PipelineError::Alloc {
+            bytes: 3 << 30,
+            what: "device slot",
+        });
+        assert!(matches!(e, EngineError::OutOfMemory { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("device slot") && text.contains("3.0 GiB"), "{text}");
+        assert!(text.contains("--vram-budget") && text.contains("--ram-budget"), "{text}");
+    }
+
+    #[test]
+    fn stream_failures_name_the_layer_and_what_to_try() {
+        let e = from_pipeline(slep_pipeline::PipelineError::Consumer {
+            index: 3,
+            key: 41,
+            source: "device lost".into(),
+        });
+        let text = e.to_string();
+        assert!(matches!(e, EngineError::Stream { .. }));
+        assert!(text.contains("layer 41") && text.contains("device lost"), "{text}");
+        assert!(text.contains("--path"), "{text}");
+    }
+}
