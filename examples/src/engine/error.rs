@@ -151,8 +151,14 @@ mod tests {
         });
         assert!(matches!(e, EngineError::OutOfMemory { .. }), "{e}");
         let text = e.to_string();
-        assert!(text.contains("device slot") && text.contains("3.0 GiB"), "{text}");
-        assert!(text.contains("--vram-budget") && text.contains("--ram-budget"), "{text}");
+        assert!(
+            text.contains("device slot") && text.contains("3.0 GiB"),
+            "{text}"
+        );
+        assert!(
+            text.contains("--vram-budget") && text.contains("--ram-budget"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -164,7 +170,10 @@ mod tests {
         });
         let text = e.to_string();
         assert!(matches!(e, EngineError::Stream { .. }));
-        assert!(text.contains("layer 41") && text.contains("device lost"), "{text}");
+        assert!(
+            text.contains("layer 41") && text.contains("device lost"),
+            "{text}"
+        );
         assert!(text.contains("--path"), "{text}");
     }
 }
