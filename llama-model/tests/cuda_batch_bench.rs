@@ -63,6 +63,24 @@ fn batch_cost_report() {
     json.insert("prefill512_ms".into(), pre.into());
     json.insert("prefill512_tok_s".into(), (512.0 / pre * 1e3).into());
 
+    for len in [64usize, 128, 1024] {
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            model.reset();
+            let t = Instant::now();
+            model.prefill_argmax(&prompt[..len]).expect("prefill");
+            runs.push(ms(t.elapsed()));
+        }
+        let m = median(runs);
+        eprintln!(
+            "prefill {len} tokens: median {m:.2} ms = {:.0} tok/s",
+            len as f64 / m * 1e3
+        );
+        json.insert(format!("prefill{len}_tok_s"), (len as f64 / m * 1e3).into());
+    }
+    model.reset();
+    model.prefill_argmax(&prompt[..512]).expect("prefill");
+
     // Reference: the model's own decode step (CUDA graph when enabled) at context 512.
     let mut dec = Vec::new();
     for i in 0..30 {

@@ -361,13 +361,11 @@ impl CudaModel {
     }
 
     /// Feeds `tokens` after the positions already in the cache and returns the logits after
-    /// the last of them: two or more tokens as batches through tensor-core GEMMs
-    /// ([`CudaModel::prefill_batched`]), a single token through the decode step. On error the
-    /// cache is left as it was.
+    /// the last of them: from 4 tokens on as batches through tensor-core GEMMs
+    /// ([`CudaModel::prefill_batched`]), fewer one at a time through the decode step (faster
+    /// there, see `prefill::BATCHED_MIN_TOKENS`). On error the cache is left as it was.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        // Two or more tokens go through the batched (tensor-core) path, one token through the
-        // decode step.
-        if tokens.len() >= 2 {
+        if tokens.len() >= prefill::BATCHED_MIN_TOKENS {
             return self.prefill_batched(tokens);
         }
         self.feed(tokens)?;
@@ -380,7 +378,7 @@ impl CudaModel {
 
     /// As [`CudaModel::prefill`], returning only the greedy next token (argmax on the GPU).
     pub fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
-        if tokens.len() >= 2 {
+        if tokens.len() >= prefill::BATCHED_MIN_TOKENS {
             return self.prefill_batched_argmax(tokens);
         }
         self.feed(tokens)?;

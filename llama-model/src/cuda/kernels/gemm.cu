@@ -14,7 +14,9 @@
 #define GM_LDS 40
 
 __device__ __forceinline__ u32 gm_pack(float lo, float hi) {
-    return (u32)f32_to_half_bits(lo) | ((u32)f32_to_half_bits(hi) << 16);
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
 }
 
 // 16 bytes from any byte address, as 4 little-endian words. Unaligned addresses read the
@@ -56,103 +58,150 @@ __device__ __forceinline__ size_t gm_row_bytes(int cols) {
     return (size_t)(cols / 32) * 34;  // Q8_0
 }
 
-// Elements k0 + 16 * hf .. + 16 of a row (k0 a multiple of 32) as 8 packed f16 pairs.
+// Decoding 16 weights (elements k0 + 16 * hf .. + 16 of a row, k0 a multiple of 32) is split in
+// two phases so the global loads of the next K step are in flight during the current step's
+// mma: gm_load<T> only issues loads into GM_RAW words, gm_convert<T> turns them into 8 packed
+// f16 pairs. (F32 weights convert while loading: they are never large GEMM operands.)
+#define GM_RAW 12
+
+__device__ __forceinline__ u32 gm_hdr16(const u8* p) {  // 2 bytes, any alignment
+    return (u32)ld_u16(p);
+}
+
 template <int T>
-__device__ __forceinline__ void gm_decode16(const u8* row, int k0, int hf, u32* o) {
+__device__ __forceinline__ void gm_load(const u8* row, int k0, int hf, u32* r) {
     const int e0 = k0 + 16 * hf;
-    if (T == T_F16) {
-        gm_ld16(row + 2 * (size_t)e0, o);
-        gm_ld16(row + 2 * (size_t)e0 + 16, o + 4);
-    } else if (T == T_BF16) {
-        u32 w[8];
-        gm_ld16(row + 2 * (size_t)e0, w);
-        gm_ld16(row + 2 * (size_t)e0 + 16, w + 4);
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-            o[i] = gm_pack(__uint_as_float(w[i] << 16), __uint_as_float(w[i] & 0xFFFF0000u));
+    if (T == T_F16 || T == T_BF16) {
+        gm_ld16(row + 2 * (size_t)e0, r);
+        gm_ld16(row + 2 * (size_t)e0 + 16, r + 4);
     } else if (T == T_F32) {
         u32 w[16];
 #pragma unroll
         for (int i = 0; i < 4; ++i) gm_ld16(row + 4 * (size_t)e0 + 16 * i, w + 4 * i);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) o[i] = gm_pack(__uint_as_float(w[2 * i]), __uint_as_float(w[2 * i + 1]));
-    } else if (T == T_Q4_0 || T == T_Q4_1) {
-        const int bb = T == T_Q4_0 ? 18 : 20;
-        const u8* b = row + (size_t)(k0 / 32) * bb;
-        const float d = ld_f16(b);
-        const float m = T == T_Q4_1 ? ld_f16(b + 2) : -8.0f * d;
-        u32 q[4];
-        gm_ld16(b + (T == T_Q4_0 ? 2 : 4), q);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const int q0 = (gm_byte(q, 2 * i) >> (4 * hf)) & 15;
-            const int q1 = (gm_byte(q, 2 * i + 1) >> (4 * hf)) & 15;
-            o[i] = gm_pack(d * (float)q0 + m, d * (float)q1 + m);
-        }
+        for (int i = 0; i < 8; ++i) r[i] = gm_pack(__uint_as_float(w[2 * i]), __uint_as_float(w[2 * i + 1]));
+    } else if (T == T_Q4_0) {
+        const u8* b = row + (size_t)(k0 / 32) * 18;
+        r[0] = gm_hdr16(b);
+        gm_ld16(b + 2, r + 4);
+    } else if (T == T_Q4_1) {
+        const u8* b = row + (size_t)(k0 / 32) * 20;
+        r[0] = gm_hdr16(b);
+        r[1] = gm_hdr16(b + 2);
+        gm_ld16(b + 4, r + 4);
     } else if (T == T_Q5_0) {
         const u8* b = row + (size_t)(k0 / 32) * 22;
-        const float d = ld_f16(b);
-        const u32 qh = ld_u32(b + 2);
-        u32 q[4];
-        gm_ld16(b + 6, q);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const int j0 = 2 * i, j1 = 2 * i + 1;
-            const int q0 = ((gm_byte(q, j0) >> (4 * hf)) & 15) | (int)(((qh >> (16 * hf + j0)) & 1u) << 4);
-            const int q1 = ((gm_byte(q, j1) >> (4 * hf)) & 15) | (int)(((qh >> (16 * hf + j1)) & 1u) << 4);
-            o[i] = gm_pack(d * (float)(q0 - 16), d * (float)(q1 - 16));
-        }
+        r[0] = gm_hdr16(b);
+        r[1] = ld_u32(b + 2);
+        gm_ld16(b + 6, r + 4);
     } else if (T == T_Q8_0) {
         const u8* b = row + (size_t)(k0 / 32) * 34;
-        const float d = ld_f16(b);
-        u32 q[4];
-        gm_ld16(b + 2 + 16 * hf, q);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const int q0 = (int)(i8)gm_byte(q, 2 * i);
-            const int q1 = (int)(i8)gm_byte(q, 2 * i + 1);
-            o[i] = gm_pack(d * (float)q0, d * (float)q1);
-        }
+        r[0] = gm_hdr16(b);
+        gm_ld16(b + 2 + 16 * hf, r + 4);
     } else if (T == T_Q4_K || T == T_Q5_K) {
-        const int bb = T == T_Q4_K ? 144 : 176;
-        const u8* b = row + (size_t)(k0 / 256) * bb;
+        const u8* b = row + (size_t)(k0 / 256) * (T == T_Q4_K ? 144 : 176);
         const int g = (k0 & 255) / 32;
-        const float d = ld_f16(b);
-        const float dmin = ld_f16(b + 2);
-        float sc, mn;
-        kq_scale_min(b + 4, g, &sc, &mn);
-        const float dl = d * sc;
-        const float ml = dmin * mn;
-        const int shift = (g & 1) * 4;
-        u32 q[4];
-        gm_ld16(b + (T == T_Q4_K ? 16 : 48) + (g >> 1) * 32 + 16 * hf, q);
-        u32 h[4] = {0u, 0u, 0u, 0u};
-        if (T == T_Q5_K) gm_ld16(b + 16 + 16 * hf, h);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            int q0 = (gm_byte(q, 2 * i) >> shift) & 15;
-            int q1 = (gm_byte(q, 2 * i + 1) >> shift) & 15;
-            if (T == T_Q5_K) {
-                q0 |= ((gm_byte(h, 2 * i) >> g) & 1) << 4;
-                q1 |= ((gm_byte(h, 2 * i + 1) >> g) & 1) << 4;
-            }
-            o[i] = gm_pack(dl * (float)q0 - ml, dl * (float)q1 - ml);
-        }
+        gm_ld16(b, r);  // d, dmin, 12 bytes of scales
+        gm_ld16(b + (T == T_Q4_K ? 16 : 48) + (g >> 1) * 32 + 16 * hf, r + 4);
+        if (T == T_Q5_K) gm_ld16(b + 16 + 16 * hf, r + 8);
     } else {  // Q6_K
         const u8* b = row + (size_t)(k0 / 256) * 210;
         const int g = (k0 & 255) / 32;
         const int hh = g >> 2;
         const int k = g & 3;
-        const float d = ld_f16(b + 208) * (float)(i8)b[192 + 2 * g + hf];
-        u32 ql[4], qh[4];
-        gm_ld16(b + hh * 64 + (k & 1) * 32 + 16 * hf, ql);
-        gm_ld16(b + 128 + hh * 32 + 16 * hf, qh);
+        r[0] = gm_hdr16(b + 208) | ((u32)b[192 + 2 * g + hf] << 16);
+        gm_ld16(b + hh * 64 + (k & 1) * 32 + 16 * hf, r + 4);
+        gm_ld16(b + 128 + hh * 32 + 16 * hf, r + 8);
+    }
+}
+
+// Byte i (0..11) of the 12 scale bytes held in words s1, s2, s3 (no local-memory indexing).
+__device__ __forceinline__ int gm_sbyte(u32 s1, u32 s2, u32 s3, int i) {
+    const u32 w = i < 4 ? s1 : (i < 8 ? s2 : s3);
+    return (int)((w >> ((i & 3) * 8)) & 0xFFu);
+}
+
+// float(q) - off for a small non-negative integer q, without the slow int-to-float unit:
+// 2^23 + q built from its bits, minus (2^23 + off), both exact in f32.
+__device__ __forceinline__ float gm_q2f(int q, float off) {
+    return __int_as_float(0x4B000000 | q) - (8388608.0f + off);
+}
+
+template <int T>
+__device__ __forceinline__ void gm_convert(const u32* r, int k0, int hf, u32* o) {
+    if (T == T_F16) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) o[i] = r[i];
+    } else if (T == T_BF16) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+            o[i] = gm_pack(__uint_as_float(r[i] << 16), __uint_as_float(r[i] & 0xFFFF0000u));
+    } else if (T == T_F32) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) o[i] = r[i];
+    } else if (T == T_Q4_0 || T == T_Q4_1) {
+        const float d = half_bits_to_f32((u16)r[0]);
+        const float m = T == T_Q4_1 ? half_bits_to_f32((u16)r[1]) : -8.0f * d;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int q0 = (gm_byte(r + 4, 2 * i) >> (4 * hf)) & 15;
+            const int q1 = (gm_byte(r + 4, 2 * i + 1) >> (4 * hf)) & 15;
+            o[i] = gm_pack(d * gm_q2f(q0, 0.0f) + m, d * gm_q2f(q1, 0.0f) + m);
+        }
+    } else if (T == T_Q5_0) {
+        const float d = half_bits_to_f32((u16)r[0]);
+        const u32 qh = r[1];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int j0 = 2 * i, j1 = 2 * i + 1;
+            const int q0 = ((gm_byte(r + 4, j0) >> (4 * hf)) & 15) | (int)(((qh >> (16 * hf + j0)) & 1u) << 4);
+            const int q1 = ((gm_byte(r + 4, j1) >> (4 * hf)) & 15) | (int)(((qh >> (16 * hf + j1)) & 1u) << 4);
+            o[i] = gm_pack(d * gm_q2f(q0, 16.0f), d * gm_q2f(q1, 16.0f));
+        }
+    } else if (T == T_Q8_0) {
+        const float d = half_bits_to_f32((u16)r[0]);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int q0 = gm_byte(r + 4, 2 * i) ^ 0x80;  // int8 + 128
+            const int q1 = gm_byte(r + 4, 2 * i + 1) ^ 0x80;
+            o[i] = gm_pack(d * gm_q2f(q0, 128.0f), d * gm_q2f(q1, 128.0f));
+        }
+    } else if (T == T_Q4_K || T == T_Q5_K) {
+        const int g = (k0 & 255) / 32;
+        const float d = half_bits_to_f32((u16)(r[0] & 0xFFFFu));
+        const float dmin = half_bits_to_f32((u16)(r[0] >> 16));
+        int sc, mn;
+        if (g < 4) {
+            sc = gm_sbyte(r[1], r[2], r[3], g) & 63;
+            mn = gm_sbyte(r[1], r[2], r[3], g + 4) & 63;
+        } else {
+            const int a = gm_sbyte(r[1], r[2], r[3], g + 4);
+            sc = (a & 0x0F) | ((gm_sbyte(r[1], r[2], r[3], g - 4) >> 6) << 4);
+            mn = (a >> 4) | ((gm_sbyte(r[1], r[2], r[3], g) >> 6) << 4);
+        }
+        const float dl = d * (float)sc;
+        const float ml = dmin * (float)mn;
+        const int shift = (g & 1) * 4;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            int q0 = (gm_byte(r + 4, 2 * i) >> shift) & 15;
+            int q1 = (gm_byte(r + 4, 2 * i + 1) >> shift) & 15;
+            if (T == T_Q5_K) {
+                q0 |= ((gm_byte(r + 8, 2 * i) >> g) & 1) << 4;
+                q1 |= ((gm_byte(r + 8, 2 * i + 1) >> g) & 1) << 4;
+            }
+            o[i] = gm_pack(dl * gm_q2f(q0, 0.0f) - ml, dl * gm_q2f(q1, 0.0f) - ml);
+        }
+    } else {  // Q6_K
+        const int g = (k0 & 255) / 32;
+        const int k = g & 3;
+        const float d = half_bits_to_f32((u16)(r[0] & 0xFFFFu)) * (float)(i8)(r[0] >> 16);
         const int nib = (k >> 1) * 4;
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const int q0 = (((gm_byte(ql, 2 * i) >> nib) & 15) | (((gm_byte(qh, 2 * i) >> (2 * k)) & 3) << 4)) - 32;
-            const int q1 = (((gm_byte(ql, 2 * i + 1) >> nib) & 15) | (((gm_byte(qh, 2 * i + 1) >> (2 * k)) & 3) << 4)) - 32;
-            o[i] = gm_pack(d * (float)q0, d * (float)q1);
+            const int q0 = ((gm_byte(r + 4, 2 * i) >> nib) & 15) | (((gm_byte(r + 8, 2 * i) >> (2 * k)) & 3) << 4);
+            const int q1 = ((gm_byte(r + 4, 2 * i + 1) >> nib) & 15) | (((gm_byte(r + 8, 2 * i + 1) >> (2 * k)) & 3) << 4);
+            o[i] = gm_pack(d * gm_q2f(q0, 32.0f), d * gm_q2f(q1, 32.0f));
         }
     }
 }
@@ -175,7 +224,9 @@ __device__ __forceinline__ void gm_mma(float* c, const u32* a, u32 b0, u32 b1) {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// One CTA of the GEMM: tile (blockIdx.x: BM weight rows, blockIdx.y: BN tokens).
+// One CTA of the GEMM: tile (blockIdx.x: BM weight rows, blockIdx.y: BN tokens), K steps of
+// split blockIdx.z (of gridDim.z). With more than one split the partial sums are added to y
+// atomically (y zeroed before the launch unless accumulating).
 template <int T, int BM, int BN, int WM, int WN>
 __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, int cols,
                                           const u16* __restrict__ x, int n,
@@ -200,45 +251,54 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
     const int n0 = blockIdx.y * BN;
     const size_t rb = gm_row_bytes<T>(cols);
     const int ksteps = cols / GM_BK;
+    const int per = (ksteps + gridDim.z - 1) / gridDim.z;
+    const int kbeg = blockIdx.z * per;
+    const int kend = min(ksteps, kbeg + per);
+    if (kbeg >= kend) return;
 
-    u32 wr[WTASKS][8];
+    // This thread's weight rows / token rows (clamped: the tails load valid rows, unused).
+    const u8* wrow[WTASKS];
+#pragma unroll
+    for (int i = 0; i < WTASKS; ++i) {
+        const int task = min(tid + i * NTHREADS, BM * 2 - 1);
+        wrow[i] = w + (size_t)min(m0 + (task >> 1), rows - 1) * rb;
+    }
+    const u16* xrow[XTASKS];
+#pragma unroll
+    for (int i = 0; i < XTASKS; ++i) {
+        const int task = min(tid + i * NTHREADS, BN * 4 - 1);
+        xrow[i] = x + (size_t)min(n0 + (task >> 2), n - 1) * cols + (task & 3) * 8;
+    }
+
+    u32 raw[WTASKS][GM_RAW];
     uint4 xr[XTASKS];
-
-    auto fetch = [&](int kt) {
+    auto load = [&](int kt) {
+        const int k0 = kt * GM_BK;
+#pragma unroll
+        for (int i = 0; i < WTASKS; ++i) {
+            const int task = min(tid + i * NTHREADS, BM * 2 - 1);
+            gm_load<T>(wrow[i], k0, task & 1, raw[i]);
+        }
+#pragma unroll
+        for (int i = 0; i < XTASKS; ++i) xr[i] = *(const uint4*)(xrow[i] + k0);
+    };
+    auto store = [&](int kt, int buf) {
         const int k0 = kt * GM_BK;
 #pragma unroll
         for (int i = 0; i < WTASKS; ++i) {
             const int task = tid + i * NTHREADS;
             if (task < BM * 2) {
-                const int r = min(m0 + (task >> 1), rows - 1);
-                gm_decode16<T>(w + (size_t)r * rb, k0, task & 1, wr[i]);
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < XTASKS; ++i) {
-            const int task = tid + i * NTHREADS;
-            if (task < BN * 4) {
-                const int t = min(n0 + (task >> 2), n - 1);
-                xr[i] = *(const uint4*)(x + (size_t)t * cols + k0 + (task & 3) * 8);
-            }
-        }
-    };
-    auto store = [&](int buf) {
-#pragma unroll
-        for (int i = 0; i < WTASKS; ++i) {
-            const int task = tid + i * NTHREADS;
-            if (task < BM * 2) {
+                u32 o[8];
+                gm_convert<T>(raw[i], k0, task & 1, o);
                 uint4* dst = (uint4*)(&wsm[buf * BM * GM_LDS + (task >> 1) * GM_LDS + (task & 1) * 16]);
-                dst[0] = make_uint4(wr[i][0], wr[i][1], wr[i][2], wr[i][3]);
-                dst[1] = make_uint4(wr[i][4], wr[i][5], wr[i][6], wr[i][7]);
+                dst[0] = make_uint4(o[0], o[1], o[2], o[3]);
+                dst[1] = make_uint4(o[4], o[5], o[6], o[7]);
             }
         }
 #pragma unroll
         for (int i = 0; i < XTASKS; ++i) {
             const int task = tid + i * NTHREADS;
-            if (task < BN * 4) {
-                *(uint4*)(&xsm[buf * BN * GM_LDS + (task >> 2) * GM_LDS + (task & 3) * 8]) = xr[i];
-            }
+            if (task < BN * 4) *(uint4*)(&xsm[buf * BN * GM_LDS + (task >> 2) * GM_LDS + (task & 3) * 8]) = xr[i];
         }
     };
 
@@ -250,12 +310,14 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
 #pragma unroll
             for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
 
-    fetch(0);
-    store(0);
+    load(kbeg);
+    store(kbeg, 0);
     __syncthreads();
-    for (int kt = 0; kt < ksteps; ++kt) {
-        const int cur = kt & 1;
-        if (kt + 1 < ksteps) fetch(kt + 1);
+    for (int kt = kbeg; kt < kend; ++kt) {
+        const int cur = (kt - kbeg) & 1;
+        // Next step's loads go out before this step's mma (the last step reloads itself).
+        const int kn = min(kt + 1, kend - 1);
+        load(kn);
 #pragma unroll
         for (int ks = 0; ks < GM_BK / 16; ++ks) {
             u32 af[MT][4];
@@ -282,10 +344,12 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
 #pragma unroll
                 for (int nt = 0; nt < NT; ++nt) gm_mma(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
         }
-        if (kt + 1 < ksteps) store(cur ^ 1);
+        // The other buffer was last read before the previous barrier: safe to overwrite.
+        store(kn, cur ^ 1);
         __syncthreads();
     }
 
+    const bool split = gridDim.z > 1;
     const int g = lane >> 2;
     const int t2 = (lane & 3) * 2;
 #pragma unroll
@@ -298,7 +362,8 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
                 const int t = n0 + wn * WN + nt * 8 + t2 + (c & 1);
                 if (r < rows && t < n) {
                     float* p = y + (size_t)t * rows + r;
-                    *p = accumulate ? *p + acc[mt][nt][c] : acc[mt][nt][c];
+                    if (split) atomicAdd(p, acc[mt][nt][c]);
+                    else *p = accumulate ? *p + acc[mt][nt][c] : acc[mt][nt][c];
                 }
             }
         }
