@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use super::flash::{round_f16, HeadView};
 use super::simd;
+use super::tiled::{attention_tiled, TILE};
 
 /// Keys and values of every position seen so far, per layer (rows of `kv_dim`, rotary
 /// already applied to the keys), rounded to f16 on the way in like llama.cpp's default f16
@@ -93,8 +94,9 @@ pub struct AttentionShape {
 /// `softmax(q . k / sqrt(head_dim))`. `q` and `out` are `[token][n_heads * head_dim]`, `keys` and
 /// `values` `[position][n_kv_heads * head_dim]` and hold every position up to the last token.
 ///
-/// The arithmetic is llama.cpp's CPU flash attention over an f16 cache (query rounded to f16,
-/// f16 value accumulator; see `flash.rs`).
+/// The arithmetic is llama.cpp's CPU flash attention over an f16 cache: for batches of fewer
+/// than 64 tokens its per-row kernel (query rounded to f16, f16 value accumulator; see
+/// `flash.rs`), for larger ones its tiled kernel (f32 query and accumulator; see `tiled.rs`).
 pub fn attention(
     q: &[f32],
     keys: &[f32],
@@ -104,6 +106,9 @@ pub fn attention(
     out: &mut [f32],
 ) {
     let hd = s.head_dim.max(1);
+    if q.len() / (s.n_heads * hd).max(1) >= TILE {
+        return attention_tiled(q, keys, values, start_pos, s, out);
+    }
     let group = (s.n_heads / s.n_kv_heads.max(1)).max(1);
     let kv_dim = s.n_kv_heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();

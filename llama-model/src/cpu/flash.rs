@@ -12,10 +12,9 @@
 //! - the output `f32(acc) * (1 / S)`.
 //!
 //! This is llama.cpp's per-row kernel, which it runs for batches of fewer than 64 query tokens
-//! and for single-token steps while its (256-padded) cache view is shorter than 512 positions.
-//! Larger batches go through its tiled kernel (f32 query, GEMM scores) and longer decodes
-//! through a split of the cache over threads, so there the results agree closely, not bit for
-//! bit.
+//! (larger ones: `tiled.rs`) and for single-token steps while its (256-padded) cache view is
+//! shorter than 512 positions. Longer decodes there split the cache over threads, so from
+//! about 257 positions on the results agree closely, not bit for bit.
 
 use super::expf;
 

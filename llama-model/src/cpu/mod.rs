@@ -27,6 +27,7 @@ mod norm;
 mod q8;
 mod rope;
 mod simd;
+mod tiled;
 mod weights;
 
 pub use attention::{attention, AttentionShape, KvCache};

@@ -8,6 +8,7 @@ use gguf::GgmlType;
 use super::flash::{self, HeadView};
 use super::kernels;
 use super::q8::BlockQ8;
+use super::tiled::{self, Block};
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
@@ -43,6 +44,22 @@ pub(crate) fn attend_head(q: &[f32], keys: &[f32], values: &[f32], h: HeadView, 
         return unsafe { attend_head_avx2(q, keys, values, h, out) };
     }
     flash::attend_head(q, keys, values, h, out)
+}
+
+/// See [`tiled::attend_block`].
+pub(crate) fn attend_block(q: &[f32], keys: &[f32], values: &[f32], b: Block, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the features `attend_block_avx2` is compiled for were checked at run time.
+        return unsafe { attend_block_avx2(q, keys, values, b, out) };
+    }
+    tiled::attend_block(q, keys, values, b, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attend_block_avx2(q: &[f32], keys: &[f32], values: &[f32], b: Block, out: &mut [f32]) {
+    tiled::attend_block(q, keys, values, b, out)
 }
 
 /// See [`flash::swiglu`].
