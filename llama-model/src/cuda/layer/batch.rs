@@ -25,6 +25,43 @@
 //!    tokens after *every* position of the batch (self-speculative verification of `K` drafted
 //!    tokens is one batch of `K + 1` positions and one call).
 //!
+//! ```no_run
+//! use llama_model::cuda::{forward_layer_batch, CudaModel, GpuBatch, GpuState};
+//!
+//! # fn main() -> llama_model::cuda::Result<()> {
+//! // Weights resident in VRAM here; a streaming engine passes views of its own slots instead.
+//! let model = CudaModel::open("model.gguf", 0)?;
+//! let c = model.config().clone();
+//! let mut state = GpuState::new(model.backend().clone(), &c, 4096)?;
+//! let mut batch = GpuBatch::new(&state)?;
+//! let (norm, head) = model.head_weights()?;
+//!
+//! // Prefill: the whole prompt as one batch (longer prompts: several batches in a row).
+//! let prompt = [128000u32, 791, 6864, 315, 9822, 374];
+//! batch.begin(&mut state, &model.token_embd_weight()?, &prompt)?;
+//! for i in 0..c.n_layers {
+//!     forward_layer_batch(i, &model.layer_weights(i)?, &mut state, &mut batch)?;
+//! }
+//! batch.end(&mut state)?;
+//! let next = state.head_argmax(&norm, &head)?;
+//!
+//! // Verification of two drafted tokens: feed [next, d1, d2], one argmax per position.
+//! let (d1, d2) = (12366u32, 13);
+//! let before = state.n_past();
+//! batch.begin(&mut state, &model.token_embd_weight()?, &[next, d1, d2])?;
+//! for i in 0..c.n_layers {
+//!     forward_layer_batch(i, &model.layer_weights(i)?, &mut state, &mut batch)?;
+//! }
+//! batch.end(&mut state)?;
+//! let greedy = batch.head_argmax_all(&state, &norm, &head)?;
+//! // greedy[0] is the target's token after `next`: d1 is accepted if equal, and so on.
+//! let accepted = if greedy[0] != d1 { 0 } else if greedy[1] != d2 { 1 } else { 2 };
+//! state.truncate(before + 1 + accepted); // keep `next` and the accepted drafts
+//! let _next_to_feed = greedy[accepted]; // the target's own token after them
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! A failed call leaves positions half written: call [`GpuBatch::cancel`] (or
 //! [`GpuState::truncate`] to the position before the batch). Do not interleave single-token
 //! steps with an open batch. Scratch buffers are allocated at the first batch and grown to the
