@@ -80,6 +80,25 @@ mmap|--ram-budget 0 --path mmap
 baseline|--path mmap-baseline
 mix|--ram-budget $mix --path direct
 EOF
+    echo "-- a 6-token prompt: batched prefill (CudaModel) vs the engine's streamed batched prefill"
+    timeout 120 "$BIN/generate" --device cuda --model "$m" --prompt "The capital of France is" \
+        --max-tokens 16 --ctx 512 --json "$OUT/$tag-resident6.json" \
+        --dump-logits "$OUT/$tag-resident6.logits" > /dev/null 2>&1 || rc=1
+    for name in pinned direct; do
+        local f="--ram-budget 64GiB"
+        [ "$name" = direct ] && f="--ram-budget 0 --path direct"
+        # shellcheck disable=SC2086
+        timeout 120 "$BIN/generate" --device cuda --model "$m" --prompt "The capital of France is" \
+            --max-tokens 16 --ctx 512 --vram-budget "$vb" $f --json "$OUT/$tag-$name-6.json" \
+            --dump-logits "$OUT/$tag-$name-6.logits" > "$OUT/$tag-$name-6.log" 2>&1 || rc=1
+        same "$tag $name 6-token prompt" "$OUT/$tag-resident6.json" "$OUT/$tag-$name-6.json" || rc=1
+        if cmp -s "$OUT/$tag-resident6.logits" "$OUT/$tag-$name-6.logits"; then
+            echo "$tag $name 6-token prompt: logits after the prompt bit-identical to resident"
+        else
+            echo "$tag $name 6-token prompt: logits after the prompt DIFFER from resident"; rc=1
+        fi
+    done
+    rm -f "$OUT"/*.logits
     echo "-- NVMe direct without a vfio-bound controller (expect a typed error)"
     "$BIN/generate" --device cuda --model "$m" --prompt "$PROMPT" --max-tokens 4 --ctx 512 \
         --vram-budget "$vb" --ram-budget 0 --path nvme --nvme-pci 0000:ff:1f.7 2>&1 | tail -1
@@ -108,6 +127,12 @@ bench() { # label, extra flags...
     "$BIN/synth-model" --shape llama3.1-70b --quant q4_k_m --vocab "$VOCAB" --out "$M/l70b.gguf" || rc=1
     echo "synth-model 70B: $(( $(date +%s) - t )) s, $(stat -c %s "$M/l70b.gguf") bytes"
     bench a-pinned --vram-budget 24GiB --tokens 6
+    P100=$(python3 -c "print('The quick brown fox jumps over the lazy dog. ' * 10)")
+    echo "-- streamed batched prefill of a ~100-token prompt"
+    timeout 200 "$BIN/bench-stream-model" --device cuda --model "$M/l70b.gguf" --prompt "$P100" \
+        --ctx 512 --label a-prefill100 --vram-budget 24GiB --tokens 2 > "$OUT/a-prefill100.json" \
+        2> "$OUT/a-prefill100.log" || rc=1
+    grep -E "^bench-stream-model: prefill" "$OUT/a-prefill100.log"
     bench a-pinned-skip20 --vram-budget 24GiB --tokens 6 --skip-count 20 --skip-map-out "$OUT/skip20.json"
     bench b-ram16-disk --vram-budget 24GiB --ram-budget 16GiB --tokens 3
     echo "-- (c) mmap baseline under a 48 GiB cgroup v2 memory.max"

@@ -124,7 +124,15 @@ fn run(a: Args) -> Result<(), String> {
     let load_s = t0.elapsed().as_secs_f64();
     let tok = Tokenizer::from_gguf(engine.gguf().metadata()).map_err(|e| e.to_string())?;
     let prompt = tok.encode_prompt(&a.prompt).map_err(|e| e.to_string())?;
+    let tp = Instant::now();
     let mut next = engine.prefill_argmax(&prompt).map_err(|e| e.to_string())?;
+    let prefill_s = tp.elapsed().as_secs_f64();
+    eprintln!(
+        "bench-stream-model: prefill {} tokens in {prefill_s:.3} s = {:.1} tok/s ({} passes over the layers)",
+        prompt.len(),
+        prompt.len() as f64 / prefill_s,
+        engine.stats().passes
+    );
     engine.clear_stats();
     let mut tokens = vec![next];
     let t = Instant::now();
@@ -171,6 +179,8 @@ fn run(a: Args) -> Result<(), String> {
         "layers_storage": count(Home::Storage),
         "layers_skipped": count(Home::Skipped),
         "load_s": load_s,
+        "prefill_tokens": prompt.len(),
+        "prefill_s": prefill_s,
         "decode_tokens": a.tokens,
         "tok_s": tok_s,
         "streamed_bytes_per_token": streamed,

@@ -17,7 +17,7 @@ use super::sources::{build, Sources};
 use super::stats::EngineStats;
 
 /// Tokens per prompt batch (as `cpu::Model`).
-const PREFILL_CHUNK: usize = 128;
+const PREFILL_CHUNK: usize = 512;
 
 /// The CPU engine.
 pub struct CpuEngine {
@@ -157,7 +157,7 @@ impl CpuEngine {
         self.state.truncate(n);
     }
 
-    /// Feeds `tokens` (batches of up to 128) and returns the logits after the last.
+    /// Feeds `tokens` (batches of up to 512) and returns the logits after the last.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(EngineError::Usage("no tokens to feed".into()));

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use cudarc::driver::CudaSlice;
 use llama_model::cuda::{
-    forward_layer, CudaBackend, CudaError, DeviceLayerWeights, DeviceWeight, GpuState,
+    forward_layer, forward_layer_batch, CudaBackend, CudaError, DeviceLayerWeights, DeviceWeight,
+    GpuBatch, GpuState, PREFILL_CHUNK,
 };
 use slep_pipeline::{CudaTransfer, Pipeline, PipelineStats, Source};
 
@@ -20,6 +21,10 @@ use super::plan::Home;
 use super::setup::{setup, DeviceFacts, Setup};
 use super::sources::{build, bytes_bar, Sources};
 use super::stats::EngineStats;
+
+/// Prompts of at least this many tokens go through batched prefill, as in `CudaModel::prefill`
+/// (llama-model's `cuda/model/prefill.rs`), so streamed and resident prefills run the same kernels.
+const BATCHED_MIN_TOKENS: usize = 4;
 
 /// A CUDA error as the engine's: allocation failures name the budget to lower.
 fn gpu_err(what: &str) -> impl Fn(CudaError) -> EngineError + '_ {
@@ -261,22 +266,27 @@ impl GpuEngine {
         self.state.truncate(n);
     }
 
-    /// Runs every layer for one token (embedding in, hidden state out, position committed).
-    fn layers(&mut self, token: u32) -> Result<Option<PipelineStats>> {
+    /// Runs every running layer once, in order, through `f` (one token or a batch): resident
+    /// layers from their device buffers, streamed ones from the pipeline's slots (the compute
+    /// stream waits on the slot's copy event; the slot is released by an event recorded after
+    /// the layer's kernels).
+    fn run_layers(
+        &mut self,
+        mut f: impl FnMut(
+            usize,
+            &DeviceLayerWeights<'_>,
+            &mut GpuState,
+        ) -> std::result::Result<(), CudaError>,
+    ) -> Result<Option<PipelineStats>> {
         let Self {
             setup,
             state,
-            embd,
             resident,
             pipeline,
             sources,
             ..
         } = self;
         let lay = &setup.layout;
-        state
-            .begin_token(&global(embd, &lay.token_embd)?, token)
-            .map_err(gpu_err("embedding"))?;
-        let mut out = None;
         match pipeline {
             None => {
                 for &i in &setup.running {
@@ -284,9 +294,9 @@ impl GpuEngine {
                         EngineError::Compute(format!("layer {i} is not resident"))
                     })?;
                     let k = setup.compact[i].unwrap_or(i);
-                    forward_layer(k, &layer_views(&lay.layers[i], buf)?, state)
-                        .map_err(gpu_err("layer"))?;
+                    f(k, &layer_views(&lay.layers[i], buf)?, state).map_err(gpu_err("layer"))?;
                 }
+                Ok(None)
             }
             Some(p) => {
                 let compact = &setup.compact;
@@ -300,7 +310,7 @@ impl GpuEngine {
                                 let buf = resident
                                     .get(&i)
                                     .ok_or_else(|| format!("layer {i} is not resident"))?;
-                                forward_layer(k, &layer_views(layer, buf)?, state)?;
+                                f(k, &layer_views(layer, buf)?, state)?;
                                 Ok(None)
                             }
                             Some(slot) => {
@@ -308,17 +318,87 @@ impl GpuEngine {
                                 if let Some(ev) = ready.event() {
                                     stream.wait(ev.event()).map_err(|e| e.to_string())?;
                                 }
-                                forward_layer(k, &layer_views(layer, slot.slice())?, state)?;
+                                f(k, &layer_views(layer, slot.slice())?, state)?;
                                 Ok(Some(ready.transfer().release_signal(&stream)?))
                             }
                         }
                     })
                     .map_err(from_pipeline)?;
-                out = Some(stats);
+                Ok(Some(stats))
             }
         }
-        state.end_token().map_err(gpu_err("end of token"))?;
+    }
+
+    /// Runs every layer for one token (embedding in, hidden state out, position committed).
+    fn layers(&mut self, token: u32) -> Result<Option<PipelineStats>> {
+        let embd = global(&self.embd, &self.setup.layout.token_embd)?;
+        self.state
+            .begin_token(&embd, token)
+            .map_err(gpu_err("embedding"))?;
+        let out = self.run_layers(forward_layer)?;
+        self.state.end_token().map_err(gpu_err("end of token"))?;
         Ok(out)
+    }
+
+    /// Feeds `tokens` as batches of up to `PREFILL_CHUNK` through the batched layer forward
+    /// (tensor-core GEMMs): every streamed layer crosses the bus once per batch, not once per
+    /// token. All or nothing: on error the cache is rolled back.
+    fn feed_batched(&mut self, tokens: &[u32]) -> Result<()> {
+        let start = self.state.n_past();
+        let mut batch = GpuBatch::new(&self.state).map_err(gpu_err("batch"))?;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let t0 = Instant::now();
+            let r = (|| {
+                let embd = global(&self.embd, &self.setup.layout.token_embd)?;
+                batch
+                    .begin(&mut self.state, &embd, chunk)
+                    .map_err(gpu_err("batch embedding"))?;
+                let p = self.run_layers(|k, w, s| forward_layer_batch(k, w, s, &mut batch))?;
+                batch
+                    .end(&mut self.state)
+                    .map_err(gpu_err("end of batch"))?;
+                Ok(p)
+            })();
+            match r {
+                Ok(p) => {
+                    self.stats.add_pass(chunk.len(), t0.elapsed(), p.as_ref());
+                    self.note_prefetch();
+                }
+                Err(e) => {
+                    batch.cancel(&mut self.state);
+                    self.state.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note_prefetch(&mut self) {
+        if let Some(t) = self
+            .sources
+            .prefetch
+            .as_ref()
+            .and_then(|t| t.lock().ok().map(|g| *g))
+        {
+            self.stats.add_prefetch(t);
+        }
+    }
+
+    /// The final norm and LM head on the current hidden state.
+    fn head_of<T>(
+        &mut self,
+        head: impl FnOnce(
+            &mut GpuState,
+            &DeviceWeight<'_>,
+            &DeviceWeight<'_>,
+        ) -> std::result::Result<T, CudaError>,
+    ) -> Result<T> {
+        let lay = &self.setup.layout;
+        let norm = global(&self.norm, &lay.output_norm)?;
+        let hbuf = self.head.as_ref().unwrap_or(&self.embd);
+        let hw = global(hbuf, &lay.lm_head)?;
+        head(&mut self.state, &norm, &hw).map_err(gpu_err("LM head"))
     }
 
     fn step<T>(
@@ -332,25 +412,13 @@ impl GpuEngine {
     ) -> Result<T> {
         let t0 = Instant::now();
         let start = self.state.n_past();
-        let r = self.layers(token).and_then(|p| {
-            let lay = &self.setup.layout;
-            let norm = global(&self.norm, &lay.output_norm)?;
-            let hbuf = self.head.as_ref().unwrap_or(&self.embd);
-            let hw = global(hbuf, &lay.lm_head)?;
-            let v = head(&mut self.state, &norm, &hw).map_err(gpu_err("LM head"))?;
-            Ok((v, p))
-        });
+        let r = self
+            .layers(token)
+            .and_then(|p| Ok((self.head_of(head)?, p)));
         match r {
             Ok((v, p)) => {
                 self.stats.add_pass(1, t0.elapsed(), p.as_ref());
-                if let Some(t) = self
-                    .sources
-                    .prefetch
-                    .as_ref()
-                    .and_then(|t| t.lock().ok().map(|g| *g))
-                {
-                    self.stats.add_prefetch(t);
-                }
+                self.note_prefetch();
                 Ok(v)
             }
             Err(e) => {
@@ -370,8 +438,16 @@ impl GpuEngine {
         self.step(token, |s, n, h| s.head_argmax(n, h))
     }
 
-    /// Feeds tokens one by one, returns the logits after the last.
+    /// Feeds tokens (4 or more as batches, fewer one by one, as `CudaModel`), returns the
+    /// logits after the last.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.len() >= BATCHED_MIN_TOKENS {
+            let start = self.state.n_past();
+            self.feed_batched(tokens)?;
+            return self
+                .head_of(|s, n, h| s.head(n, h))
+                .inspect_err(|_| self.state.truncate(start));
+        }
         let (last, rest) = tokens
             .split_last()
             .ok_or_else(|| EngineError::Usage("no tokens to feed".into()))?;
@@ -386,8 +462,15 @@ impl GpuEngine {
             .inspect_err(|_| self.state.truncate(start))
     }
 
-    /// Feeds tokens one by one, returns the greedy next token.
+    /// As [`GpuEngine::prefill`], returning the greedy next token.
     pub fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+        if tokens.len() >= BATCHED_MIN_TOKENS {
+            let start = self.state.n_past();
+            self.feed_batched(tokens)?;
+            return self
+                .head_of(|s, n, h| s.head_argmax(n, h))
+                .inspect_err(|_| self.state.truncate(start));
+        }
         let (last, rest) = tokens
             .split_last()
             .ok_or_else(|| EngineError::Usage("no tokens to feed".into()))?;
