@@ -20,7 +20,8 @@
 #    baseline with the process's memory capped at 48 GiB by a cgroup v2 memory.max (page cache
 #    dropped first). bench-stream-model prints tok/s, the PCIe limit from the pinned H2D bandwidth
 #    measured in the same run, and the ratio (one JSON line each, collected in results.jsonl).
-# Logs go to $OUT (default /tmp/stream-out). BIN overrides the binary folder.
+# Logs go to $OUT (default /tmp/stream-out). BIN overrides the binary folder. SHORT=1 skips (a')
+# and (c) (to save device time when only the engine changed).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/stream-out}
@@ -133,21 +134,26 @@ bench() { # label, extra flags...
         --ctx 512 --label a-prefill100 --vram-budget 24GiB --tokens 2 > "$OUT/a-prefill100.json" \
         2> "$OUT/a-prefill100.log" || rc=1
     grep -E "^bench-stream-model: prefill" "$OUT/a-prefill100.log"
-    bench a-pinned-skip20 --vram-budget 24GiB --tokens 6 --skip-count 20 --skip-map-out "$OUT/skip20.json"
+    [ "${SHORT:-0}" = 1 ] || bench a-pinned-skip20 --vram-budget 24GiB --tokens 6 --skip-count 20 --skip-map-out "$OUT/skip20.json"
     bench b-ram16-disk --vram-budget 24GiB --ram-budget 16GiB --tokens 3
-    echo "-- (c) mmap baseline under a 48 GiB cgroup v2 memory.max"
-    sync
-    echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && echo "page cache dropped" || echo "cannot drop caches"
-    cg=/sys/fs/cgroup/vramless-48g
-    if mkdir -p "$cg" 2>/dev/null && echo 48G > "$cg/memory.max" 2>/dev/null; then
-        echo "cgroup v2: $cg memory.max=$(cat "$cg/memory.max")"
-        (echo "$BASHPID" > "$cg/cgroup.procs" && bench c-mmap-baseline-48g --vram-budget 24GiB --path mmap-baseline --tokens 3
-         echo "cgroup peak: $(cat "$cg/memory.peak" 2>/dev/null || echo n/a) bytes")
+    if [ "${SHORT:-0}" = 1 ]; then
+        rm -f "$M/l70b.gguf"
+        echo "SHORT=1: (a') and (c) skipped"
     else
-        echo "cgroup v2 memory.max is not writable here: mmap baseline runs uncapped"
-        bench c-mmap-baseline-uncapped --vram-budget 24GiB --path mmap-baseline --tokens 3
+        echo "-- (c) mmap baseline under a 48 GiB cgroup v2 memory.max"
+        sync
+        echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && echo "page cache dropped" || echo "cannot drop caches"
+        cg=/sys/fs/cgroup/vramless-48g
+        if mkdir -p "$cg" 2>/dev/null && echo 48G > "$cg/memory.max" 2>/dev/null; then
+            echo "cgroup v2: $cg memory.max=$(cat "$cg/memory.max")"
+            (echo "$BASHPID" > "$cg/cgroup.procs" && bench c-mmap-baseline-48g --vram-budget 24GiB --path mmap-baseline --tokens 3
+             echo "cgroup peak: $(cat "$cg/memory.peak" 2>/dev/null || echo n/a) bytes")
+        else
+            echo "cgroup v2 memory.max is not writable here: mmap baseline runs uncapped"
+            bench c-mmap-baseline-uncapped --vram-budget 24GiB --path mmap-baseline --tokens 3
+        fi
+        rm -f "$M/l70b.gguf"
     fi
-    rm -f "$M/l70b.gguf"
     echo "== results"
     python3 -c "import json
 for l in open('$OUT/results.jsonl'):
