@@ -15,7 +15,7 @@ use llama_model::cuda::{type_code, CudaError, SUPPORTED_TYPES};
 
 /// Kernel entry points the backend loads from each module.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
-    ("matvec", &["matvec_multi"]),
+    ("matvec", &["matvec_multi", "matvec_multi4"]),
     ("embed", &["embed_rows"]),
     (
         "elementwise",
@@ -29,10 +29,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
             "topk_pass",
         ],
     ),
-    (
-        "attention",
-        &["kv_store", "rope_kv", "attn_partial", "attn_combine"],
-    ),
+    ("attention", &["kv_store", "rope_kv", "attn_partial"]),
 ];
 
 /// Prints past the test harness's output capture, so a skip shows in a normal `cargo test`.

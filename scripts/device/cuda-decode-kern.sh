@@ -3,7 +3,8 @@
 # network there). Build on the development machine:
 #
 #   CARGO_TARGET_DIR=/work/target-kern cargo test --release -p vramless-llama-model --features cuda \
-#       --test cuda_kernels --test cuda_fused --test cuda_forward --test cuda_nvrtc --no-run
+#       --test cuda_kernels --test cuda_fused --test cuda_forward --test cuda_synth --test cuda_nvrtc \
+#       --no-run
 #   CARGO_TARGET_DIR=/work/target-kern cargo build --release -p vramless-examples --features cuda \
 #       --bin bench-decode --bin synth-model
 #   strip each executable into a folder, `tar -cJf .device-kern/bins.tar.xz -C folder .`
@@ -13,8 +14,14 @@
 # the halves wait in /tmp/parts on the warm machine).
 #
 # Stages, chosen by $STAGES (space separated, default "kernels bench8b smol"):
-#   kernels  NVRTC compile test, every kernel test (cuda_kernels, cuda_fused), matvec bandwidth
-#   bench8b  synthetic Llama-3.1-8B Q4_K_M: bench-decode with the CUDA graph, then without
+#   kernels  NVRTC compile test, every kernel test (cuda_kernels, cuda_fused) and the matvec
+#            bandwidth report, for several matvec shapes (VRAMLESS_MATVEC_ROWS rows per unit,
+#            VRAMLESS_MATVEC_KSPLIT warps per unit)
+#   synth    cuda_synth on synthetic SmolLM2-135M and Llama-3.1-8B Q4_K_M: GPU decode vs the CPU
+#            f32 backend (logits, greedy tokens), graph == direct launches, GPU top-k sampling
+#   bench8b  synthetic Llama-3.1-8B Q4_K_M: bench-decode with the CUDA graph (default matvec
+#            shape, then other rows/warps per unit), without the graph; nsys kernel summary
+#            when nsys is installed
 #   smol     synthetic SmolLM2-135M Q4_K_M bench-decode
 #   forward  real SmolLM2 (joined from /tmp/parts): cuda_forward (GPU = CPU = llama.cpp, graph =
 #            direct launches, GPU top-k sampling = CPU sampler) and bench-decode
@@ -25,7 +32,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/cuda-out}
 STAGES=${STAGES:-kernels bench8b smol}
 mkdir -p "$OUT" /tmp/parts /tmp/kern-bin
-K=.device-kern
+K=${KERN_DIR:-.device-kern}
 BIN=/tmp/kern-bin
 VOCAB=llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -66,18 +73,51 @@ synth() { # shape, out
         case $stage in
         kernels)
             "$BIN/cuda_nvrtc" --nocapture 2>&1 | tail -3 || rc=1
-            "$BIN/cuda_kernels" --test-threads=1 --nocapture 2>&1 | grep -E "^test |matvec |result" || rc=1
-            "$BIN/cuda_fused" --test-threads=1 2>&1 | grep -E "^test |result|panicked" || rc=1
-            "$BIN/cuda_kernels" --nocapture --ignored matvec_bandwidth_report 2>&1 | grep -E "matvec|result" || rc=1
+            for cfg in "4 auto" "4 1" "4 2" "4 4" "2 auto" "2 1"; do
+                set -- $cfg
+                echo "-- matvec rows per unit $1, warps per unit $2"
+                export VRAMLESS_MATVEC_ROWS=$1 VRAMLESS_MATVEC_KSPLIT=$2
+                "$BIN/cuda_kernels" --test-threads=1 --nocapture 2>&1 | grep -E "^test |matvec |result|panicked|row " || rc=1
+                "$BIN/cuda_fused" --test-threads=1 2>&1 | grep -E "^test |result|panicked|row |want" || rc=1
+            done
+            for cfg in "4 auto" "4 4" "2 auto"; do
+                set -- $cfg
+                echo "-- matvec bandwidth, rows per unit $1, warps per unit $2"
+                export VRAMLESS_MATVEC_ROWS=$1 VRAMLESS_MATVEC_KSPLIT=$2
+                "$BIN/cuda_kernels" --nocapture --ignored matvec_bandwidth_report 2>&1 | grep -E "matvec|result" || rc=1
+            done
+            unset VRAMLESS_MATVEC_ROWS VRAMLESS_MATVEC_KSPLIT
+            "$BIN/cuda_kernels" --nocapture --ignored small_kernel_times_report 2>&1 | grep -E "launch|result" || rc=1
+            ;;
+        synth)
+            synth smollm2-135m /tmp/s135.gguf
+            synth llama3.1-8b /tmp/l8b.gguf
+            VRAMLESS_SYNTH_MODELS=/tmp/s135.gguf:/tmp/l8b.gguf "$BIN/cuda_synth" --nocapture 2>&1 |
+                grep -vE "^\s*$" | tail -20 || rc=1
             ;;
         bench8b)
-            synth llama3.1-8b /tmp/l8b.gguf
+            [ -e /tmp/l8b.gguf ] || synth llama3.1-8b /tmp/l8b.gguf
             BENCH_ARGS="--prompt-len 128 --gen 128" bench l8b-graph /tmp/l8b.gguf
+            for cfg in "2 auto" "4 4" "4 1"; do
+                set -- $cfg
+                BENCH_ARGS="--prompt-len 32 --gen 128" bench "l8b-graph-r$1-k$2" /tmp/l8b.gguf \
+                    VRAMLESS_MATVEC_ROWS=$1 VRAMLESS_MATVEC_KSPLIT=$2
+            done
             BENCH_ARGS="--prompt-len 32 --gen 64" bench l8b-nograph /tmp/l8b.gguf VRAMLESS_CUDA_GRAPH=0
+            if command -v nsys > /dev/null; then
+                echo "-- nsys kernel summary (8B, 32 decode tokens)"
+                timeout 150 nsys profile --cuda-graph-trace=node -o /tmp/l8b-prof --force-overwrite true \
+                    "$BIN/bench-decode" --device cuda --model /tmp/l8b.gguf --prompt-len 8 --gen 32 > /dev/null 2>&1
+                timeout 60 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/l8b-prof.nsys-rep \
+                    > "$OUT/l8b-kernels.csv" 2>/dev/null
+                head -25 "$OUT/l8b-kernels.csv"
+            else
+                echo "(no nsys on this machine: no per-kernel breakdown)"
+            fi
             rm -f /tmp/l8b.gguf
             ;;
         smol)
-            synth smollm2-135m /tmp/s135.gguf
+            [ -e /tmp/s135.gguf ] || synth smollm2-135m /tmp/s135.gguf
             BENCH_ARGS="--prompt-len 128 --gen 256" bench s135-graph /tmp/s135.gguf
             BENCH_ARGS="--prompt-len 32 --gen 128" bench s135-nograph /tmp/s135.gguf VRAMLESS_CUDA_GRAPH=0
             rm -f /tmp/s135.gguf

@@ -5,7 +5,7 @@
 use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
 
 use super::backend::{cfg, grid_for, i32_arg, need_len, CudaBackend};
-use super::error::{CudaError, Result};
+use super::error::{driver, CudaError, Result};
 use super::sys::Launch;
 
 /// Context positions per tile of a split (`ATTN_CHUNK` in `kernels/attention.cu`).
@@ -182,12 +182,28 @@ impl CudaBackend {
         need_len(OP, "scratch", scratch.len(), need)?;
         let (qp, _g) = q.device_ptr(self.stream());
         let nc = i32_arg(OP, "n_ctx", n_ctx)?;
-        self.attention_launch(qp, k_cache, v_cache, scratch, out, shape, nc, 0, splits)
+        let mut counters = self
+            .stream()
+            .alloc_zeros::<u32>(shape.n_heads)
+            .map_err(driver("alloc"))?;
+        self.attention_launch(
+            qp,
+            k_cache,
+            v_cache,
+            scratch,
+            out,
+            shape,
+            nc,
+            0,
+            splits,
+            &mut counters,
+        )
     }
 
-    /// Launches the split attention and its merge. The context length is `n_ctx`, or
-    /// `step[0] + 1` read on the device when `step` (a device pointer) is not 0; `scratch` and
-    /// `out` were checked by the caller for `splits` splits.
+    /// Launches the split attention (its last CTA per head merges the partials). The context
+    /// length is `n_ctx`, or `step[0] + 1` read on the device when `step` (a device pointer) is
+    /// not 0; `scratch` and `out` were checked by the caller for `splits` splits; `counters`
+    /// holds `n_heads` zeros (left at zero by every launch).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_launch(
         &self,
@@ -200,6 +216,7 @@ impl CudaBackend {
         n_ctx: i32,
         step: u64,
         splits: usize,
+        counters: &mut CudaSlice<u32>,
     ) -> Result<()> {
         const OP: &str = "attention";
         let splits32 = grid_for(splits, 1, OP)?;
@@ -211,6 +228,7 @@ impl CudaBackend {
             i32_arg(OP, "max_ctx", shape.max_ctx)?,
         );
         let scale = 1.0 / (shape.head_dim as f32).sqrt();
+        need_len(OP, "counters", counters.len(), shape.n_heads)?;
         let mut l = Launch::new(self.stream(), &self.k.attn_partial);
         l.0.arg(&q).arg(k_cache).arg(v_cache).arg(&mut *scratch);
         l.0.arg(&nh)
@@ -219,14 +237,12 @@ impl CudaBackend {
             .arg(&mc)
             .arg(&n_ctx)
             .arg(&step)
-            .arg(&scale);
+            .arg(&scale)
+            .arg(out)
+            .arg(counters);
         let mut c = cfg(heads, ATTN_THREADS);
         c.grid_dim.1 = splits32;
-        l.run(OP, c)?;
-        let n_splits = i32_arg(OP, "splits", splits)?;
-        let mut l = Launch::new(self.stream(), &self.k.attn_combine);
-        l.0.arg(&*scratch).arg(out).arg(&hd).arg(&n_splits);
-        l.run(OP, cfg(heads, 128))
+        l.run(OP, c)
     }
 
     /// Rotary embedding of the query and key heads of one token and the f16 store of its keys

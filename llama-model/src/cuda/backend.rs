@@ -34,6 +34,7 @@ pub fn driver_available() -> Result<()> {
 #[derive(Debug)]
 pub(super) struct Kernels {
     pub(super) matvec: CudaFunction,
+    pub(super) matvec4: CudaFunction,
     pub(super) embed_rows: CudaFunction,
     pub(super) rmsnorm: CudaFunction,
     rope: CudaFunction,
@@ -45,7 +46,6 @@ pub(super) struct Kernels {
     pub(super) rep_penalty: CudaFunction,
     pub(super) topk_pass: CudaFunction,
     pub(super) attn_partial: CudaFunction,
-    pub(super) attn_combine: CudaFunction,
 }
 
 /// One GPU with its compute stream and every kernel compiled for its architecture.
@@ -60,6 +60,10 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     arch: String,
     pub(super) k: Kernels,
+    /// Rows per unit of the matrix-vector kernel (2 or 4; `VRAMLESS_MATVEC_ROWS`).
+    pub(super) matvec_rows: usize,
+    /// Warps per unit forced by `VRAMLESS_MATVEC_KSPLIT` (1, 2 or 4), else chosen per launch.
+    pub(super) matvec_ksplit: Option<usize>,
 }
 
 pub(super) fn i32_arg(op: &'static str, what: &str, v: usize) -> Result<i32> {
@@ -132,6 +136,7 @@ impl CudaBackend {
         };
         let k = Kernels {
             matvec: get("matvec", "matvec_multi")?,
+            matvec4: get("matvec", "matvec_multi4")?,
             embed_rows: get("embed", "embed_rows")?,
             rmsnorm: get("elementwise", "rmsnorm")?,
             rope: get("elementwise", "rope")?,
@@ -143,13 +148,24 @@ impl CudaBackend {
             rep_penalty: get("elementwise", "rep_penalty")?,
             topk_pass: get("elementwise", "topk_pass")?,
             attn_partial: get("attention", "attn_partial")?,
-            attn_combine: get("attention", "attn_combine")?,
+        };
+        let matvec_rows = match std::env::var("VRAMLESS_MATVEC_ROWS").as_deref() {
+            Ok("2") => 2,
+            _ => 4,
+        };
+        let matvec_ksplit = match std::env::var("VRAMLESS_MATVEC_KSPLIT").as_deref() {
+            Ok("1") => Some(1),
+            Ok("2") => Some(2),
+            Ok("4") => Some(4),
+            _ => None,
         };
         Ok(Self {
             ctx,
             stream,
             arch,
             k,
+            matvec_rows,
+            matvec_ksplit,
         })
     }
 

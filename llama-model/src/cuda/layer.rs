@@ -198,6 +198,8 @@ pub struct GpuState {
     step: CudaSlice<u32>,
     /// Attention splits of a decode step (fixed, see [`AttnShape::fixed_splits`]).
     splits: usize,
+    /// Per-head arrival counters of the attention's in-kernel merge (left at zero).
+    attn_counters: CudaSlice<u32>,
 }
 
 impl GpuState {
@@ -270,6 +272,9 @@ impl GpuState {
             qkv: zeros(d + 2 * kv)?,
             step: s.alloc_zeros::<u32>(2).map_err(driver("alloc"))?,
             splits,
+            attn_counters: s
+                .alloc_zeros::<u32>(config.n_heads.max(1))
+                .map_err(driver("alloc"))?,
             backend,
             config: config.clone(),
             shape,
@@ -572,6 +577,7 @@ pub(super) fn enqueue_layer(
         0,
         step,
         s.splits,
+        &mut s.attn_counters,
     )?;
     b.matvec_accumulate(&w.attn_output, &s.att, &mut s.x)?;
 

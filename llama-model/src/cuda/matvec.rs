@@ -9,7 +9,8 @@ use super::error::{CudaError, Result};
 use super::sys::Launch;
 use super::weights::{type_code, DeviceWeight};
 
-/// Warps per CTA (`MV_WARPS`); each warp computes two rows (one output in SwiGLU mode).
+/// Warps per CTA (`MV_WARPS`): a CTA computes 2 or 4 rows (half as many outputs in SwiGLU
+/// mode; `CudaBackend::matvec_rows`), its warps splitting the row length.
 const MV_WARPS: usize = 4;
 const MV_STORE: i32 = 0;
 const MV_ACCUM: i32 = 1;
@@ -30,7 +31,35 @@ const NO_JOB: Job = Job {
     y: 0,
 };
 
+/// Elements one warp covers per loop step in the kernel path `t` takes (fast paths; the
+/// generic path counted as one super-block or 8 legacy blocks a step).
+fn elems_per_step(t: i32) -> usize {
+    match t {
+        7 => 1024,    // Q4_K: 4 super-blocks
+        9 | 6 => 512, // Q6_K: 2 super-blocks; Q8_0: 16 blocks
+        0 => 128,     // F32
+        _ => 256,     // F16/BF16: 8 a lane; generic
+    }
+}
+
 impl CudaBackend {
+    /// Warps that split one unit's row length: `VRAMLESS_MATVEC_KSPLIT` (1, 2 or 4) when set,
+    /// else 4 for rows of at least 8 warp steps, 2 from 4 steps, 1 below (a warp should keep a
+    /// few steps of loads in flight; short rows split over many warps pay the reduction).
+    fn matvec_split(&self, t: i32, cols: usize) -> usize {
+        if let Some(k) = self.matvec_ksplit {
+            return k;
+        }
+        let steps = cols / elems_per_step(t);
+        if steps >= 8 {
+            4
+        } else if steps >= 4 {
+            2
+        } else {
+            1
+        }
+    }
+
     fn check_x(&self, op: &'static str, x: &CudaSlice<f32>, cols: usize) -> Result<u64> {
         need_len(op, "x", x.len(), cols)?;
         let (p, _g) = x.device_ptr(self.stream());
@@ -61,20 +90,17 @@ impl CudaBackend {
         cols: usize,
         jobs: [Job; 3],
     ) -> Result<()> {
-        let cols = i32_arg(op, "cols", cols)?;
+        let r = self.matvec_rows;
+        let ks = self.matvec_split(jobs[0].t, cols);
+        let per = if mode == MV_SWIGLU { r / 2 } else { r };
+        let units_per_cta = MV_WARPS / ks;
         let mut ctas = 0usize;
         for (i, j) in jobs.iter().enumerate() {
+            if mode == MV_SWIGLU && i > 0 {
+                break;
+            }
             let rows = usize::try_from(j.rows).unwrap_or(0);
-            let units = if mode == MV_SWIGLU {
-                if i == 0 {
-                    rows
-                } else {
-                    0
-                }
-            } else {
-                rows.div_ceil(2)
-            };
-            ctas += units.div_ceil(MV_WARPS);
+            ctas += rows.div_ceil(per).div_ceil(units_per_cta);
         }
         if ctas == 0 {
             return Ok(());
@@ -83,9 +109,16 @@ impl CudaBackend {
             op,
             detail: format!("{ctas} CTAs are too many"),
         })?;
+        let cols32 = i32_arg(op, "cols", cols)?;
+        let ks32 = ks as i32;
         let [a, b, c] = jobs;
-        let mut l = Launch::new(self.stream(), &self.k.matvec);
-        l.0.arg(&x).arg(&cols).arg(&mode);
+        let f = if r == 4 {
+            &self.k.matvec4
+        } else {
+            &self.k.matvec
+        };
+        let mut l = Launch::new(self.stream(), f);
+        l.0.arg(&x).arg(&cols32).arg(&mode).arg(&ks32);
         l.0.arg(&a.w).arg(&a.t).arg(&a.rows).arg(&a.y);
         l.0.arg(&b.w).arg(&b.t).arg(&b.rows).arg(&b.y);
         l.0.arg(&c.w).arg(&c.t).arg(&c.rows).arg(&c.y);

@@ -12,16 +12,16 @@
 //! gate/up with SwiGLU in the epilogue); RMSNorm; rotary embedding with Llama 3.1 frequency
 //! factors fused with the f16 KV store; SwiGLU; residual add; argmax; decode attention (GQA)
 //! over an f16 KV cache, split along the context (flash-decoding, online softmax) and merged by
-//! a second kernel; repetition penalty and top-k selection for sampling.
+//! the last CTA of each head; repetition penalty and top-k selection for sampling.
 //!
 //! The per-layer decode step [`forward_layer`] reads a layer's nine weights through
 //! [`DeviceLayerWeights`] (views into device memory the caller owns) and keeps activations and
-//! the f16 KV cache of every layer in a [`GpuState`] (9 launches a layer, no host sync; the
+//! the f16 KV cache of every layer in a [`GpuState`] (8 launches a layer, no host sync; the
 //! position and token live in device memory; streams and events for a streaming caller).
 //! [`CudaModel`] is the resident-mode convenience: the whole GGUF in one device buffer, the
 //! decode step replayed from a CUDA graph (`VRAMLESS_CUDA_GRAPH=0` or
 //! [`CudaModel::set_cuda_graph`] turns it off), final norm, LM head and argmax (or top-k) on the
-//! GPU. Prompts still go through the decode path one token at a time.
+//! GPU. Prompts of two or more tokens go through the batched tensor-core path.
 
 mod attention;
 mod backend;

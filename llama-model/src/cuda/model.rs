@@ -1,9 +1,8 @@
-//! A whole model resident in VRAM: every tensor of a GGUF uploaded into one device buffer,
-//! run one token at a time on the GPU ([`forward_layer`] per layer, final norm, LM head and
-//! argmax on the GPU).
-//!
-//! Prompts are fed token by token through the decode path for now (one matrix-vector product
-//! per weight per token); batched tensor-core prefill is not built yet.
+//! A whole model resident in VRAM: every tensor of a GGUF uploaded into one device buffer.
+//! Decode runs one token at a time on the GPU (the embedding and every layer's
+//! [`forward_layer`] kernels replayed from one captured CUDA graph unless turned off; final
+//! norm, LM head and argmax or top-k on the GPU). Prompts of two or more tokens go through the
+//! batched tensor-core path (`prefill` child module).
 
 mod prefill;
 

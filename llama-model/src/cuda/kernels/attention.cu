@@ -1,7 +1,7 @@
 // Decode attention (one query token) over an f16 KV cache, split along the context
 // (flash-decoding): CTA (h, s) attends query head h to its split of the positions and writes
-// its partial (max, sum of exponentials, weighted sum of V); attn_combine merges the partials
-// of each head. Grouped-query attention: query head h reads KV head h / (n_heads / n_kv_heads).
+// its partial (max, sum of exponentials, weighted sum of V); the last CTA of each head merges
+// the head's partials. Grouped-query attention: query head h reads KV head h / (n_heads / n_kv_heads).
 //
 // The context length is either a launch parameter or read from device memory (`step[0]` is
 // the position of the token being decoded, so n_ctx = step[0] + 1): a captured CUDA graph
@@ -81,11 +81,15 @@ extern "C" __global__ void rope_kv(float* qkv, u16* __restrict__ kc, u16* __rest
     }
 }
 
-// Context length: step[0] + 1 when `step` is not null, else n_ctx.
+// Context length: step[0] + 1 when `step` is not null, else n_ctx. The last CTA of a head to
+// finish (counted in counters[h], which it resets to 0 for the next launch) merges the head's
+// partials into out[h]: out[h][d] = sum_s acc_s[d] exp(m_s - M) / sum_s l_s exp(m_s - M), empty
+// splits (m_s = -inf, l_s = 0) weighing nothing.
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 attn_partial(const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
-             float* __restrict__ scratch, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
-             int n_ctx, const u32* __restrict__ step, float scale) {
+             float* scratch, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
+             int n_ctx, const u32* __restrict__ step, float scale, float* __restrict__ att,
+             u32* counters) {
     __shared__ float qs[ATTN_MAX_HEAD_DIM];
     __shared__ float p[ATTN_CHUNK];
     __shared__ float red[ATTN_THREADS / WARP];
@@ -170,27 +174,29 @@ attn_partial(const float* __restrict__ q, const u16* __restrict__ kc, const u16*
         out[0] = m;
         out[1] = l;
     }
-}
-
-// out[h][d] = sum_s acc_s[d] * exp(m_s - M) / sum_s l_s * exp(m_s - M); one CTA per head.
-// Empty splits (m_s = -inf, l_s = 0) weigh nothing.
-extern "C" __global__ void attn_combine(const float* __restrict__ scratch, float* __restrict__ out,
-                                        int head_dim, int n_splits) {
-    const int h = blockIdx.x;
-    const float* base = scratch + (size_t)h * n_splits * (head_dim + 2);
-    float mx = -__int_as_float(0x7f800000);
-    for (int s = 0; s < n_splits; ++s) mx = fmaxf(mx, base[(size_t)s * (head_dim + 2)]);
-    float l = 0.0f;
-    for (int s = 0; s < n_splits; ++s) {
-        const float* ps = base + (size_t)s * (head_dim + 2);
-        if (ps[1] > 0.0f) l += ps[1] * expf(ps[0] - mx);
+    // Merge: the last CTA of this head.
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&counters[h], 1u) == (u32)(n_splits - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const volatile float* base = scratch + (size_t)h * n_splits * (head_dim + 2);
+    float mx = NEG_INF;
+    for (int sp = 0; sp < n_splits; ++sp) mx = fmaxf(mx, base[(size_t)sp * (head_dim + 2)]);
+    float lt = 0.0f;
+    for (int sp = 0; sp < n_splits; ++sp) {
+        const volatile float* ps = base + (size_t)sp * (head_dim + 2);
+        if (ps[1] > 0.0f) lt += ps[1] * expf(ps[0] - mx);
     }
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int s = 0; s < n_splits; ++s) {
-            const float* ps = base + (size_t)s * (head_dim + 2);
-            if (ps[1] > 0.0f) acc += ps[2 + d] * expf(ps[0] - mx);
+    for (int d = threadIdx.x; d < head_dim; d += ATTN_THREADS) {
+        float a = 0.0f;
+        for (int sp = 0; sp < n_splits; ++sp) {
+            const volatile float* ps = base + (size_t)sp * (head_dim + 2);
+            if (ps[1] > 0.0f) a += ps[2 + d] * expf(ps[0] - mx);
         }
-        out[(size_t)h * head_dim + d] = acc / l;
+        att[(size_t)h * head_dim + d] = a / lt;
     }
+    if (threadIdx.x == 0) counters[h] = 0;
 }

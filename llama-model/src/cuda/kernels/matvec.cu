@@ -4,8 +4,9 @@
 // f32 accumulation, warp-shuffle reductions.
 //
 // One launch serves up to three weights that share one input x (e.g. Q, K and V), each CTA
-// working on one of them (uniform per CTA). A warp computes two matrix rows at once ("a
-// unit"), so every load of x feeds two rows. Modes:
+// working on one of them (uniform per CTA). A unit of R matrix rows (R = 2 in matvec_multi, 4
+// in matvec_multi4) is computed together, so every load of x feeds R rows; `ks` warps of the
+// CTA split a unit's row length and add their sums in shared memory. Modes:
 //   MV_STORE  y[r] = W[r] . x
 //   MV_ACCUM  y[r] += W[r] . x        (residual add fused into the epilogue)
 //   MV_SWIGLU y0[r] = silu(W0[r] . x) * (W1[r] . x)   (gate and up of the FFN, one output)
@@ -120,17 +121,17 @@ __device__ __forceinline__ float dot8(const float* v, const float* x0, const flo
 
 // This lane's (unreduced) share of row . x, for any type at any byte offset.
 __device__ float dot_generic(int t, const u8* row, int cols, const float* __restrict__ x,
-                             int lane) {
+                             int lane, int wi, int nw) {
     float acc = 0.0f;
     float v[8];
     int e0, e1;
     if (is_float_type(t)) {
-        for (int c = lane; c < cols; c += WARP) acc += float_elem(t, row, c) * x[c];
+        for (int c = lane + WARP * wi; c < cols; c += WARP * nw) acc += float_elem(t, row, c) * x[c];
     } else if (t == T_Q4_K || t == T_Q5_K || t == T_Q6_K) {
         const int bb = type_block_bytes(t);
         const int nb = cols / 256;
 #pragma unroll 2
-        for (int sb = 0; sb < nb; ++sb) {
+        for (int sb = wi; sb < nb; sb += nw) {
             decode8(t, row + (size_t)sb * bb, lane, v, &e0, &e1);
             const float* xs = x + (size_t)sb * 256;
             acc += dot8(v, xs + e0, xs + e1);
@@ -140,7 +141,7 @@ __device__ float dot_generic(int t, const u8* row, int cols, const float* __rest
         const int nb = cols / 32;
         const int s = lane & 3;
 #pragma unroll 2
-        for (int blk = lane >> 2; blk < nb; blk += 8) {
+        for (int blk = (lane >> 2) + 8 * wi; blk < nb; blk += 8 * nw) {
             decode8(t, row + (size_t)blk * bb, s, v, &e0, &e1);
             const float* xs = x + (size_t)blk * 32;
             acc += dot8(v, xs + e0, xs + e1);
@@ -187,17 +188,23 @@ __device__ __forceinline__ void q4k_sm(u32 y, u32 z, u32 w, int g, float* sc, fl
 // Q4_K, 16-byte aligned rows: lane j = lane % 8 takes nibble bytes 16j..16j+15 of super-block
 // lane / 8 (+4 per step): elements 64c + 16h + (0..16) (low nibbles, group 2c) and
 // 64c + 32 + 16h + (0..16) (high nibbles, group 2c + 1), c = j / 2, h = j % 2.
-__device__ __forceinline__ void dot2_q4k(const u8* r0, const u8* r1, int cols,
-                                         const float* __restrict__ x, int lane, float* a0,
-                                         float* a1) {
+template <int R>
+__device__ __forceinline__ void dot_q4k(const u8* const* rows, int cols,
+                                        const float* __restrict__ x, int lane, int wi, int nw,
+                                        float* acc) {
     const int nb = cols / 256;
     const int j = lane & 7;
     const int c = j >> 1;
     const int xo = 64 * c + 16 * (j & 1);
-    float acc[2] = {0.0f, 0.0f};
-    const u8* rows[2] = {r0, r1};
 #pragma unroll 2
-    for (int sb = lane >> 3; sb < nb; sb += 4) {
+    for (int sb = (lane >> 3) + 4 * wi; sb < nb; sb += 4 * nw) {
+        uint4 hd[R], q[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const u8* b = rows[r] + (size_t)sb * 144;
+            hd[r] = __ldg((const uint4*)b);
+            q[r] = __ldg((const uint4*)(b + 16 + 16 * j));
+        }
         const float* xs = x + (size_t)sb * 256 + xo;
         float4 xl[4], xh[4];
 #pragma unroll
@@ -208,16 +215,13 @@ __device__ __forceinline__ void dot2_q4k(const u8* r0, const u8* r1, int cols,
         const float sl = sum4(xl[0]) + sum4(xl[1]) + sum4(xl[2]) + sum4(xl[3]);
         const float sh = sum4(xh[0]) + sum4(xh[1]) + sum4(xh[2]) + sum4(xh[3]);
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const u8* b = rows[r] + (size_t)sb * 144;
-            const uint4 hd = __ldg((const uint4*)b);
-            const uint4 q = __ldg((const uint4*)(b + 16 + 16 * j));
-            const float d = half_bits_to_f32((u16)(hd.x & 0xFFFF));
-            const float dmin = half_bits_to_f32((u16)(hd.x >> 16));
+        for (int r = 0; r < R; ++r) {
+            const float d = half_bits_to_f32((u16)(hd[r].x & 0xFFFF));
+            const float dmin = half_bits_to_f32((u16)(hd[r].x >> 16));
             float sc0, mn0, sc1, mn1;
-            q4k_sm(hd.y, hd.z, hd.w, 2 * c, &sc0, &mn0);
-            q4k_sm(hd.y, hd.z, hd.w, 2 * c + 1, &sc1, &mn1);
-            const u32 qw[4] = {q.x, q.y, q.z, q.w};
+            q4k_sm(hd[r].y, hd[r].z, hd[r].w, 2 * c, &sc0, &mn0);
+            q4k_sm(hd[r].y, hd[r].z, hd[r].w, 2 * c + 1, &sc1, &mn1);
+            const u32 qw[4] = {q[r].x, q[r].y, q[r].z, q[r].w};
             float dl = 0.0f, dh = 0.0f;
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
@@ -227,85 +231,88 @@ __device__ __forceinline__ void dot2_q4k(const u8* r0, const u8* r1, int cols,
             acc[r] += d * (sc0 * dl + sc1 * dh) - dmin * (mn0 * sl + mn1 * sh);
         }
     }
-    *a0 = acc[0];
-    *a1 = acc[1];
 }
 
 // Q6_K, 4-byte aligned rows (blocks then alternate 0 / 2 mod 4: 2-byte loads): 16 lanes per
 // super-block; lane s = lane % 16: half h = s / 8, run m = 4 (s % 8) of the half's 32 qh bytes,
 // elements 128h + 32k + m + (0..4) for k = 0..3.
-__device__ __forceinline__ void dot2_q6k(const u8* r0, const u8* r1, int cols,
-                                         const float* __restrict__ x, int lane, float* a0,
-                                         float* a1) {
+template <int R>
+__device__ __forceinline__ void dot_q6k(const u8* const* rows, int cols,
+                                        const float* __restrict__ x, int lane, int wi, int nw,
+                                        float* acc) {
     const int nb = cols / 256;
     const int s = lane & 15;
     const int h = s >> 3;
     const int m = (s & 7) * 4;
     const int scsh = 8 * (m >> 4);
-    float acc[2] = {0.0f, 0.0f};
-    const u8* rows[2] = {r0, r1};
 #pragma unroll 2
-    for (int sb = lane >> 4; sb < nb; sb += 2) {
+    for (int sb = (lane >> 4) + 2 * wi; sb < nb; sb += 2 * nw) {
+        u32 qa[R], qb[R], qh[R];
+        u16 dh[R], sw[R][4];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const u8* b = rows[r] + (size_t)sb * 210;
+            qa[r] = ld_u32_a2(b + 64 * h + m);
+            qb[r] = ld_u32_a2(b + 64 * h + 32 + m);
+            qh[r] = ld_u32_a2(b + 128 + 32 * h + m);
+            dh[r] = *(const u16*)(b + 208);
+            const u16* scw = (const u16*)(b + 192 + 8 * h);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) sw[r][k] = scw[k];
+        }
         const float* xs = x + (size_t)sb * 256 + 128 * h + m;
         float4 xk[4];
 #pragma unroll
         for (int k = 0; k < 4; ++k) xk[k] = ldx4(xs + 32 * k);
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const u8* b = rows[r] + (size_t)sb * 210;
-            const u32 qa = ld_u32_a2(b + 64 * h + m);
-            const u32 qb = ld_u32_a2(b + 64 * h + 32 + m);
-            const u32 qh = ld_u32_a2(b + 128 + 32 * h + m);
-            const float d = half_bits_to_f32(*(const u16*)(b + 208));
-            const u16* scw = (const u16*)(b + 192 + 8 * h);
+        for (int r = 0; r < R; ++r) {
             const u32 q[4] = {
-                (qa & 0x0F0F0F0Fu) | ((qh << 4) & 0x30303030u),
-                (qb & 0x0F0F0F0Fu) | ((qh << 2) & 0x30303030u),
-                ((qa >> 4) & 0x0F0F0F0Fu) | (qh & 0x30303030u),
-                ((qb >> 4) & 0x0F0F0F0Fu) | ((qh >> 2) & 0x30303030u),
+                (qa[r] & 0x0F0F0F0Fu) | ((qh[r] << 4) & 0x30303030u),
+                (qb[r] & 0x0F0F0F0Fu) | ((qh[r] << 2) & 0x30303030u),
+                ((qa[r] >> 4) & 0x0F0F0F0Fu) | (qh[r] & 0x30303030u),
+                ((qb[r] >> 4) & 0x0F0F0F0Fu) | ((qh[r] >> 2) & 0x30303030u),
             };
             float t = 0.0f;
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
-                const float sc = (float)(i8)(u8)(scw[k] >> scsh);
+                const float sc = (float)(i8)(u8)(sw[r][k] >> scsh);
                 t += sc * dot4b(q[k], xk[k], 8388640.0f);
             }
-            acc[r] += d * t;
+            acc[r] += half_bits_to_f32(dh[r]) * t;
         }
     }
-    *a0 = acc[0];
-    *a1 = acc[1];
 }
 
 // Q8_0 (2-byte aligned): 2 lanes per block, 16 quants a lane, 16 blocks a step.
-__device__ __forceinline__ void dot2_q80(const u8* r0, const u8* r1, int cols,
-                                         const float* __restrict__ x, int lane, float* a0,
-                                         float* a1) {
+template <int R>
+__device__ __forceinline__ void dot_q80(const u8* const* rows, int cols,
+                                        const float* __restrict__ x, int lane, int wi, int nw,
+                                        float* acc) {
     const int nb = cols / 32;
     const int hf = lane & 1;
-    float acc[2] = {0.0f, 0.0f};
-    const u8* rows[2] = {r0, r1};
 #pragma unroll 2
-    for (int blk = lane >> 1; blk < nb; blk += 16) {
+    for (int blk = (lane >> 1) + 16 * wi; blk < nb; blk += 16 * nw) {
+        u32 w[R][4];
+        u16 dh[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const u8* b = rows[r] + (size_t)blk * 34;
+            dh[r] = *(const u16*)b;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) w[r][i] = ld_u32_a2(b + 2 + 16 * hf + 4 * i);
+        }
         const float* xs = x + (size_t)blk * 32 + 16 * hf;
         float4 xv[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) xv[i] = ldx4(xs + 4 * i);
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const u8* b = rows[r] + (size_t)blk * 34;
-            const float d = half_bits_to_f32(*(const u16*)b);
+        for (int r = 0; r < R; ++r) {
             float t = 0.0f;
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const u32 w = ld_u32_a2(b + 2 + 16 * hf + 4 * i) ^ 0x80808080u;
-                t += dot4b(w, xv[i], 8388736.0f);
-            }
-            acc[r] += d * t;
+            for (int i = 0; i < 4; ++i) t += dot4b(w[r][i] ^ 0x80808080u, xv[i], 8388736.0f);
+            acc[r] += half_bits_to_f32(dh[r]) * t;
         }
     }
-    *a0 = acc[0];
-    *a1 = acc[1];
 }
 
 __device__ __forceinline__ float2 h2f(u32 w) {
@@ -317,98 +324,106 @@ __device__ __forceinline__ float2 b2f(u32 w) {
 }
 
 // F16 / BF16 (16-byte aligned rows, cols % 8 == 0): 8 elements a lane a step.
-template <bool BF>
-__device__ __forceinline__ void dot2_h(const u8* r0, const u8* r1, int cols,
-                                       const float* __restrict__ x, int lane, float* a0,
-                                       float* a1) {
-    float acc[2] = {0.0f, 0.0f};
-    const u8* rows[2] = {r0, r1};
+template <int R, bool BF>
+__device__ __forceinline__ void dot_h(const u8* const* rows, int cols,
+                                      const float* __restrict__ x, int lane, int wi, int nw,
+                                        float* acc) {
 #pragma unroll 2
-    for (int c = lane * 8; c < cols; c += WARP * 8) {
+    for (int c = (lane + WARP * wi) * 8; c < cols; c += WARP * nw * 8) {
+        uint4 w[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) w[r] = __ldg((const uint4*)(rows[r] + 2 * (size_t)c));
         const float4 xa = ldx4(x + c);
         const float4 xb = ldx4(x + c + 4);
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const uint4 w = __ldg((const uint4*)(rows[r] + 2 * (size_t)c));
-            const float2 p = BF ? b2f(w.x) : h2f(w.x);
-            const float2 q = BF ? b2f(w.y) : h2f(w.y);
-            const float2 u = BF ? b2f(w.z) : h2f(w.z);
-            const float2 v = BF ? b2f(w.w) : h2f(w.w);
+        for (int r = 0; r < R; ++r) {
+            const float2 p = BF ? b2f(w[r].x) : h2f(w[r].x);
+            const float2 q = BF ? b2f(w[r].y) : h2f(w[r].y);
+            const float2 u = BF ? b2f(w[r].z) : h2f(w[r].z);
+            const float2 v = BF ? b2f(w[r].w) : h2f(w[r].w);
             acc[r] += p.x * xa.x + p.y * xa.y + q.x * xa.z + q.y * xa.w + u.x * xb.x +
                       u.y * xb.y + v.x * xb.z + v.y * xb.w;
         }
     }
-    *a0 = acc[0];
-    *a1 = acc[1];
 }
 
 // F32 (16-byte aligned rows, cols % 4 == 0).
-__device__ __forceinline__ void dot2_f32(const u8* r0, const u8* r1, int cols,
-                                         const float* __restrict__ x, int lane, float* a0,
-                                         float* a1) {
-    float acc[2] = {0.0f, 0.0f};
-    const u8* rows[2] = {r0, r1};
+template <int R>
+__device__ __forceinline__ void dot_f32(const u8* const* rows, int cols,
+                                        const float* __restrict__ x, int lane, int wi, int nw,
+                                        float* acc) {
 #pragma unroll 2
-    for (int c = lane * 4; c < cols; c += WARP * 4) {
+    for (int c = (lane + WARP * wi) * 4; c < cols; c += WARP * nw * 4) {
+        float4 w[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) w[r] = __ldg((const float4*)(rows[r] + 4 * (size_t)c));
         const float4 xa = ldx4(x + c);
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const float4 w = __ldg((const float4*)(rows[r] + 4 * (size_t)c));
-            acc[r] += w.x * xa.x + w.y * xa.y + w.z * xa.z + w.w * xa.w;
-        }
+        for (int r = 0; r < R; ++r)
+            acc[r] += w[r].x * xa.x + w[r].y * xa.y + w[r].z * xa.z + w[r].w * xa.w;
     }
-    *a0 = acc[0];
-    *a1 = acc[1];
 }
 
-// Two rows (same type, same cols) dotted with x: this lane's unreduced shares.
-__device__ __forceinline__ void dot2(int t, const u8* r0, const u8* r1, size_t rb, int cols,
-                                     const float* __restrict__ x, int lane, float* a0,
-                                     float* a1) {
-    const size_t base = (size_t)r0 | (size_t)r1;
+// R rows (same type, same cols) dotted with x: this lane's unreduced shares in acc[0..R).
+template <int R>
+__device__ __forceinline__ void dot_rows(int t, const u8* const* rows, size_t rb, int cols,
+                                         const float* __restrict__ x, int lane, int wi, int nw,
+                                        float* acc) {
+    size_t base = rb;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        base |= (size_t)rows[r];
+        acc[r] = 0.0f;
+    }
     switch (t) {
         case T_Q4_K:
-            if (((base | rb) & 15) == 0) { dot2_q4k(r0, r1, cols, x, lane, a0, a1); return; }
+            if ((base & 15) == 0) { dot_q4k<R>(rows, cols, x, lane, wi, nw, acc); return; }
             break;
         case T_Q6_K:
-            if (((base | rb) & 3) == 0) { dot2_q6k(r0, r1, cols, x, lane, a0, a1); return; }
+            if ((base & 3) == 0) { dot_q6k<R>(rows, cols, x, lane, wi, nw, acc); return; }
             break;
         case T_Q8_0:
-            if (((base | rb) & 1) == 0) { dot2_q80(r0, r1, cols, x, lane, a0, a1); return; }
+            if ((base & 1) == 0) { dot_q80<R>(rows, cols, x, lane, wi, nw, acc); return; }
             break;
         case T_F16:
-            if (((base | rb) & 15) == 0) { dot2_h<false>(r0, r1, cols, x, lane, a0, a1); return; }
+            if ((base & 15) == 0) { dot_h<R, false>(rows, cols, x, lane, wi, nw, acc); return; }
             break;
         case T_BF16:
-            if (((base | rb) & 15) == 0) { dot2_h<true>(r0, r1, cols, x, lane, a0, a1); return; }
+            if ((base & 15) == 0) { dot_h<R, true>(rows, cols, x, lane, wi, nw, acc); return; }
             break;
         case T_F32:
-            if (((base | rb) & 15) == 0) { dot2_f32(r0, r1, cols, x, lane, a0, a1); return; }
+            if ((base & 15) == 0) { dot_f32<R>(rows, cols, x, lane, wi, nw, acc); return; }
             break;
         default:
             break;
     }
-    *a0 = dot_generic(t, r0, cols, x, lane);
-    *a1 = dot_generic(t, r1, cols, x, lane);
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = dot_generic(t, rows[r], cols, x, lane, wi, nw);
 }
 
-// Units (warps' work items) of a job: two rows each, or one output row (gate + up) in swiglu.
-__device__ __forceinline__ int mv_units(int mode, int rows) {
-    return mode == MV_SWIGLU ? rows : (rows + 1) / 2;
+// Units (CTAs' work items) of a job: R rows each, or R / 2 output rows (gate + up pairs) in
+// swiglu.
+__device__ __forceinline__ int mv_units(int mode, int rows, int r) {
+    const int per = mode == MV_SWIGLU ? r / 2 : r;
+    return (rows + per - 1) / per;
 }
 
 // `x` must be 16-byte aligned (device allocations are; the Rust side checks). Job j is
 // (w_j, t_j, rows_j, y_j); a job with rows_j == 0 is absent. In MV_SWIGLU, job 0 is the gate
 // and job 1 the up projection (same type and rows), the output goes to y0, job 2 is absent.
-extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP)
-matvec_multi(const float* __restrict__ x, int cols, int mode,
-             const u8* __restrict__ w0, int t0, int rows0, float* y0,
-             const u8* __restrict__ w1, int t1, int rows1, float* y1,
-             const u8* __restrict__ w2, int t2, int rows2, float* y2) {
+// `ks` (1, 2 or 4) warps work on one unit, splitting the row length (interleaved steps); a CTA
+// holds MV_WARPS / ks units; the partial sums meet in shared memory.
+template <int R>
+__device__ __forceinline__ void matvec_body(const float* __restrict__ x, int cols, int mode, int ks,
+                                            const u8* w0, int t0, int rows0, float* y0,
+                                            const u8* w1, int t1, int rows1, float* y1,
+                                            const u8* w2, int t2, int rows2, float* y2) {
+    __shared__ float red[MV_WARPS][R];
     const int lane = threadIdx.x & (WARP - 1);
     const int warp = threadIdx.x >> 5;
-    const int c0 = (mv_units(mode, rows0) + MV_WARPS - 1) / MV_WARPS;
-    const int c1 = mode == MV_SWIGLU ? 0 : (mv_units(mode, rows1) + MV_WARPS - 1) / MV_WARPS;
+    const int upc = MV_WARPS / ks;  // units per CTA
+    const int c0 = (mv_units(mode, rows0, R) + upc - 1) / upc;
+    const int c1 = mode == MV_SWIGLU ? 0 : (mv_units(mode, rows1, R) + upc - 1) / upc;
     int cta = blockIdx.x;
     const u8* w;
     int t, rows;
@@ -422,35 +437,76 @@ matvec_multi(const float* __restrict__ x, int cols, int mode,
         cta -= c0 + c1;
         w = w2; t = t2; rows = rows2; y = y2;
     }
-    const int unit = cta * MV_WARPS + warp;
-    if (unit >= mv_units(mode, rows)) return;
+    const int unit = cta * upc + warp / ks;
+    const int wi = warp % ks;
+    const bool active = unit < mv_units(mode, rows, R);
     const size_t rb = row_bytes(t, cols);
-    const u8* p0;
-    const u8* p1;
-    int r0, r1;
+    const u8* p[R];
+    int rr[R];
     if (mode == MV_SWIGLU) {
-        r0 = unit;
-        r1 = unit;
-        p0 = w0 + (size_t)unit * rb;
-        p1 = w1 + (size_t)unit * rb;
+#pragma unroll
+        for (int i = 0; i < R / 2; ++i) {
+            const int r = max(0, min(unit * (R / 2) + i, rows - 1));
+            rr[2 * i] = rr[2 * i + 1] = r;
+            p[2 * i] = w0 + (size_t)r * rb;
+            p[2 * i + 1] = w1 + (size_t)r * rb;
+        }
     } else {
-        r0 = 2 * unit;
-        r1 = min(r0 + 1, rows - 1);
-        p0 = w + (size_t)r0 * rb;
-        p1 = w + (size_t)r1 * rb;
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            rr[i] = max(0, min(unit * R + i, rows - 1));
+            p[i] = w + (size_t)rr[i] * rb;
+        }
     }
-    float a0, a1;
-    dot2(t, p0, p1, rb, cols, x, lane, &a0, &a1);
-    a0 = warp_sum(a0);
-    a1 = warp_sum(a1);
-    if (lane != 0) return;
+    float a[R];
+    if (active) {
+        dot_rows<R>(t, p, rb, cols, x, lane, wi, ks, a);
+#pragma unroll
+        for (int i = 0; i < R; ++i) a[i] = warp_sum(a[i]);
+        if (lane == 0) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) red[warp][i] = a[i];
+        }
+    }
+    __syncthreads();
+    if (!active || lane != 0 || wi != 0) return;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+        float v = red[warp][i];
+        for (int k = 1; k < ks; ++k) v += red[warp + k][i];
+        a[i] = v;
+    }
     if (mode == MV_SWIGLU) {
-        y0[r0] = a0 / (1.0f + expf(-a0)) * a1;
-    } else if (mode == MV_ACCUM) {
-        y[r0] += a0;
-        if (r1 != r0) y[r1] += a1;
-    } else {
-        y[r0] = a0;
-        if (r1 != r0) y[r1] = a1;
+#pragma unroll
+        for (int i = 0; i < R / 2; ++i) {
+            if (unit * (R / 2) + i >= rows) break;
+            const float g = a[2 * i];
+            y0[rr[2 * i]] = g / (1.0f + expf(-g)) * a[2 * i + 1];
+        }
+        return;
     }
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+        if (unit * R + i >= rows) break;
+        if (mode == MV_ACCUM) y[rr[i]] += a[i];
+        else y[rr[i]] = a[i];
+    }
+}
+
+// Two rows a unit.
+extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP)
+matvec_multi(const float* __restrict__ x, int cols, int mode, int ks,
+             const u8* __restrict__ w0, int t0, int rows0, float* y0,
+             const u8* __restrict__ w1, int t1, int rows1, float* y1,
+             const u8* __restrict__ w2, int t2, int rows2, float* y2) {
+    matvec_body<2>(x, cols, mode, ks, w0, t0, rows0, y0, w1, t1, rows1, y1, w2, t2, rows2, y2);
+}
+
+// Four rows a unit (more loads in flight, x loads shared by four rows).
+extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP)
+matvec_multi4(const float* __restrict__ x, int cols, int mode, int ks,
+              const u8* __restrict__ w0, int t0, int rows0, float* y0,
+              const u8* __restrict__ w1, int t1, int rows1, float* y1,
+              const u8* __restrict__ w2, int t2, int rows2, float* y2) {
+    matvec_body<4>(x, cols, mode, ks, w0, t0, rows0, y0, w1, t1, rows1, y1, w2, t2, rows2, y2);
 }
