@@ -175,22 +175,12 @@ pub struct GpuState {
     in_token: bool,
     x: CudaSlice<f32>,
     xn: CudaSlice<f32>,
-    #[allow(dead_code)] // per-token buffer of the earlier unfused step; kept for child modules
-    q: CudaSlice<f32>,
-    #[allow(dead_code)] // per-token buffer of the earlier unfused step; kept for child modules
-    k: CudaSlice<f32>,
-    #[allow(dead_code)] // per-token buffer of the earlier unfused step; kept for child modules
-    v: CudaSlice<f32>,
     att: CudaSlice<f32>,
-    #[allow(dead_code)] // per-token buffer of the earlier unfused step; kept for child modules
-    o: CudaSlice<f32>,
     gate: CudaSlice<f32>,
     up: CudaSlice<f32>,
     act: CudaSlice<f32>,
     scratch: CudaSlice<f32>,
     logits: CudaSlice<f32>,
-    #[allow(dead_code)] // superseded by `step`; kept for child modules
-    token: CudaSlice<u32>,
     next: CudaSlice<u32>,
     /// Q, K and V of the current token, concatenated (what `matvec_concat` writes).
     qkv: CudaSlice<f32>,
@@ -257,17 +247,12 @@ impl GpuState {
         Ok(Self {
             x: zeros(d)?,
             xn: zeros(d)?,
-            q: zeros(d)?,
-            k: zeros(kv)?,
-            v: zeros(kv)?,
             att: zeros(d)?,
-            o: zeros(d)?,
             gate: zeros(f)?,
             up: zeros(f)?,
             act: zeros(f)?,
             scratch: zeros(shape.scratch_len(max_ctx).max(fixed_scratch).max(1))?,
             logits: zeros(config.vocab_size.max(1))?,
-            token: s.alloc_zeros::<u32>(1).map_err(driver("alloc"))?,
             next: s.alloc_zeros::<u32>(1).map_err(driver("alloc"))?,
             qkv: zeros(d + 2 * kv)?,
             step: s.alloc_zeros::<u32>(2).map_err(driver("alloc"))?,
