@@ -11,7 +11,10 @@
 #
 # and carry `.device-kern` (bins.tar.xz, and a part of the SmolLM2 GGUF as model.a or model.b:
 # the 98 MB file does not fit one 64 MiB transfer, so two back-to-back calls each bring half;
-# the halves wait in /tmp/parts on the warm machine).
+# the halves wait in /tmp/parts on the warm machine, which goes back after ~30 s idle).
+# $KERN_DIR names the carried folder (default .device-kern), e.g. a first call
+# `KERN_DIR=.device-kern STAGES=kernels` with model.a, then at once
+# `KERN_DIR=.device-kern2 STAGES=forward` with model.b.
 #
 # Stages, chosen by $STAGES (space separated, default "kernels bench8b smol"):
 #   kernels  NVRTC compile test, every kernel test (cuda_kernels, cuda_fused) and the matvec
