@@ -36,8 +36,8 @@ copy; CPU: large memcpy), prefill tok/s over a synthetic prompt of --prompt-len 
 decode tok/s over --gen tokens. Prints the weight bytes one decode step reads (every layer tensor, \
 the output norm and the LM head matrix, tied or not, counted once), the GB/s decode achieves and \
 the fraction of the measured bandwidth, then one JSON line on stdout with the same numbers.\n\n\
-Note: on CUDA, prefill currently runs token by token (no batched prefill yet), so its tok/s is \
-close to decode's.",
+Note: on CUDA, prompts of several tokens run through the batched tensor-core GEMM path (one \
+pass over all prompt tokens per layer), so prefill tok/s is far above decode's.",
     after_help = "Examples:\n  bench-decode --device cpu --prompt-len 64 --gen 32\n  \
 bench-decode --device cuda --model Llama-3.1-8B-Q4_K_M.gguf   (build with --features cuda)"
 )]
@@ -236,7 +236,7 @@ fn bench_cuda(path: &Path, args: &Args, ctx: usize) -> Result<Figures, String> {
     let decode_s = t.elapsed().as_secs_f64();
     Ok(Figures {
         device: format!(
-            "cuda {arch}, CUDA graph {} (prefill token by token: no batched prefill yet)",
+            "cuda {arch}, CUDA graph {} (prefill: batched tensor-core path)",
             if model.cuda_graph_enabled() {
                 "on"
             } else {

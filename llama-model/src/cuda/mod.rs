@@ -21,7 +21,7 @@
 //! [`CudaModel`] is the resident-mode convenience: the whole GGUF in one device buffer, the
 //! decode step replayed from a CUDA graph (`VRAMLESS_CUDA_GRAPH=0` or
 //! [`CudaModel::set_cuda_graph`] turns it off), final norm, LM head and argmax (or top-k) on the
-//! GPU. Prompts of two or more tokens go through the batched tensor-core path.
+//! GPU. Prompts of four or more tokens go through the batched tensor-core path.
 
 mod attention;
 mod backend;

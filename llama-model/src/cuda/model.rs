@@ -1,7 +1,7 @@
 //! A whole model resident in VRAM: every tensor of a GGUF uploaded into one device buffer.
 //! Decode runs one token at a time on the GPU (the embedding and every layer's
 //! [`forward_layer`] kernels replayed from one captured CUDA graph unless turned off; final
-//! norm, LM head and argmax or top-k on the GPU). Prompts of two or more tokens go through the
+//! norm, LM head and argmax or top-k on the GPU). Prompts of four or more tokens go through the
 //! batched tensor-core path (`prefill` child module).
 
 mod prefill;
