@@ -23,6 +23,7 @@ const PREFILL_CHUNK: usize = 512;
 pub struct CpuEngine {
     setup: Setup,
     state: State,
+    draft: Option<State>,
     pipeline: Option<Pipeline<CpuTransfer>>,
     sources: Sources,
     stats: EngineStats,
@@ -103,6 +104,8 @@ impl CpuEngine {
             None
         };
         let state = State::new(&setup.run_config, opts.ctx, Kernel::default());
+        let draft = (!setup.draft.is_empty())
+            .then(|| State::new(&setup.draft_config, opts.ctx, Kernel::default()));
         let lb: Vec<u64> = setup.layout.layers.iter().map(|l| l.bytes).collect();
         let stats = EngineStats {
             bytes_per_pass: [
@@ -116,6 +119,7 @@ impl CpuEngine {
         Ok(Self {
             setup,
             state,
+            draft,
             pipeline,
             sources,
             stats,
@@ -150,6 +154,9 @@ impl CpuEngine {
     /// Forgets the sequence.
     pub fn reset(&mut self) {
         self.state.reset();
+        if let Some(d) = &mut self.draft {
+            d.reset();
+        }
     }
 
     /// Rolls back to the first `n` positions.
@@ -165,7 +172,7 @@ impl CpuEngine {
         let start = self.state.n_past();
         let mut last = Vec::new();
         for chunk in tokens.chunks(PREFILL_CHUNK) {
-            match self.forward(chunk) {
+            match self.forward(chunk, false) {
                 Ok(l) => last = l,
                 Err(e) => {
                     self.state.truncate(start);
@@ -178,13 +185,78 @@ impl CpuEngine {
 
     /// Feeds one token and returns the logits after it.
     pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
-        self.forward(&[token])
+        self.forward(&[token], false)
     }
 
-    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    /// One pass of the full model over `tokens` (at most 512): the logits after every one of
+    /// them, `tokens.len()` rows of the vocabulary size. The positions stay committed.
+    pub fn verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() || tokens.len() > PREFILL_CHUNK {
+            return Err(EngineError::Usage(format!(
+                "a verify pass takes 1 to {PREFILL_CHUNK} tokens, not {}",
+                tokens.len()
+            )));
+        }
+        self.forward(tokens, true)
+    }
+
+    /// Positions in the draft's KV cache (0 without a draft).
+    pub fn draft_n_past(&self) -> usize {
+        self.draft.as_ref().map_or(0, State::n_past)
+    }
+
+    /// Rolls the draft's cache back to its first `n` positions.
+    pub fn draft_truncate(&mut self, n: usize) {
+        if let Some(d) = &mut self.draft {
+            d.truncate(n);
+        }
+    }
+
+    /// Feeds `tokens` through the draft (its resident layers, then the final norm and LM
+    /// head) and returns the logits after the last. All or nothing.
+    pub fn draft_feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let Self { setup, draft, .. } = self;
+        let state = draft.as_mut().ok_or_else(|| {
+            EngineError::Usage("the engine was opened without draft layers".into())
+        })?;
+        if tokens.is_empty() {
+            return Err(EngineError::Usage("no tokens to feed".into()));
+        }
+        let start = state.n_past();
+        let r = (|| {
+            let file = setup.file.as_bytes();
+            let mut last = Vec::new();
+            for chunk in tokens.chunks(PREFILL_CHUNK) {
+                let hidden =
+                    embed(&global_view(file, &setup.layout.token_embd)?, chunk).map_err(cpu_err)?;
+                state.begin_batch(hidden).map_err(cpu_err)?;
+                for (k, &i) in setup.draft.iter().enumerate() {
+                    let layer = &setup.layout.layers[i];
+                    let w = layer_views(layer, resident_bytes(file, layer)?)?;
+                    forward_layer(k, &w, state).map_err(cpu_err)?;
+                }
+                state.end_batch();
+                last = logits(
+                    state.hidden(),
+                    &global_view(file, &setup.layout.output_norm)?,
+                    &global_view(file, &setup.layout.lm_head)?,
+                    setup.config.rms_eps,
+                    state.kernel(),
+                )
+                .map_err(cpu_err)?;
+            }
+            Ok(last)
+        })();
+        if r.is_err() {
+            state.truncate(start);
+        }
+        r
+    }
+
+    fn forward(&mut self, tokens: &[u32], all_rows: bool) -> Result<Vec<f32>> {
         let t0 = Instant::now();
         let start = self.state.n_past();
-        let r = self.forward_inner(tokens);
+        let r = self.forward_inner(tokens, all_rows);
         match r {
             Ok((logits, pstats)) => {
                 self.stats
@@ -209,6 +281,7 @@ impl CpuEngine {
     fn forward_inner(
         &mut self,
         tokens: &[u32],
+        all_rows: bool,
     ) -> Result<(Vec<f32>, Option<slep_pipeline::PipelineStats>)> {
         let Self {
             setup,
@@ -258,14 +331,26 @@ impl CpuEngine {
             }
         }
         state.end_batch();
-        let out = logits(
-            state.hidden(),
-            &global_view(file, &setup.layout.output_norm)?,
-            &global_view(file, &setup.layout.lm_head)?,
-            setup.config.rms_eps,
-            state.kernel(),
-        )
-        .map_err(cpu_err)?;
+        let (norm, head) = (
+            global_view(file, &setup.layout.output_norm)?,
+            global_view(file, &setup.layout.lm_head)?,
+        );
+        let hidden = state.hidden();
+        let dim = setup.config.dim;
+        let rows = if all_rows { tokens.len() } else { 1 };
+        let mut out = Vec::new();
+        for r in (0..rows).rev() {
+            let end = hidden.len().saturating_sub(r * dim);
+            let row = logits(
+                &hidden[..end],
+                &norm,
+                &head,
+                setup.config.rms_eps,
+                state.kernel(),
+            )
+            .map_err(cpu_err)?;
+            out.extend_from_slice(&row);
+        }
         Ok((out, pstats))
     }
 }

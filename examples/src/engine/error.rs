@@ -52,6 +52,19 @@ pub enum EngineError {
         /// The least budget that runs.
         need: String,
     },
+    /// The self-speculative draft's layers do not all fit on the device.
+    #[error(
+        "the draft's first {layers} layers ({bytes}) do not fit in the {room} the device budget \
+         leaves for resident layers: lower --draft-layers or raise --vram-budget"
+    )]
+    DraftNotResident {
+        /// Draft layers asked for.
+        layers: usize,
+        /// Their bytes.
+        bytes: String,
+        /// Device bytes left for resident layers.
+        room: String,
+    },
     /// A flag is inconsistent with the rest.
     #[error("{0}")]
     Usage(String),

@@ -92,6 +92,8 @@ pub struct GpuEngine {
     setup: Setup,
     backend: Arc<CudaBackend>,
     state: GpuState,
+    draft: Option<GpuState>,
+    vbatch: Option<GpuBatch>,
     embd: CudaSlice<u8>,
     norm: CudaSlice<u8>,
     head: Option<CudaSlice<u8>>,
@@ -196,6 +198,14 @@ impl GpuEngine {
         };
         let state = GpuState::new(backend.clone(), &setup.run_config, opts.ctx)
             .map_err(gpu_err("KV cache and activations"))?;
+        let draft = if setup.draft.is_empty() {
+            None
+        } else {
+            Some(
+                GpuState::new(backend.clone(), &setup.draft_config, opts.ctx)
+                    .map_err(gpu_err("the draft's KV cache and activations"))?,
+            )
+        };
         let lb: Vec<u64> = lay.layers.iter().map(|l| l.bytes).collect();
         let stats = EngineStats {
             bytes_per_pass: [
@@ -210,6 +220,8 @@ impl GpuEngine {
             setup,
             backend,
             state,
+            draft,
+            vbatch: None,
             embd,
             norm,
             head,
@@ -259,6 +271,149 @@ impl GpuEngine {
     /// Forgets the sequence.
     pub fn reset(&mut self) {
         self.state.reset();
+        if let Some(d) = &mut self.draft {
+            d.reset();
+        }
+    }
+
+    /// Positions in the draft's KV cache (0 without a draft).
+    pub fn draft_n_past(&self) -> usize {
+        self.draft.as_ref().map_or(0, GpuState::n_past)
+    }
+
+    /// Rolls the draft's cache back to its first `n` positions.
+    pub fn draft_truncate(&mut self, n: usize) {
+        if let Some(d) = &mut self.draft {
+            d.truncate(n);
+        }
+    }
+
+    /// Feeds `tokens` one by one through the draft (its device-resident layers), then runs
+    /// `head` on the draft's hidden state. All or nothing.
+    fn draft_run<T>(
+        &mut self,
+        tokens: &[u32],
+        head: impl FnOnce(
+            &mut GpuState,
+            &DeviceWeight<'_>,
+            &DeviceWeight<'_>,
+        ) -> std::result::Result<T, CudaError>,
+    ) -> Result<T> {
+        let Self {
+            setup,
+            draft,
+            resident,
+            embd,
+            norm,
+            head: hbuf,
+            ..
+        } = self;
+        let state = draft.as_mut().ok_or_else(|| {
+            EngineError::Usage("the engine was opened without draft layers".into())
+        })?;
+        if tokens.is_empty() {
+            return Err(EngineError::Usage("no tokens to feed".into()));
+        }
+        let start = state.n_past();
+        let r = (|| {
+            let lay = &setup.layout;
+            let e = global(embd, &lay.token_embd)?;
+            for &t in tokens {
+                state
+                    .begin_token(&e, t)
+                    .map_err(gpu_err("draft embedding"))?;
+                for (k, &i) in setup.draft.iter().enumerate() {
+                    let buf = resident.get(&i).ok_or_else(|| {
+                        EngineError::Compute(format!("draft layer {i} is not on the device"))
+                    })?;
+                    forward_layer(k, &layer_views(&lay.layers[i], buf)?, state)
+                        .map_err(gpu_err("draft layer"))?;
+                }
+                state.end_token().map_err(gpu_err("draft end of token"))?;
+            }
+            let n = global(norm, &lay.output_norm)?;
+            let h = global(hbuf.as_ref().unwrap_or(embd), &lay.lm_head)?;
+            head(state, &n, &h).map_err(gpu_err("draft LM head"))
+        })();
+        if r.is_err() {
+            state.truncate(start);
+        }
+        r
+    }
+
+    /// Feeds `tokens` through the draft; the logits after the last.
+    pub fn draft_feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.draft_run(tokens, |s, n, h| s.head(n, h))
+    }
+
+    /// Feeds `tokens` through the draft; its greedy next token (argmax on the GPU).
+    pub fn draft_feed_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+        self.draft_run(tokens, |s, n, h| s.head_argmax(n, h))
+    }
+
+    /// One batched pass of the full model over `tokens` (every streamed layer crosses the bus
+    /// once), then `head` on the batch's rows. Positions stay committed; on error the cache
+    /// is rolled back.
+    fn verify_with<T>(
+        &mut self,
+        tokens: &[u32],
+        head: impl FnOnce(
+            &mut GpuBatch,
+            &GpuState,
+            &DeviceWeight<'_>,
+            &DeviceWeight<'_>,
+        ) -> std::result::Result<T, CudaError>,
+    ) -> Result<T> {
+        if tokens.is_empty() || tokens.len() > PREFILL_CHUNK {
+            return Err(EngineError::Usage(format!(
+                "a verify pass takes 1 to {PREFILL_CHUNK} tokens, not {}",
+                tokens.len()
+            )));
+        }
+        let t0 = Instant::now();
+        let start = self.state.n_past();
+        let mut batch = match self.vbatch.take() {
+            Some(b) => b,
+            None => GpuBatch::new(&self.state).map_err(gpu_err("batch"))?,
+        };
+        let r = (|| {
+            let embd = global(&self.embd, &self.setup.layout.token_embd)?;
+            batch
+                .begin(&mut self.state, &embd, tokens)
+                .map_err(gpu_err("batch embedding"))?;
+            let p = self.run_layers(|k, w, s| forward_layer_batch(k, w, s, &mut batch))?;
+            batch
+                .end(&mut self.state)
+                .map_err(gpu_err("end of batch"))?;
+            let lay = &self.setup.layout;
+            let n = global(&self.norm, &lay.output_norm)?;
+            let h = global(self.head.as_ref().unwrap_or(&self.embd), &lay.lm_head)?;
+            let v = head(&mut batch, &self.state, &n, &h).map_err(gpu_err("verify LM head"))?;
+            Ok((v, p))
+        })();
+        match r {
+            Ok((v, p)) => {
+                self.vbatch = Some(batch);
+                self.stats.add_pass(tokens.len(), t0.elapsed(), p.as_ref());
+                self.note_prefetch();
+                Ok(v)
+            }
+            Err(e) => {
+                batch.cancel(&mut self.state);
+                self.state.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// One batched pass over `tokens`: the logits after each (`tokens.len()` rows).
+    pub fn verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.verify_with(tokens, |b, s, n, h| b.head_all(s, n, h))
+    }
+
+    /// One batched pass over `tokens`: the greedy next token after each.
+    pub fn verify_argmax(&mut self, tokens: &[u32]) -> Result<Vec<u32>> {
+        self.verify_with(tokens, |b, s, n, h| b.head_argmax_all(s, n, h))
     }
 
     /// Rolls back to the first `n` positions.

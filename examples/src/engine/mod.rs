@@ -22,6 +22,7 @@ pub mod plan;
 pub mod prefetch;
 pub mod setup;
 pub mod sources;
+pub mod speculative;
 pub mod stats;
 
 use std::path::Path;
@@ -33,6 +34,7 @@ use slep_pipeline::Source;
 pub use error::{EngineError, Result};
 pub use options::{DataPath, Device, EngineOptions, Skip};
 pub use plan::{Home, Plan};
+pub use speculative::{SpecOptions, SpecRun};
 pub use stats::EngineStats;
 
 enum Backend {
@@ -184,6 +186,56 @@ impl Engine {
     /// Rolls back to the first `n` positions.
     pub fn truncate(&mut self, n: usize) {
         each!(&mut self.backend, e => e.truncate(n))
+    }
+
+    /// Running layers of the self-speculative draft (0: opened without one).
+    pub fn draft_layers(&self) -> usize {
+        self.setup().draft.len()
+    }
+
+    /// Positions in the draft's KV cache.
+    pub fn draft_n_past(&self) -> usize {
+        each!(&self.backend, e => e.draft_n_past())
+    }
+
+    /// Rolls the draft's cache back to its first `n` positions.
+    pub fn draft_truncate(&mut self, n: usize) {
+        each!(&mut self.backend, e => e.draft_truncate(n))
+    }
+
+    /// Feeds `tokens` through the draft layers (into the draft's own cache); the logits after
+    /// the last.
+    pub fn draft_feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        each!(&mut self.backend, e => e.draft_feed(tokens))
+    }
+
+    /// Feeds `tokens` through the draft layers; the draft's greedy next token.
+    pub fn draft_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+        match &mut self.backend {
+            Backend::Cpu(e) => Ok(argmax(&e.draft_feed(tokens)?)),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(e) => e.draft_feed_argmax(tokens),
+        }
+    }
+
+    /// One full-model pass over `tokens` (on CUDA batched: each streamed layer crosses the bus
+    /// once): the logits after every token, `tokens.len()` rows of the vocabulary. The
+    /// positions stay in the cache (roll back with [`Engine::truncate`]).
+    pub fn verify_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        each!(&mut self.backend, e => e.verify(tokens))
+    }
+
+    /// As [`Engine::verify_logits`], returning the greedy next token after every token.
+    pub fn verify_argmax(&mut self, tokens: &[u32]) -> Result<Vec<u32>> {
+        match &mut self.backend {
+            Backend::Cpu(e) => {
+                let l = e.verify(tokens)?;
+                let vocab = (l.len() / tokens.len().max(1)).max(1);
+                Ok(l.chunks_exact(vocab).map(argmax).collect())
+            }
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(e) => e.verify_argmax(tokens),
+        }
     }
 
     /// Greedy generation: feeds `prompt`, then returns up to `n` tokens (stops at none).

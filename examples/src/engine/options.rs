@@ -87,6 +87,9 @@ pub struct EngineOptions {
     /// Page-locked buffers of the storage read-ahead thread (0: none, the pipeline reads
     /// storage layers itself, in schedule order).
     pub prefetch: usize,
+    /// Layers of the self-speculative draft (the first `draft_layers`; the plan pins them to
+    /// the device and the engine keeps a KV cache for them). 0: no draft.
+    pub draft_layers: usize,
     /// Print the plan and progress bars on stderr.
     pub verbose: bool,
 }
@@ -106,6 +109,7 @@ impl Default for EngineOptions {
             io_threads: 4,
             storage_bw: 2.0e9,
             prefetch: 3,
+            draft_layers: 0,
             verbose: true,
         }
     }

@@ -53,6 +53,9 @@ pub struct PlanInput {
     pub ctx: usize,
     /// Bandwidths (bytes/s): device memory, pinned host to device, storage to device.
     pub bandwidth: [f64; 3],
+    /// The running layers below this index must be on the device (the self-speculative
+    /// draft); 0 pins nothing.
+    pub pin_first: usize,
 }
 
 /// The plan.
@@ -251,6 +254,14 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     if spread_ok {
         homes = spread_homes;
     }
+    if input.pin_first > 0 {
+        pin_prefix(&mut homes, input, vram)?;
+        let _ = writeln!(
+            report,
+            "plan: draft layers 0-{} pinned to the device (self-speculative decoding)",
+            input.pin_first.min(n) - 1
+        );
+    }
     let over = placement.predict(CostModel::Overlapped);
     let serial = placement.predict(CostModel::Serial);
     let _ = writeln!(
@@ -322,6 +333,49 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     })
 }
 
+/// Moves every running layer below `input.pin_first` onto the device, sending device layers
+/// from the end of the model to the tier the pinned layer came from (or storage) until the
+/// device bytes fit `vram` again. Fails with [`EngineError::DraftNotResident`] when they cannot.
+fn pin_prefix(homes: &mut [Home], input: &PlanInput, vram: u64) -> Result<()> {
+    let bytes = &input.layer_bytes;
+    let used = |homes: &[Home], h: Home| -> u64 {
+        (0..homes.len())
+            .filter(|&i| homes[i] == h)
+            .map(|i| bytes.get(i).copied().unwrap_or(0))
+            .sum()
+    };
+    let d = input.pin_first.min(homes.len());
+    let fail = || EngineError::DraftNotResident {
+        layers: d,
+        bytes: show((0..d).map(|i| bytes.get(i).copied().unwrap_or(0)).sum()),
+        room: show(vram),
+    };
+    for i in 0..d {
+        if matches!(homes[i], Home::Device | Home::Skipped) {
+            continue;
+        }
+        let from = homes[i];
+        homes[i] = Home::Device;
+        let mut j = homes.len();
+        while used(homes, Home::Device) > vram {
+            // The last device layer at or above the draft goes where layer `i` was.
+            let Some(k) = (d..j).rev().find(|&k| homes[k] == Home::Device) else {
+                return Err(fail());
+            };
+            homes[k] = if from == Home::Pinned
+                && used(homes, Home::Pinned) + bytes.get(k).copied().unwrap_or(0)
+                    <= input.ram_budget
+            {
+                Home::Pinned
+            } else {
+                Home::Storage
+            };
+            j = k;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,7 +390,26 @@ mod tests {
             slots: 2,
             ctx: 16,
             bandwidth: [1000.0, 100.0, 10.0],
+            pin_first: 0,
         }
+    }
+
+    #[test]
+    fn draft_layers_are_pinned_or_refused() {
+        // 10 layers of 100, budget 50 fixed + 2 slots of 100 + 300 for resident layers.
+        let mut i = input(10, 550, 1000);
+        i.pin_first = 3;
+        let p = plan(&i).unwrap();
+        assert!(p.streaming);
+        for l in 0..3 {
+            assert_eq!(p.homes[l], Home::Device, "layer {l}");
+        }
+        assert_eq!(p.layers(Home::Device).len(), 3);
+        i.pin_first = 4;
+        assert!(matches!(
+            plan(&i),
+            Err(EngineError::DraftNotResident { .. })
+        ));
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct Setup {
     pub running: Vec<usize>,
     /// For each layer, its index among the running layers (`None`: skipped).
     pub compact: Vec<Option<usize>>,
+    /// The self-speculative draft's running layers (below `--draft-layers`; empty: no draft).
+    pub draft: Vec<usize>,
+    /// The config of the draft's state (its running layers only).
+    pub draft_config: LlamaConfig,
     /// The plan.
     pub plan: Plan,
     /// The budgets used.
@@ -102,7 +106,27 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
     } else {
         opts.ctx.min(config.context_length)
     };
-    let fixed = layout.global_bytes()
+    if opts.draft_layers > n {
+        return Err(EngineError::Usage(format!(
+            "--draft-layers {}: the model has {n} layers",
+            opts.draft_layers
+        )));
+    }
+    let draft_running = running.iter().filter(|&&i| i < opts.draft_layers).count();
+    let draft_fixed = if draft_running > 0 {
+        kv_bytes(draft_running, config.kv_dim(), ctx, facts.kv_value_bytes)
+            + workspace_bytes(
+                config.vocab_size,
+                config.dim,
+                config.ffn_dim,
+                ctx,
+                config.n_heads,
+            )
+    } else {
+        0
+    };
+    let fixed = draft_fixed
+        + layout.global_bytes()
         + kv_bytes(running.len(), config.kv_dim(), ctx, facts.kv_value_bytes)
         + workspace_bytes(
             config.vocab_size,
@@ -140,6 +164,7 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
         slots: opts.slots,
         ctx,
         bandwidth: facts.bandwidth,
+        pin_first: opts.draft_layers,
     };
     let plan = plan(&input)?;
     if opts.verbose {
@@ -151,6 +176,15 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
             );
         }
     }
+    let draft: Vec<usize> = running
+        .iter()
+        .copied()
+        .filter(|&i| i < opts.draft_layers)
+        .collect();
+    let draft_config = LlamaConfig {
+        n_layers: draft.len(),
+        ..run_config.clone()
+    };
     Ok(Setup {
         path: path.to_path_buf(),
         file,
@@ -159,6 +193,8 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
         layout,
         running,
         compact,
+        draft,
+        draft_config,
         plan,
         budgets: (device_budget, ram_budget),
     })
