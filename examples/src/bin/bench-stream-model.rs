@@ -49,6 +49,20 @@ struct Args {
     /// A label for the JSON line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Self-speculation cost mode: also time one full verify pass over K+1 positions for
+    /// K = 1..=this (0: off), against the single-token pass.
+    #[arg(long, default_value_t = 0)]
+    verify_k_max: usize,
+    /// Layers of the self-speculative draft (pinned to the device by the plan); with
+    /// --verify-k-max, draft steps are timed too.
+    #[arg(long, default_value_t = 0)]
+    draft_layers: usize,
+    /// Repetitions of every timed verify pass and draft step (the mean is reported).
+    #[arg(long, default_value_t = 3)]
+    verify_reps: usize,
+    /// Acceptance rates at which to predict speculative tok/s (comma-separated).
+    #[arg(long, default_value = "0.3,0.5,0.7,0.9")]
+    accept: String,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -95,6 +109,7 @@ fn run(a: Args) -> Result<(), String> {
     let device = parse_device(&a.device).map_err(|e| e.to_string())?;
     let model = vramless_engine::model_path("bench-stream-model", a.model.clone())?;
     let mut opts = a.engine.options(device, a.ctx).map_err(|e| e.to_string())?;
+    opts.draft_layers = a.draft_layers;
     if a.skip_count > 0 {
         let (_, config, _) =
             vramless_engine::engine::setup::open_model(&model).map_err(|e| e.to_string())?;
@@ -146,18 +161,25 @@ fn run(a: Args) -> Result<(), String> {
         Device::Cuda => (engine.h2d_gbps().unwrap_or(0.0), "pinned H2D"),
         Device::Cpu => (memcpy_gbps(), "host memcpy"),
     };
-    let st = engine.stats();
-    let streamed = st.streamed_per_pass();
+    let streamed = engine.stats().streamed_per_pass();
     let limit = if streamed > 0 {
         h2d * 1e9 / streamed as f64
     } else {
         f64::INFINITY
     };
+    let st0 = engine.stats().clone();
     let ratio = if limit.is_finite() {
         tok_s / limit
     } else {
         0.0
     };
+    let verify = if a.verify_k_max > 0 {
+        let pass_s = secs / a.tokens.max(1) as f64;
+        verify_cost(&mut engine, &a, &tokens, pass_s)?
+    } else {
+        serde_json::Value::Null
+    };
+    let st = &st0;
     let plan = engine.plan();
     let count = |h| plan.layers(h).len();
     eprint!("{}", st.report());
@@ -192,7 +214,110 @@ fn run(a: Args) -> Result<(), String> {
         "copy_gb_s": if st.copy_busy.is_zero() { 0.0 } else { st.copy_bytes as f64 / st.copy_busy.as_secs_f64() / 1e9 },
         "read_gb_s": if st.read_busy.is_zero() { 0.0 } else { st.read_bytes as f64 / st.read_busy.as_secs_f64() / 1e9 },
         "tokens": tokens,
+        "verify_cost": verify,
     });
     println!("{v}");
     Ok(())
+}
+
+/// Mean seconds of `reps` calls of `f`.
+fn mean_s(reps: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let t = Instant::now();
+    for _ in 0..reps {
+        f()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}
+
+/// Self-speculation cost: one full verify pass over K+1 positions (K = 1..=verify_k_max)
+/// against the single-token pass `pass_s` measured before, the draft step (with
+/// --draft-layers), and the predicted tok/s at each acceptance rate `a`: expected tokens per
+/// round `(1 - a^(K+1)) / (1 - a)` over the round's time (one verify pass plus K draft steps).
+/// Prints a table on stderr; returns it as JSON.
+fn verify_cost(
+    engine: &mut Engine,
+    a: &Args,
+    tokens: &[u32],
+    pass_s: f64,
+) -> Result<serde_json::Value, String> {
+    let reps = a.verify_reps.max(1);
+    let rates: Vec<f64> = a
+        .accept
+        .split(',')
+        .map(|s| s.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--accept {}: {e}", a.accept))?;
+    if let Some(bad) = rates.iter().find(|r| !(0.0..1.0).contains(*r)) {
+        return Err(format!("--accept: {bad} is not in [0, 1)"));
+    }
+    let base = engine.n_past();
+    let filler = tokens.last().copied().unwrap_or(0);
+    // Draft step: one token through the draft's resident layers and the LM head.
+    let draft_s = if engine.draft_layers() > 0 {
+        let d0 = engine.draft_n_past();
+        engine.draft_argmax(&[filler]).map_err(|e| e.to_string())?; // warm-up
+        let s = mean_s(reps, || {
+            engine
+                .draft_argmax(&[filler])
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })?;
+        engine.draft_truncate(d0);
+        Some(s)
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    eprintln!(
+        "bench-stream-model: verify cost (single-token pass {:.4} s{}; mean of {reps})",
+        pass_s,
+        draft_s.map_or(String::new(), |d| format!(
+            ", draft step of {} layers {:.4} s",
+            engine.draft_layers(),
+            d
+        ))
+    );
+    let mut head = format!("{:>3} {:>10} {:>7}", "K", "verify s", "ratio");
+    for r in &rates {
+        head.push_str(&format!(" {:>12}", format!("tok/s@a={r}")));
+    }
+    eprintln!("{head}");
+    for k in 1..=a.verify_k_max {
+        let batch = vec![filler; k + 1];
+        engine.verify_argmax(&batch).map_err(|e| e.to_string())?; // warm-up (scratch growth)
+        engine.truncate(base);
+        let v = mean_s(reps, || {
+            let r = engine.verify_argmax(&batch).map(|_| ());
+            engine.truncate(base);
+            r.map_err(|e| e.to_string())
+        })?;
+        let round = v + k as f64 * draft_s.unwrap_or(0.0);
+        let mut line = format!("{k:>3} {v:>10.4} {:>7.3}", v / pass_s);
+        let mut pred = Vec::new();
+        for &r in &rates {
+            let expected = (1.0 - r.powi(k as i32 + 1)) / (1.0 - r);
+            let tps = expected / round;
+            line.push_str(&format!(" {tps:>12.3}"));
+            pred.push(serde_json::json!({"accept": r, "expected_tokens": expected, "tok_s": tps}));
+        }
+        eprintln!("{line}");
+        rows.push(serde_json::json!({
+            "k": k,
+            "verify_s": v,
+            "ratio_to_single": v / pass_s,
+            "round_s": round,
+            "predicted": pred,
+        }));
+    }
+    eprintln!(
+        "bench-stream-model: plain streaming {:.3} tok/s; tok/s@a = expected tokens per round / (verify + K draft steps)",
+        1.0 / pass_s
+    );
+    Ok(serde_json::json!({
+        "single_pass_s": pass_s,
+        "draft_layers": engine.draft_layers(),
+        "draft_step_s": draft_s,
+        "reps": reps,
+        "rows": rows,
+    }))
 }

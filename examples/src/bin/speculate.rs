@@ -6,6 +6,17 @@
 //! cargo run --release --bin speculate -- --prompt "Once upon a time" --adaptive --compare
 //! ```
 //! The text goes to stdout; statistics (acceptance rate, tokens per verify pass) to stderr.
+//!
+//! With `--device cpu|cuda` (or any streaming flag such as `--vram-budget`) it runs in the
+//! streaming engine instead: the plan pins the draft layers to the device, the verify pass
+//! streams the other layers once per round (batched on CUDA). `--compare` then also decodes
+//! plainly with the same engine and exits non-zero when greedy tokens differ; `--json F`
+//! writes both token lists and the statistics.
+//!
+//! ```text
+//! cargo run --release --features cuda --bin speculate -- --device cuda --vram-budget 24GiB \
+//!     --model 70b.gguf --prompt "Hi" --draft-layers 10 --k 4 --compare --json out.json
+//! ```
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,6 +28,8 @@ use llama_model::cpu::Model;
 use llama_model::skip::SkipMap;
 use llama_model::speculative::{AdaptiveConfig, SelfSpeculative, SpecConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
+use vramless_engine::engine::cli::{parse_device, EngineArgs};
+use vramless_engine::engine::{Engine, SpecOptions};
 
 #[derive(Parser, Debug)]
 #[command(about = "Self-speculative decoding (draft = the first layers of the model)")]
@@ -43,9 +56,6 @@ struct Args {
     /// draft layers / all layers, right when compute bound; near 0 when the verify pass streams).
     #[arg(long)]
     draft_cost: Option<f64>,
-    /// A skip map whose layers below --draft-layers the draft also skips.
-    #[arg(long)]
-    skip_map: Option<PathBuf>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
@@ -58,15 +68,30 @@ struct Args {
     /// Also decode plainly (greedy) and report whether the tokens match and both timings.
     #[arg(long)]
     compare: bool,
+    /// Run in the streaming engine on this device (cpu or cuda). --skip-map then applies to
+    /// the whole model (draft and verify); without the engine, to the draft only.
+    #[arg(long)]
+    device: Option<String>,
+    /// KV cache positions (engine only).
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Write tokens and statistics as JSON here (engine only).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if args.device.is_some() || args.engine.any() {
+        return run_engine(args);
+    }
     let path = vramless_engine::model_path("speculate", args.model)?;
     let mut model = Model::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
     let prompt = tok.encode_prompt(&args.prompt).map_err(|e| e.to_string())?;
     let n = model.config().n_layers;
-    let draft_skip = match &args.skip_map {
+    let draft_skip = match &args.engine.skip_map {
         Some(p) => SkipMap::load_for(p, &path, n)
             .map_err(|e| e.to_string())?
             .skipped
@@ -149,6 +174,121 @@ fn run(args: Args) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Self-speculative decoding in the streaming engine.
+fn run_engine(args: Args) -> Result<(), String> {
+    let device =
+        parse_device(args.device.as_deref().unwrap_or("cpu")).map_err(|e| e.to_string())?;
+    let path = vramless_engine::model_path("speculate", args.model.clone())?;
+    let mut opts = args
+        .engine
+        .options(device, args.ctx)
+        .map_err(|e| e.to_string())?;
+    opts.draft_layers = args.draft_layers;
+    let mut engine = Engine::open(&path, &opts).map_err(|e| e.to_string())?;
+    let tok = Tokenizer::from_gguf(engine.gguf().metadata()).map_err(|e| e.to_string())?;
+    let prompt = tok.encode_prompt(&args.prompt).map_err(|e| e.to_string())?;
+    let n = engine.config().n_layers;
+    let so = SpecOptions {
+        k: args.k,
+        adaptive: args.adaptive.then(|| AdaptiveConfig {
+            k_max: args.k_max,
+            draft_cost: args
+                .draft_cost
+                .unwrap_or(engine.draft_layers() as f64 / n as f64),
+            ..AdaptiveConfig::default()
+        }),
+        temperature: args.temperature,
+        seed: args.seed,
+    };
+    let t0 = Instant::now();
+    let run = engine
+        .speculate(&prompt, args.max_tokens, &so)
+        .map_err(|e| e.to_string())?;
+    let spec_s = t0.elapsed().as_secs_f64();
+    let mut dec = StreamDecoder::new(&tok);
+    let mut text = String::new();
+    for &t in &run.tokens {
+        if tok.is_eog(t) {
+            break;
+        }
+        text.push_str(&dec.push(t));
+    }
+    text.push_str(&dec.finish());
+    println!("{text}");
+    eprintln!(
+        "engine speculate: draft layers {} (running {}), K {}{}: {} tokens in {spec_s:.3} s ({:.3} tok/s)",
+        args.draft_layers,
+        engine.draft_layers(),
+        args.k,
+        if args.adaptive { " adaptive" } else { "" },
+        run.tokens.len(),
+        run.tokens.len() as f64 / spec_s
+    );
+    eprintln!("{}", run.summary());
+    if args.engine.stats {
+        eprint!("{}", engine.stats().report());
+    }
+    let mut plain = None;
+    let mut plain_s = 0.0;
+    if args.compare {
+        engine.reset();
+        let t1 = Instant::now();
+        plain = Some(
+            engine
+                .greedy(&prompt, args.max_tokens)
+                .map_err(|e| e.to_string())?,
+        );
+        plain_s = t1.elapsed().as_secs_f64();
+    }
+    let first_diff = plain
+        .as_ref()
+        .and_then(|p| (0..p.len().max(run.tokens.len())).find(|&i| p.get(i) != run.tokens.get(i)));
+    if let Some(p) = &plain {
+        eprintln!(
+            "plain greedy: {} tokens in {plain_s:.3} s ({:.3} tok/s); speculative tokens {}",
+            p.len(),
+            p.len() as f64 / plain_s,
+            match first_diff {
+                None => "IDENTICAL to plain greedy".to_string(),
+                Some(i) => format!("DIFFER from plain greedy from index {i}"),
+            }
+        );
+    }
+    if let Some(j) = &args.json {
+        let s = &run.stats;
+        let v = serde_json::json!({
+            "device": args.device,
+            "draft_layers": engine.draft_layers(),
+            "k": args.k,
+            "adaptive": args.adaptive,
+            "temperature": args.temperature,
+            "tokens": run.tokens,
+            "plain": plain,
+            "identical": plain.as_ref().map(|_| first_diff.is_none()),
+            "first_difference": first_diff,
+            "spec_s": spec_s,
+            "plain_s": plain_s,
+            "verify_passes": s.verify_passes,
+            "drafted": s.drafted,
+            "accepted": s.accepted,
+            "generated": s.generated,
+            "acceptance": s.acceptance_rate(),
+            "tokens_per_pass": run.tokens_per_pass(),
+            "ks": run.ks,
+            "draft_s": run.draft_time.as_secs_f64(),
+            "verify_s": run.verify_time.as_secs_f64(),
+        });
+        std::fs::write(j, format!("{v}\n")).map_err(|e| format!("{}: {e}", j.display()))?;
+    }
+    let greedy = args.temperature.is_nan() || args.temperature <= 0.0;
+    match first_diff {
+        Some(i) if greedy => Err(format!(
+            "greedy speculative tokens differ from plain greedy decoding from index {i}"
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
