@@ -113,6 +113,8 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
         )));
     }
     let draft_running = running.iter().filter(|&&i| i < opts.draft_layers).count();
+    // The draft's own state: its KV cache and activations (the fixed 64 MiB of workspace
+    // headroom is counted once, for the main state).
     let draft_fixed = if draft_running > 0 {
         kv_bytes(draft_running, config.kv_dim(), ctx, facts.kv_value_bytes)
             + workspace_bytes(
@@ -122,6 +124,7 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
                 ctx,
                 config.n_heads,
             )
+            .saturating_sub(64 << 20)
     } else {
         0
     };
