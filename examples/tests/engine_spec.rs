@@ -71,7 +71,7 @@ fn reference(model: &Path, prompt: &[u32], n: usize) -> Vec<u32> {
 /// A device budget that holds the draft and a few more layers; the rest streams.
 fn opts(path: DataPath, ram: u64, draft: usize) -> EngineOptions {
     EngineOptions {
-        vram_budget: Some(200 << 20),
+        vram_budget: Some(140 << 20),
         ram_budget: Some(ram),
         path,
         ctx: 256,
@@ -188,7 +188,7 @@ fn draft_that_cannot_be_resident_is_a_typed_error() {
         Err(EngineError::DraftNotResident { layers, .. }) => assert_eq!(layers, 29),
         Err(other) => panic!("wrong error: {other}"),
         Ok(e) => panic!(
-            "a 29-layer draft fit a 200 MiB budget: {} device layers",
+            "a 29-layer draft fit a 140 MiB budget: {} device layers",
             e.plan().layers(Home::Device).len()
         ),
     }
@@ -198,4 +198,35 @@ fn draft_that_cannot_be_resident_is_a_typed_error() {
         e.speculate(&[1, 2], 4, &SpecOptions::default()),
         Err(EngineError::Usage(_))
     ));
+}
+
+#[test]
+fn whole_model_draft_accepts_every_draft() {
+    // A draft made of every layer is the model itself: every greedy draft must be accepted,
+    // each round yields K+1 tokens, and the output is still the reference.
+    let model = model_or_skip!();
+    let p = prompt(&model);
+    let want = reference(&model, &p, 13);
+    let o = EngineOptions {
+        ctx: 256,
+        draft_layers: 30,
+        verbose: false,
+        ..EngineOptions::default()
+    };
+    let mut e = Engine::open(&model, &o).unwrap();
+    let run = e
+        .speculate(
+            &p,
+            13,
+            &SpecOptions {
+                k: 3,
+                ..SpecOptions::default()
+            },
+        )
+        .unwrap();
+    eprintln!("whole-model draft: {}", run.summary());
+    assert_eq!(run.tokens, want);
+    assert_eq!(run.stats.accepted, run.stats.drafted, "{:?}", run.stats);
+    assert_eq!(run.ks, vec![3, 3, 3]); // 1 + 3 rounds of 4 = 13 tokens
+    check_counters("whole-model draft", &e, &run, p.len());
 }
