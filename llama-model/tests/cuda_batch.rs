@@ -446,8 +446,11 @@ fn batched_prefill_matches_token_by_token_and_cpu() {
                 loud(format!(
                     "{name}: split at {cut} vs one batch: cosine {cos:.8}"
                 ));
+                // Two batches pick other GEMM tiles and split-K factors than one batch, so
+                // the f32 sums run in another order: the same tolerance as batched vs token
+                // by token applies (measured 0.999998 on the real SmolLM2 Q4_1).
                 assert!(
-                    cos >= 0.999999,
+                    cos >= MIN_COSINE,
                     "{name}: split feeding changed the logits: {cos}"
                 );
             }

@@ -63,7 +63,7 @@ gen() { # json, logits, prompt, extra flags...
     echo "== cuda_batch: batched tensor-core prefill vs token by token vs CPU (real SmolLM2 included)"
     "$BIN/cuda_batch" --nocapture --test-threads=1 || rc=1
     echo "== streaming engine on the real SmolLM2: streamed == resident"
-    for prompt in "" "The capital of France is"; do
+    for prompt in "Hi" "The capital of France is"; do
         tag=p${#prompt}
         gen "$OUT/$tag-resident.json" "$OUT/$tag-resident.logits" "$prompt" > /dev/null 2>&1 || rc=1
         while IFS='|' read -r name flags; do
@@ -76,7 +76,7 @@ gen() { # json, logits, prompt, extra flags...
                 echo "real $tag $name: logits after the prompt bit-identical to resident"
             else
                 echo "real $tag $name: logits after the prompt differ from resident (informational for batched prompts)"
-                [ -z "$prompt" ] && rc=1
+                [ "$prompt" = Hi ] && rc=1
             fi
         done <<EOF
 pinned|--ram-budget 1GiB
