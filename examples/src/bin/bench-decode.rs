@@ -277,7 +277,7 @@ fn report(args: &Args, path: &Path, f: &Figures) -> Result<(), String> {
         "detail": f.device,
         "prompt_len": args.prompt_len,
         "gen": args.gen,
-        "prefill_token_by_token": args.device == "cuda",
+        "prefill_batched": args.device != "cuda" || args.prompt_len >= 4,
         "bandwidth_gb_s": f.bandwidth / 1e9,
         "prefill_tok_s": prefill_tok_s,
         "decode_tok_s": decode_tok_s,
