@@ -100,6 +100,19 @@ trait Engine {
     fn decode_argmax(&mut self, token: u32) -> Result<u32, String> {
         Ok(argmax(&self.decode(token)?))
     }
+    /// Feeds one token and returns the `k` best next-token candidates (after the repetition
+    /// penalty over `recent`) when the backend selects them on the device, so only `k` (id, logit)
+    /// pairs cross the bus; `None` where the backend has no such path (the caller downloads the
+    /// logits instead).
+    fn decode_top_k(
+        &mut self,
+        _token: u32,
+        _k: usize,
+        _penalty: f32,
+        _recent: &[u32],
+    ) -> Result<Option<Vec<(u32, f32)>>, String> {
+        Ok(None)
+    }
     /// Positions in the KV cache.
     fn n_past(&self) -> usize;
     /// Positions the KV cache holds.
@@ -146,6 +159,17 @@ impl Engine for llama_model::cuda::CudaModel {
     }
     fn decode_argmax(&mut self, token: u32) -> Result<u32, String> {
         llama_model::cuda::CudaModel::decode_argmax(self, token).map_err(|e| e.to_string())
+    }
+    fn decode_top_k(
+        &mut self,
+        token: u32,
+        k: usize,
+        penalty: f32,
+        recent: &[u32],
+    ) -> Result<Option<Vec<(u32, f32)>>, String> {
+        llama_model::cuda::CudaModel::decode_top_k(self, token, k, penalty, recent)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
     fn n_past(&self) -> usize {
         llama_model::cuda::CudaModel::n_past(self)
@@ -320,7 +344,7 @@ fn generate(
     }
     eprintln!("generate: {} prompt tokens", prompt_tokens.len());
 
-    let mut sampler = Sampler::new(SamplerConfig {
+    let sampler_config = SamplerConfig {
         temperature: args.temperature,
         top_k: args.top_k,
         top_p: args.top_p,
@@ -328,7 +352,12 @@ fn generate(
         repeat_penalty: args.repeat_penalty,
         seed: args.seed,
         ..SamplerConfig::default()
-    });
+    };
+    let mut sampler = Sampler::new(sampler_config.clone());
+    // Sampled decoding on the GPU: the repetition penalty and the top-k selection run there and
+    // only the k candidates cross the bus; the host sampler (penalty off) finishes the draw.
+    // Exact only when top-k is on and within the GPU selection's limit, else the logits come down.
+    let mut device_top_k = gpu_top_k_plan(&args.device, &sampler_config);
 
     // On the GPU, plain greedy decoding takes the argmax there: only token ids cross the bus.
     let gpu_greedy = args.device == "cuda"
@@ -355,9 +384,13 @@ fn generate(
     let mut stdout = std::io::stdout();
     let t_decode = Instant::now();
     let mut decoded = 0usize;
+    let vocab_size = model.config().vocab_size;
+    let mut candidates: Option<Vec<(u32, f32)>> = None;
     while generated.len() < args.max_tokens {
         let next = if gpu_greedy {
             next_greedy
+        } else if let (Some(cands), Some((host, _))) = (candidates.take(), device_top_k.as_mut()) {
+            finish_on_host(host, &cands, vocab_size)?
         } else {
             sampler
                 .sample(&logits, &history)
@@ -380,6 +413,14 @@ fn generate(
         }
         if gpu_greedy {
             next_greedy = model.decode_argmax(next)?;
+        } else if let Some((_, k)) = device_top_k.as_ref() {
+            let recent = &history[history.len().saturating_sub(sampler_config.repeat_last_n)..];
+            candidates = model.decode_top_k(next, *k, sampler_config.repeat_penalty, recent)?;
+            if candidates.is_none() {
+                // This backend selects no candidates on the device: download the logits.
+                device_top_k = None;
+                logits = model.decode(next)?;
+            }
         } else {
             logits = model.decode(next)?;
         }
@@ -535,4 +576,42 @@ fn argmax(v: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// The host sampler and k for sampling from GPU-selected candidates, when that is exact: device
+/// cuda, sampling (temperature > 0) with top-k on and within the GPU selection's limit.
+#[cfg(feature = "cuda")]
+fn gpu_top_k_plan(device: &str, config: &SamplerConfig) -> Option<(Sampler, usize)> {
+    let sampling = config.temperature.is_finite() && config.temperature > 0.0;
+    if device != "cuda"
+        || !sampling
+        || config.top_k == 0
+        || config.top_k > llama_model::cuda::MAX_TOP_K
+    {
+        return None;
+    }
+    let (host, k) = llama_model::cuda::gpu_sampling_plan(config);
+    Some((Sampler::new(host), k))
+}
+
+/// Without feature cuda there is no device candidate selection.
+#[cfg(not(feature = "cuda"))]
+fn gpu_top_k_plan(_device: &str, _config: &SamplerConfig) -> Option<(Sampler, usize)> {
+    None
+}
+
+/// Draws the next token from device-selected candidates with the host sampler.
+#[cfg(feature = "cuda")]
+fn finish_on_host(host: &mut Sampler, cands: &[(u32, f32)], vocab: usize) -> Result<u32, String> {
+    llama_model::cuda::finish_sample(host, cands, vocab).map_err(|e| e.to_string())
+}
+
+/// Without feature cuda no candidates are ever selected on a device.
+#[cfg(not(feature = "cuda"))]
+fn finish_on_host(
+    _host: &mut Sampler,
+    _cands: &[(u32, f32)],
+    _vocab: usize,
+) -> Result<u32, String> {
+    Err("device candidate sampling needs a build with --features cuda".into())
 }
