@@ -12,6 +12,7 @@ pub mod perplexity;
 pub mod sampler;
 pub mod skip;
 pub mod speculative;
+mod sys;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate, Conversation};

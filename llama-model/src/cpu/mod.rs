@@ -8,7 +8,7 @@
 //! activations meet the weights: [`Kernel::F32`] decodes each weight row to f32 (the textbook
 //! reference); [`Kernel::Q8`] (default) quantizes activations to 8 bits per block of 32 and uses
 //! integer dot products like llama.cpp, with AVX2 versions chosen at run time
-//! (the only `unsafe` code, in `simd.rs`).
+//! (the crate's only `unsafe` code lives in its `sys` module).
 //!
 //! A matrix can be split by rows ([`TensorView::rows`]): [`matmul`] over a row range yields
 //! that slice of the output, so partial products from two devices join by concatenation.
@@ -17,17 +17,17 @@ mod attention;
 mod blocks;
 mod error;
 mod expf;
-mod flash;
+pub(crate) mod flash;
 mod head;
-mod kernels;
+pub(crate) mod kernels;
 mod layer;
 mod matmul;
 mod model;
 mod norm;
-mod q8;
+pub(crate) mod q8;
 mod rope;
-mod simd;
-mod tiled;
+use crate::sys::simd;
+pub(crate) mod tiled;
 mod weights;
 
 pub use attention::{attention, AttentionShape, KvCache};

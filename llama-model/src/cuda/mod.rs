@@ -27,12 +27,12 @@ mod attention;
 mod backend;
 mod bandwidth;
 pub mod compile;
-mod error;
+pub(crate) mod error;
 mod layer;
 mod matvec;
 mod model;
 mod sample;
-mod sys;
+use crate::sys::cuda as sys;
 mod weights;
 
 pub use attention::{AttnShape, ATTN_CHUNK};

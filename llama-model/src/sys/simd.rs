@@ -1,14 +1,14 @@
 //! The crate's only `unsafe` code: runtime dispatch to copies of the hot loops compiled for
 //! AVX2 + FMA + F16C, so a portable binary still uses the vector units of the machine it runs on.
-//! The loops themselves are the safe, portable ones in [`super::kernels`].
+//! The loops themselves are the safe, portable ones in [`crate::cpu`]'s `kernels` module.
 #![allow(unsafe_code)]
 
 use gguf::GgmlType;
 
-use super::flash::{self, HeadView};
-use super::kernels;
-use super::q8::BlockQ8;
-use super::tiled::{self, Block};
+use crate::cpu::flash::{self, HeadView};
+use crate::cpu::kernels;
+use crate::cpu::q8::BlockQ8;
+use crate::cpu::tiled::{self, Block};
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {

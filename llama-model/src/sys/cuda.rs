@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchArgs, LaunchConfig};
 use cudarc::nvrtc::{result, sys};
 
-use super::error::{CudaError, Result};
+use crate::cuda::error::{CudaError, Result};
 
 /// Tries to load the first loadable of `names`; returns an explanation when none loads.
 pub(crate) fn probe_library(names: &[String]) -> std::result::Result<(), String> {
@@ -109,7 +109,7 @@ impl<'a> Launch<'a> {
         // stream tracking orders the kernel after their writes.
         unsafe { self.0.launch(cfg) }
             .map(|_| ())
-            .map_err(super::error::driver(op))
+            .map_err(crate::cuda::error::driver(op))
     }
 }
 
