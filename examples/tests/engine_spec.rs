@@ -6,67 +6,14 @@
 //! decode continues the reference), the counters must add up, the plan must pin the draft
 //! layers to the device, and a budget that cannot hold them must give a typed error.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use llama_model::cpu::Model;
 use llama_model::speculative::AdaptiveConfig;
-use llama_model::tokenizer::Tokenizer;
-use vramless_engine::engine::{
-    argmax, DataPath, Engine, EngineError, EngineOptions, Home, SpecOptions,
-};
+use vramless_engine::engine::{DataPath, Engine, EngineError, EngineOptions, Home, SpecOptions};
+
+#[macro_use]
+mod common;
+use common::{prompt, reference};
 
 const STEPS: usize = 16;
-const PROMPT: &str = "The capital of France is";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The default model: VRAMLESS_MODEL, else scripts/fetch-model.sh; None (skip) if neither works.
-fn default_model() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/fetch-model.sh"))
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let p = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    p.exists().then_some(p)
-}
-
-macro_rules! model_or_skip {
-    () => {
-        match default_model() {
-            Some(p) => p,
-            None => {
-                eprintln!("SKIPPED: the default SmolLM2 model is not available (set VRAMLESS_MODEL or run scripts/fetch-model.sh)");
-                return;
-            }
-        }
-    };
-}
-
-fn prompt(model: &Path) -> Vec<u32> {
-    let m = Model::open(model).unwrap();
-    let tok = Tokenizer::from_gguf(m.gguf().metadata()).unwrap();
-    tok.encode_prompt(PROMPT).unwrap()
-}
-
-/// Greedy tokens of llama-model's resident CPU model.
-fn reference(model: &Path, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut m = Model::open(model).unwrap();
-    let mut out = vec![argmax(&m.prefill(prompt).unwrap())];
-    while out.len() < n {
-        let next = argmax(&m.decode(*out.last().unwrap()).unwrap());
-        out.push(next);
-    }
-    out
-}
 
 /// A device budget that holds the draft and a few more layers; the rest streams.
 fn opts(path: DataPath, ram: u64, draft: usize) -> EngineOptions {

@@ -5,69 +5,21 @@
 //! NVMe-direct path runs over the nvme-direct crate's emulated controller holding the model's
 //! bytes; an injected device error must surface as a typed error, not a hang or a panic.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use llama_model::cpu::Model;
 use llama_model::skip::{LayerPlan, Logits, Runner};
-use llama_model::tokenizer::Tokenizer;
 use nvme_direct::emu::{EmuConfig, Emulator};
 use nvme_direct::{Config, Controller};
 use slep_pipeline::NvmeSource;
 use vramless_engine::engine::nvme::{ExtentReader, Extents};
 use vramless_engine::engine::{argmax, DataPath, Engine, EngineError, EngineOptions, Home, Skip};
 
+#[macro_use]
+mod common;
+use common::{prompt, reference};
+
 const STEPS: usize = 10;
-const PROMPT: &str = "The capital of France is";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The default model: VRAMLESS_MODEL, else scripts/fetch-model.sh; None (skip) if neither works.
-fn default_model() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/fetch-model.sh"))
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let p = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    p.exists().then_some(p)
-}
-
-macro_rules! model_or_skip {
-    () => {
-        match default_model() {
-            Some(p) => p,
-            None => {
-                eprintln!("SKIPPED: the default SmolLM2 model is not available (set VRAMLESS_MODEL or run scripts/fetch-model.sh)");
-                return;
-            }
-        }
-    };
-}
-
-fn prompt(model: &Path) -> Vec<u32> {
-    let m = Model::open(model).unwrap();
-    let tok = Tokenizer::from_gguf(m.gguf().metadata()).unwrap();
-    tok.encode_prompt(PROMPT).unwrap()
-}
-
-/// Greedy tokens of llama-model's resident CPU model.
-fn reference(model: &Path, prompt: &[u32]) -> Vec<u32> {
-    let mut m = Model::open(model).unwrap();
-    let mut out = vec![argmax(&m.prefill(prompt).unwrap())];
-    while out.len() < STEPS {
-        let next = argmax(&m.decode(*out.last().unwrap()).unwrap());
-        out.push(next);
-    }
-    out
-}
 
 /// Device budget that leaves room for only a few resident layers: the fixed part plus slots
 /// plus `extra` bytes.
@@ -86,7 +38,7 @@ fn streaming_opts(path: DataPath, ram: u64) -> EngineOptions {
 fn streamed_greedy_tokens_equal_resident_on_every_cpu_path() {
     let model = model_or_skip!();
     let p = prompt(&model);
-    let want = reference(&model, &p);
+    let want = reference(&model, &p, STEPS);
     let cases = [
         (
             "resident (automatic budgets)",
@@ -205,7 +157,7 @@ fn nvme_source(model: &Path, emu: &Emulator) -> NvmeSource<ExtentReader<Emulator
 fn nvme_direct_path_over_the_emulated_controller() {
     let model = model_or_skip!();
     let p = prompt(&model);
-    let want = reference(&model, &p);
+    let want = reference(&model, &p, STEPS);
     let mut image = std::fs::read(&model).unwrap();
     image.resize(image.len().div_ceil(4096) * 4096, 0);
     let emu = Emulator::new(EmuConfig::default(), image);

@@ -18,20 +18,17 @@ use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::CudaSlice;
 use gguf::GgmlType;
-use half::{bf16, f16};
+use half::f16;
 use llama_model::cpu::{Kernel, Model, ModelOptions};
 use llama_model::cuda::{BatchKernels, CudaBackend, CudaModel, DeviceWeight, SUPPORTED_TYPES};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+mod cuda_common;
 mod smollm2_fixture;
+use cuda_common::{loud, random_blocks, top2};
 use smollm2_fixture::{compare, fixture};
-
-fn loud(msg: String) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
 
 fn require_gpu() -> bool {
     std::env::var("VRAMLESS_REQUIRE_GPU").as_deref() == Ok("1")
@@ -51,51 +48,6 @@ fn backend() -> Option<Arc<CudaBackend>> {
         }
     })
     .clone()
-}
-
-fn f16_bytes(v: f32) -> [u8; 2] {
-    f16::from_f32(v).to_le_bytes()
-}
-
-/// Random valid blocks of `ty` (random quant bytes, finite random f16 scales).
-fn random_blocks(rng: &mut StdRng, ty: GgmlType, n_elems: usize) -> Vec<u8> {
-    let n_blocks = n_elems / ty.block_size();
-    let bs = ty.type_size();
-    let mut out = vec![0u8; n_blocks * bs];
-    match ty {
-        GgmlType::F32 => {
-            for c in out.chunks_exact_mut(4) {
-                c.copy_from_slice(&rng.gen_range(-1.0f32..1.0).to_le_bytes());
-            }
-            return out;
-        }
-        GgmlType::F16 => {
-            for c in out.chunks_exact_mut(2) {
-                c.copy_from_slice(&f16_bytes(rng.gen_range(-1.0f32..1.0)));
-            }
-            return out;
-        }
-        GgmlType::BF16 => {
-            for c in out.chunks_exact_mut(2) {
-                c.copy_from_slice(&bf16::from_f32(rng.gen_range(-1.0f32..1.0)).to_le_bytes());
-            }
-            return out;
-        }
-        _ => {}
-    }
-    rng.fill(out.as_mut_slice());
-    let scale_offsets: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
-        other => panic!("no generator for {other}"),
-    };
-    for b in out.chunks_exact_mut(bs) {
-        for &o in scale_offsets {
-            b[o..o + 2].copy_from_slice(&f16_bytes(rng.gen_range(-0.05f32..0.05)));
-        }
-    }
-    out
 }
 
 struct GemmCase {
@@ -304,23 +256,6 @@ fn models() -> Vec<PathBuf> {
         v.extend(list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
     }
     v
-}
-
-/// (argmax, gap to the second largest).
-fn top2(v: &[f32]) -> (u32, f32) {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    let second = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != best)
-        .map(|(_, x)| *x)
-        .fold(f32::NEG_INFINITY, f32::max);
-    (best as u32, v[best] - second)
 }
 
 /// The fixture prompts (ids folded into the model's vocabulary) and a long prompt over two

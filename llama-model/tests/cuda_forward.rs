@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+mod cuda_common;
 mod smollm2_fixture;
+use cuda_common::top2;
 use smollm2_fixture::{compare, fixture};
 
 use llama_model::cpu::{Kernel, Model, ModelOptions};
@@ -86,23 +88,6 @@ fn open_both() -> Option<(CudaModel, Model)> {
     )
     .expect("open the model on the CPU");
     Some((gpu, cpu))
-}
-
-/// (index of the largest value, gap to the second largest).
-fn top2(v: &[f32]) -> (u32, f32) {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    let second = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != best)
-        .map(|(_, x)| *x)
-        .fold(f32::NEG_INFINITY, f32::max);
-    (best as u32, v[best] - second)
 }
 
 #[test]

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 mod cuda_common;
-use cuda_common::loud;
+use cuda_common::{loud, top2};
 
 use llama_model::cpu::{Kernel, Model, ModelOptions};
 use llama_model::cuda::{finish_sample, gpu_sampling_plan, CudaBackend, CudaModel};
@@ -33,23 +33,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
         bb += y * y;
     }
     ab / (aa.sqrt() * bb.sqrt())
-}
-
-/// (argmax, gap to the second largest).
-fn top2(v: &[f32]) -> (u32, f32) {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    let second = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != best)
-        .map(|(_, x)| *x)
-        .fold(f32::NEG_INFINITY, f32::max);
-    (best as u32, v[best] - second)
 }
 
 #[test]

@@ -85,3 +85,20 @@ pub fn random_blocks(rng: &mut StdRng, ty: GgmlType, n_elems: usize) -> Vec<u8> 
     }
     out
 }
+
+/// (index of the largest value, gap to the second largest).
+pub fn top2(v: &[f32]) -> (u32, f32) {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    let second = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != best)
+        .map(|(_, x)| *x)
+        .fold(f32::NEG_INFINITY, f32::max);
+    (best as u32, v[best] - second)
+}
