@@ -5,20 +5,6 @@
 
 #define BT_THREADS 256
 
-__device__ __forceinline__ float bt_block_sum(float v) {
-    __shared__ float part[BT_THREADS / WARP];
-    v = warp_sum(v);
-    const int lane = threadIdx.x & (WARP - 1);
-    const int wid = threadIdx.x >> 5;
-    if (lane == 0) part[wid] = v;
-    __syncthreads();
-    float t = 0.0f;
-#pragma unroll
-    for (int i = 0; i < BT_THREADS / WARP; ++i) t += part[i];
-    __syncthreads();
-    return t;
-}
-
 // out[r][i] = f16(x[r][i] / sqrt(mean_i(x[r][i]^2) + eps) * w[i]); one CTA per row.
 extern "C" __global__ void __launch_bounds__(BT_THREADS)
 bt_rmsnorm_f16(const float* __restrict__ x, const float* __restrict__ w, u16* __restrict__ out,
@@ -27,7 +13,7 @@ bt_rmsnorm_f16(const float* __restrict__ x, const float* __restrict__ w, u16* __
     u16* orow = out + (size_t)blockIdx.x * n;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < n; i += BT_THREADS) ss += xr[i] * xr[i];
-    ss = bt_block_sum(ss);
+    ss = cta_sum<BT_THREADS>(ss);
     const float scale = rsqrtf(ss / (float)n + eps);
     for (int i = threadIdx.x; i < n; i += BT_THREADS) orow[i] = f32_to_half_bits(xr[i] * scale * w[i]);
 }

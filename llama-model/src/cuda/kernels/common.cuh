@@ -64,6 +64,22 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// Sum over a CTA of THREADS threads (a multiple of WARP); every thread gets the total.
+template <int THREADS>
+__device__ __forceinline__ float cta_sum(float v) {
+    __shared__ float part[THREADS / WARP];
+    v = warp_sum(v);
+    const int lane = threadIdx.x & (WARP - 1);
+    const int wid = threadIdx.x >> 5;
+    if (lane == 0) part[wid] = v;
+    __syncthreads();
+    float t = 0.0f;
+#pragma unroll
+    for (int i = 0; i < THREADS / WARP; ++i) t += part[i];
+    __syncthreads();
+    return t;
+}
+
 // 6-bit (scale, min) of group g (0..8) of a Q4_K/Q5_K super-block.
 __device__ __forceinline__ void kq_scale_min(const u8* s, int g, float* sc, float* mn) {
     if (g < 4) {

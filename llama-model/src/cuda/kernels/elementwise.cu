@@ -3,21 +3,6 @@
 
 #define RED_THREADS 1024
 
-// Sum over a CTA of RED_THREADS threads; every thread gets the total.
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float part[RED_THREADS / WARP];
-    v = warp_sum(v);
-    const int lane = threadIdx.x & (WARP - 1);
-    const int wid = threadIdx.x >> 5;
-    if (lane == 0) part[wid] = v;
-    __syncthreads();
-    float t = 0.0f;
-#pragma unroll
-    for (int i = 0; i < RED_THREADS / WARP; ++i) t += part[i];
-    __syncthreads();
-    return t;
-}
-
 // out[r][i] = x[r][i] / sqrt(mean_i(x[r][i]^2) + eps) * w[i]; one CTA (RED_THREADS) per row.
 // `out` may alias `x`.
 extern "C" __global__ void __launch_bounds__(RED_THREADS)
@@ -26,7 +11,7 @@ rmsnorm(const float* x, const float* __restrict__ w, float* out, int n, float ep
     float* orow = out + (size_t)blockIdx.x * n;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < n; i += RED_THREADS) ss += xr[i] * xr[i];
-    ss = block_sum(ss);
+    ss = cta_sum<RED_THREADS>(ss);
     const float scale = rsqrtf(ss / (float)n + eps);
     for (int i = threadIdx.x; i < n; i += RED_THREADS) orow[i] = xr[i] * scale * w[i];
 }
