@@ -5,9 +5,6 @@
 //! prompt and the ten highest logits before every greedy step, to the six decimals the
 //! fixture prints. Fixtures: `tests/fixtures/smollm2/` (llama.cpp output).
 
-mod default_model;
-use default_model::model_path;
-
 mod smollm2_fixture;
 use smollm2_fixture::{compare, fixture, Fixture};
 
@@ -46,13 +43,7 @@ const MIN_COSINE_F32: f64 = 0.998;
 const MIN_MARGIN_F32: f32 = 0.5;
 
 fn open(kernel: Kernel) -> Option<Model> {
-    let Some(path) = model_path() else {
-        eprintln!(
-            "\n*** SKIPPED: the SmolLM2 model is unavailable (set VRAMLESS_MODEL or let \
-             scripts/fetch-model.sh download it) ***\n"
-        );
-        return None;
-    };
+    let path = test_support::model_or_skip()?;
     let opts = ModelOptions {
         max_context: 512,
         kernel,
@@ -200,8 +191,7 @@ fn decode_path_and_rollback_match_llama_cpp() {
 
 #[test]
 fn bad_tokens_and_full_context_are_errors() {
-    let Some(path) = model_path() else {
-        eprintln!("\n*** SKIPPED: SmolLM2 model unavailable ***\n");
+    let Some(path) = test_support::model_or_skip() else {
         return;
     };
     let opts = ModelOptions {

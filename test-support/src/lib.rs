@@ -187,7 +187,12 @@ fn find_default_model() -> Result<PathBuf, String> {
     let out = std::process::Command::new("bash")
         .arg(&script)
         .output()
-        .map_err(|e| format!("the default model is missing: cannot run {}: {e}", script.display()))?;
+        .map_err(|e| {
+            format!(
+                "the default model is missing: cannot run {}: {e}",
+                script.display()
+            )
+        })?;
     let printed = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if out.status.success() && printed.is_file() {
         Ok(printed)

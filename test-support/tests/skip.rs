@@ -75,7 +75,11 @@ fn a_gpu_skip_passes_under_ci_and_fails_only_with_require_gpu() {
     assert!(stderr(&o).contains("!!! SKIPPED (no GPU) child: no CUDA driver"));
     let o = run("gpu", &[("VRAMLESS_REQUIRE_GPU", "1")]);
     assert!(!o.status.success());
-    assert!(stdout(&o).contains("VRAMLESS_REQUIRE_GPU=1"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("VRAMLESS_REQUIRE_GPU=1"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -116,7 +120,9 @@ fn skips_are_collected_in_the_skip_log() {
     let log = std::env::temp_dir().join(format!("ts-skip-log-{}", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let log_s = log.to_str().unwrap();
-    assert!(run("skip", &[("VRAMLESS_SKIP_LOG", log_s)]).status.success());
+    assert!(run("skip", &[("VRAMLESS_SKIP_LOG", log_s)])
+        .status
+        .success());
     assert!(run("gpu", &[("VRAMLESS_SKIP_LOG", log_s)]).status.success());
     let text = std::fs::read_to_string(&log).unwrap();
     std::fs::remove_file(&log).unwrap();
