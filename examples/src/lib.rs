@@ -1,4 +1,5 @@
 //! The engine that composes the vramless crates; shared by the example binaries.
+#![forbid(unsafe_code)]
 
 pub mod engine;
 

@@ -9,6 +9,7 @@ mod smollm2_fixture;
 use smollm2_fixture::{compare, fixture, Fixture};
 
 use llama_model::cpu::{Kernel, Model, ModelOptions};
+use llama_model::sampler::argmax;
 
 const PROMPTS: [&str; 3] = ["capital", "story", "chat"];
 
@@ -49,16 +50,6 @@ fn open(kernel: Kernel) -> Option<Model> {
         kernel,
     };
     Some(Model::open_with(&path, opts).expect("open the model"))
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// How closely a kernel must follow llama.cpp.

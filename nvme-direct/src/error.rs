@@ -88,6 +88,7 @@ impl std::fmt::Display for NvmeStatus {
 
 /// Everything that can go wrong in the driver.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The controller completed a command with an error status.
     #[error("NVMe command (opcode {opcode:#04x}, queue {qid}) failed: {status}")]

@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// `unsafe` only in `sys` (ioctls, MMIO, DMA memory), each block with its SAFETY comment.
+#![deny(unsafe_code)]
 
 mod admin;
 pub mod command;
@@ -11,6 +13,7 @@ pub mod iova;
 pub mod prp;
 mod queue;
 pub mod regs;
+#[allow(unsafe_code)]
 mod sys;
 
 #[cfg(feature = "emulator")]

@@ -20,7 +20,7 @@ use clap::Parser;
 use gguf::GgufFile;
 use llama_model::config::LlamaConfig;
 use llama_model::cpu::{Model, ModelOptions};
-use llama_model::sampler::{Sampler, SamplerConfig};
+use llama_model::sampler::{argmax, Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
 use vramless_engine::engine::cli::{parse_device, EngineArgs};
 use vramless_engine::engine::Engine as StreamEngine;
@@ -566,16 +566,6 @@ fn cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split(' ').collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// The host sampler and k for sampling from GPU-selected candidates, when that is exact: device

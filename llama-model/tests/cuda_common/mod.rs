@@ -86,12 +86,7 @@ pub fn random_blocks(rng: &mut StdRng, ty: GgmlType, n_elems: usize) -> Vec<u8> 
 
 /// (index of the largest value, gap to the second largest).
 pub fn top2(v: &[f32]) -> (u32, f32) {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
+    let best = llama_model::sampler::argmax(v) as usize;
     let second = v
         .iter()
         .enumerate()
