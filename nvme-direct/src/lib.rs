@@ -10,6 +10,7 @@ pub mod error;
 pub mod extent;
 pub mod io;
 pub mod iova;
+mod options;
 pub mod prp;
 mod queue;
 pub mod regs;
@@ -22,6 +23,7 @@ pub mod emu;
 /// VFIO device access (iommufd + device cdev, or the type1 container), BAR0 MMIO and locked
 /// DMA memory (2 MiB huge pages when available).
 pub mod vfio {
+    pub use crate::options::VfioOptions;
     pub use crate::sys::dma::{VfioBuffer, VfioDma};
     pub use crate::sys::hostmem::HugePages;
     pub use crate::sys::vfio::{Bar0, IommuMode, VfioDevice};

@@ -8,7 +8,9 @@
 
 use std::path::Path;
 
-use nvme_direct::extent::{file_extents, partition_start, to_lba_extents, LbaExtent};
+use nvme_direct::extent::{
+    check_extents, file_extents, locate, partition_start, to_lba_extents, LbaExtent,
+};
 use nvme_direct::{BlockRange, Controller, DmaBuffer, DmaMemory, NamespaceIdentity, RegisterIo};
 use slep_pipeline::{NvmeError, NvmeReader};
 
@@ -102,6 +104,21 @@ impl<R: RegisterIo, M: DmaMemory> ExtentReader<R, M> {
             reason: e.to_string(),
         };
         let ns = ctrl.namespace(nsid).map_err(err)?;
+        // The list comes from a user's file and the block size from the device: check both
+        // before any LBA is computed from them.
+        match &extents {
+            Extents::List(list) => {
+                check_extents(list, ns.block_size, ns.size_blocks).map_err(err)?
+            }
+            Extents::Raw(lba) => {
+                let raw = [LbaExtent {
+                    logical: 0,
+                    lba: *lba,
+                    blocks: file_len.div_ceil(u64::from(ns.block_size.max(1))).max(1),
+                }];
+                check_extents(&raw, ns.block_size, ns.size_blocks).map_err(err)?
+            }
+        }
         let bounce = ctrl.memory().alloc(BOUNCE).map_err(err)?;
         Ok(Self {
             ctrl,
@@ -117,16 +134,11 @@ impl<R: RegisterIo, M: DmaMemory> ExtentReader<R, M> {
     fn locate(&self, pos: u64) -> Option<(u64, u64)> {
         let bs = u64::from(self.ns.block_size.max(1));
         match &self.extents {
-            Extents::Raw(lba) => Some((lba + pos / bs, self.file_len.saturating_sub(pos))),
-            Extents::List(list) => list.iter().find_map(|e| {
-                let len = e.blocks.checked_mul(bs)?;
-                if pos >= e.logical && pos < e.logical + len {
-                    let rel = pos - e.logical;
-                    Some((e.lba + rel / bs, len - rel))
-                } else {
-                    None
-                }
-            }),
+            Extents::Raw(lba) => Some((
+                lba.checked_add(pos / bs)?,
+                self.file_len.saturating_sub(pos),
+            )),
+            Extents::List(list) => locate(list, pos, self.ns.block_size),
         }
     }
 }
@@ -149,7 +161,9 @@ where
         let bs = self.block_size().max(1);
         let mut done = 0usize;
         while done < dst.len() {
-            let pos = offset + done as u64;
+            let pos = offset
+                .checked_add(done as u64)
+                .ok_or("read offset overflows u64")?;
             let want = (dst.len() - done).min(BOUNCE);
             let Some((lba, run)) = self.locate(pos) else {
                 // Past the last extent: the file's tail padding; zeros.
