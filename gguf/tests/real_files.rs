@@ -173,6 +173,9 @@ fn quant_fixtures_match_reference_dumps() {
         "Q8_0",
     ];
     // Every fixture in the folder is one of TYPES (a new one must be added here to be checked).
+    // Provenance and regeneration commands of the fixtures.
+    test_support::fixture(dir.join("README.md"));
+    test_support::fixture(dir.join("quants/README.md"));
     let on_disk = std::fs::read_dir(test_support::fixture(dir.join("quants")))
         .unwrap()
         .filter(|e| {

@@ -13,8 +13,8 @@ pub fn open_model() -> Option<(Model, PathBuf)> {
 
 /// The public-domain text shipped for perplexity and calibration.
 pub fn shipped_text() -> String {
-    let p = test_support::fixture(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/text/genesis-kjv-1-4.txt"),
-    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/text");
+    test_support::fixture(dir.join("README.md"));
+    let p = test_support::fixture(dir.join("genesis-kjv-1-4.txt"));
     std::fs::read_to_string(p).expect("read the shipped text")
 }

@@ -29,6 +29,8 @@ pub fn fixture_dir() -> PathBuf {
 pub fn fixture(name: &str) -> Fixture {
     // Part of the repository (or carried with the test binary): missing fails, never skips.
     let dir = test_support::fixture(fixture_dir());
+    // Provenance and regeneration: smollm2/README.md.
+    test_support::fixture(dir.join("README.md"));
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
     let prompt_tokens = json["prompt_tokens"]

@@ -6,8 +6,13 @@ use std::path::{Path, PathBuf};
 
 use llama_model::tokenizer::Tokenizer;
 
-/// `tests/fixtures/<rel>` (part of the repository: a missing one fails the test).
+/// `tests/fixtures/<rel>` (part of the repository: a missing one fails the test; provenance
+/// in the README of its folder, checked here too).
 pub fn fixture(rel: &str) -> PathBuf {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    if let Some(folder) = Path::new(rel).parent() {
+        test_support::fixture(base.join(folder).join("README.md"));
+    }
     test_support::fixture(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures")
