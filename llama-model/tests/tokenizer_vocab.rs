@@ -28,6 +28,7 @@ fn llama3_vocab_matches_llama_cpp() {
     assert_eq!(tok.vocab_size(), 128_256);
     assert_eq!(tok.pre_tokenizer(), PreTokenizer::Llama3);
     let n = check_vocab_test(&tok, "vocab/ggml-vocab-llama-bpe.gguf.out");
+    assert_eq!(n, 46, "every llama.cpp input is checked");
     eprintln!("Llama 3 vocab: all {n} llama.cpp lines equal");
 }
 
@@ -41,5 +42,6 @@ fn smollm2_vocab_matches_llama_cpp() {
     assert_eq!(tok.vocab_size(), 49_152);
     assert_eq!(tok.pre_tokenizer(), PreTokenizer::SmolLm);
     let n = check_vocab_test(&tok, "vocab/smollm2-135m.vocabtest.out");
+    assert_eq!(n, 46, "every llama.cpp input is checked");
     eprintln!("SmolLM2 vocab: all {n} llama.cpp lines equal");
 }

@@ -107,8 +107,7 @@ fn run(a: Args) -> AnyResult<()> {
         return Ok(());
     }
     let pci = a.pci.as_deref().ok_or("--pci BDF is required to read")?;
-    let (bar, dma) =
-        VfioDevice::open_with(pci, vramless_engine::vfio_options_from_env()?)?.into_parts();
+    let (bar, dma) = VfioDevice::open_with(pci, vfio_options_from_env()?)?.into_parts();
     let mut c = Controller::new(
         bar,
         dma,
@@ -191,4 +190,24 @@ fn run(a: Args) -> AnyResult<()> {
     }
     c.shutdown()?;
     Ok(())
+}
+
+/// The VFIO options this program takes from the environment: `NVME_DIRECT_IOMMU`
+/// (`auto`|`type1`|`iommufd`) and `NVME_DIRECT_HUGEPAGES` (`auto`|`required`|`off`), each `auto`
+/// when unset. A misspelt value is an error naming the variable (the library itself reads no
+/// environment; it takes [`nvme_direct::vfio::VfioOptions`]).
+fn vfio_options_from_env() -> Result<nvme_direct::vfio::VfioOptions, String> {
+    fn var<T: std::str::FromStr<Err = nvme_direct::Error> + Default>(
+        name: &str,
+    ) -> Result<T, String> {
+        match std::env::var(name) {
+            Ok(v) => v.parse().map_err(|e| format!("{name}: {e}")),
+            Err(std::env::VarError::NotPresent) => Ok(T::default()),
+            Err(e) => Err(format!("{name}: {e}")),
+        }
+    }
+    Ok(nvme_direct::vfio::VfioOptions {
+        iommu: var("NVME_DIRECT_IOMMU")?,
+        huge_pages: var("NVME_DIRECT_HUGEPAGES")?,
+    })
 }
