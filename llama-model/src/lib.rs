@@ -3,6 +3,9 @@
 //! The forward pass never owns its weights: callers hand it [`LayerWeights`]-style views
 //! into buffers they own (resident or freshly streamed).
 
+// `unsafe` only in `sys` (SIMD kernels, CUDA/NVRTC FFI), each block with its SAFETY comment.
+#![deny(unsafe_code)]
+
 pub mod chat;
 pub mod config;
 pub mod cpu;
@@ -13,6 +16,7 @@ pub mod perplexity;
 pub mod sampler;
 pub mod skip;
 pub mod speculative;
+#[allow(unsafe_code)]
 mod sys;
 pub mod tokenizer;
 
