@@ -198,8 +198,20 @@ impl ExtentReader<crate::vfio::Bar0, crate::vfio::VfioDma> {
     /// Opens the controller at PCI address `bdf` (bound to vfio-pci) and a reader of `file`
     /// (namespace 1): the file lies raw from `raw_lba` when given, else where its
     /// [`ExtentList::for_file`](crate::ExtentList::for_file) says (the `.extents` file beside
-    /// it, or FIEMAP). `file` itself must be readable for its length.
+    /// it, or FIEMAP). `file` itself must be readable for its length. Default
+    /// [`VfioOptions`](crate::vfio::VfioOptions); see [`ExtentReader::open_vfio_with`].
     pub fn open_vfio(bdf: &str, file: &std::path::Path, raw_lba: Option<u64>) -> Result<Self> {
+        Self::open_vfio_with(bdf, file, raw_lba, crate::vfio::VfioOptions::default())
+    }
+
+    /// [`ExtentReader::open_vfio`] with explicit VFIO options (IOMMU interface, page policy of
+    /// the DMA buffers).
+    pub fn open_vfio_with(
+        bdf: &str,
+        file: &std::path::Path,
+        raw_lba: Option<u64>,
+        options: crate::vfio::VfioOptions,
+    ) -> Result<Self> {
         let file_len = std::fs::metadata(file)
             .map_err(|source| Error::Sys {
                 op: format!("stat {}", file.display()),
@@ -207,7 +219,7 @@ impl ExtentReader<crate::vfio::Bar0, crate::vfio::VfioDma> {
                 hint: "check the path of the file to read",
             })?
             .len();
-        let (bar, dma) = crate::vfio::VfioDevice::open(bdf)?.into_parts();
+        let (bar, dma) = crate::vfio::VfioDevice::open_with(bdf, options)?.into_parts();
         let ctrl = Controller::new(bar, dma, crate::Config::default())?;
         let mut reader = Self::new(ctrl, 1, FileLocation::Raw(0), file_len)?;
         let location = match raw_lba {
