@@ -163,6 +163,14 @@ fn llama3_vocab_matches_reference_dump() {
     // Parsing from a slice gives the same header as the memory map.
     let copy = GgufFile::parse(file.as_bytes()).unwrap();
     assert_eq!(copy.header(), file.header());
+    // Reading into memory (no mapping) gives the same header and the same bytes.
+    let read = GgufFile::read(&path).unwrap();
+    assert_eq!(read.header(), file.header());
+    assert_eq!(read.as_bytes(), file.as_bytes());
+    assert!(matches!(
+        GgufFile::read("/nonexistent/vramless.gguf"),
+        Err(gguf::GgufError::Io { .. })
+    ));
 }
 
 #[test]
