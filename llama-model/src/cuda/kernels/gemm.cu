@@ -378,7 +378,8 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
         }
         return;
     }
-    // Split K: this split's partial sums to the scratch, then the last CTA of the tile adds them.
+    // Split K: this split's partial sums to the scratch (token-major, like y), then the last CTA
+    // of the tile adds them.
     const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
     const size_t tiles = (size_t)gridDim.x * gridDim.y;
     constexpr int TILE_ELEMS = BM * BN;
@@ -391,7 +392,7 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
             for (int c = 0; c < 4; ++c) {
                 const int lr = wm * WM + mt * 16 + g + (c >> 1) * 8;
                 const int lt = wn * WN + nt * 8 + t2 + (c & 1);
-                __stcg(mine + lr * BN + lt, acc[mt][nt][c]);
+                __stcg(mine + lt * BM + lr, acc[mt][nt][c]);
             }
     __threadfence();
     __syncthreads();
@@ -400,24 +401,56 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
     __syncthreads();
     if (!last) return;
     __threadfence();
-    const float* const first = part + (size_t)tile * TILE_ELEMS;
+    // The last CTA: every thread sums 4 consecutive outputs (one float4 of each split's block)
+    // at a time, GROUP of them with their loads in flight together, splits in order.
+    constexpr int CHUNKS = TILE_ELEMS / 4;
+    static_assert(CHUNKS % NTHREADS == 0, "tile not a whole number of float4 per thread");
+    constexpr int PER = CHUNKS / NTHREADS;
+    constexpr int GROUP = PER < 8 ? PER : 8;
+    static_assert(PER % GROUP == 0, "chunks per thread not a whole number of groups");
+    const float4* const first = (const float4*)(part + (size_t)tile * TILE_ELEMS);
+    const size_t zstride = tiles * (size_t)CHUNKS;
+    const bool vec_y = (rows & 3) == 0;
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
+    for (int g0 = 0; g0 < PER; g0 += GROUP) {
+        float4 sum[GROUP];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
+        for (int i = 0; i < GROUP; ++i) sum[i] = __ldcg(first + tid + (g0 + i) * NTHREADS);
+        for (unsigned z = 1; z < gridDim.z; ++z) {
+            float4 v[GROUP];
 #pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const int lr = wm * WM + mt * 16 + g + (c >> 1) * 8;
-                const int lt = wn * WN + nt * 8 + t2 + (c & 1);
-                const int r = m0 + lr;
-                const int t = n0 + lt;
-                if (r < rows && t < n) {
-                    const float* q = first + lr * BN + lt;
-                    float sum = __ldcg(q);
-                    for (unsigned z = 1; z < gridDim.z; ++z) sum += __ldcg(q + z * tiles * TILE_ELEMS);
-                    float* p = y + (size_t)t * rows + r;
-                    *p = accumulate ? *p + sum : sum;
+            for (int i = 0; i < GROUP; ++i) v[i] = __ldcg(first + z * zstride + tid + (g0 + i) * NTHREADS);
+#pragma unroll
+            for (int i = 0; i < GROUP; ++i) {
+                sum[i].x += v[i].x;
+                sum[i].y += v[i].y;
+                sum[i].z += v[i].z;
+                sum[i].w += v[i].w;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < GROUP; ++i) {
+            const int e = (tid + (g0 + i) * NTHREADS) * 4;
+            const int lt = e / BM;  // BM is a multiple of 4: the 4 outputs share a token
+            const int r = m0 + e % BM;
+            const int t = n0 + lt;
+            if (t >= n || r >= rows) continue;
+            float* p = y + (size_t)t * rows + r;
+            if (vec_y && r + 3 < rows) {  // 16-byte aligned: rows and r are multiples of 4
+                float4 o = sum[i];
+                if (accumulate) {
+                    const float4 old = *(const float4*)p;
+                    o.x = old.x + o.x;
+                    o.y = old.y + o.y;
+                    o.z = old.z + o.z;
+                    o.w = old.w + o.w;
                 }
+                *(float4*)p = o;
+            } else {
+                const float sv[4] = {sum[i].x, sum[i].y, sum[i].z, sum[i].w};
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    if (r + j < rows) p[j] = accumulate ? p[j] + sv[j] : sv[j];
             }
         }
     }
