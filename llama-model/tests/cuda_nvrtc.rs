@@ -9,7 +9,7 @@
 
 use llama_model::cuda::compile::{
     cache_key, compile_module, compile_module_cached, nvrtc_available, nvrtc_version,
-    COMMON_PRELUDE, KERNEL_MODULES,
+    use_nvrtc_library, COMMON_PRELUDE, KERNEL_MODULES,
 };
 use llama_model::cuda::{type_code, CudaError, SUPPORTED_TYPES};
 
@@ -51,11 +51,19 @@ fn find_nvrtc() -> Option<String> {
         .find(|p| std::path::Path::new(p).exists())
 }
 
-/// Whether NVRTC loads as the library finds it (`VRAMLESS_NVRTC_LIB`, else the loader's
-/// search path); otherwise a loud skip (a failure under CI) that names the pip-installed
-/// library when there is one. The test does not set the variable itself: tests run in
-/// parallel, and changing the environment of a running process is a data race.
+/// Whether NVRTC loads: the library named by `VRAMLESS_NVRTC_LIB` (else found under python's
+/// site-packages) is loaded first with `use_nvrtc_library` (the library reads no environment),
+/// then the loader's search path; otherwise a loud skip (a failure under CI) that names the
+/// pip-installed library when there is one. The test sets no variable: tests run in parallel,
+/// and changing the environment of a running process is a data race.
 fn nvrtc_or_skip() -> bool {
+    if let Some(p) = find_nvrtc() {
+        // The library reads no environment: load the one found here first.
+        match use_nvrtc_library(std::path::Path::new(&p)) {
+            Ok(()) => eprintln!("using NVRTC at {p}"),
+            Err(e) => eprintln!("cannot load NVRTC at {p}: {e}"),
+        }
+    }
     match nvrtc_available() {
         Ok(()) => true,
         Err(e) => {
@@ -113,7 +121,6 @@ fn every_kernel_module_compiles_for_sm80_and_sm90() {
     }
     // The disk cache: the first compile writes <dir>/<key>, later calls read that file back.
     let dir = std::env::temp_dir().join(format!("vramless-kcache-{}", std::process::id()));
-    std::env::set_var("VRAMLESS_KERNEL_CACHE", &dir);
     let (name, body) = KERNEL_MODULES[0];
     let version = nvrtc_version().expect("version");
     let key = cache_key(name, body, "sm_90", version);
@@ -132,13 +139,13 @@ fn every_kernel_module_compiles_for_sm80_and_sm90() {
         cache_key(name, body, "sm_90", (version.0, version.1 + 1)),
         "version too"
     );
-    let first = compile_module_cached(name, body, "sm_90").expect("cached compile");
+    let first = compile_module_cached(name, body, "sm_90", Some(&dir)).expect("cached compile");
     let on_disk = std::fs::read(dir.join(&key)).expect("the cubin was cached");
     assert_eq!(first, on_disk);
     // A marked file under the same key is what the next call returns: proof it reads the cache.
     std::fs::write(dir.join(&key), b"marker").unwrap();
     assert_eq!(
-        compile_module_cached(name, body, "sm_90").unwrap(),
+        compile_module_cached(name, body, "sm_90", Some(&dir)).unwrap(),
         b"marker"
     );
     std::fs::remove_dir_all(&dir).ok();
