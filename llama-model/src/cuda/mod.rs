@@ -42,6 +42,9 @@ pub use layer::batch::{
     forward_layer_batch, BatchKernels, GpuBatch, BATCH_ENTRY_POINTS, BATCH_KERNEL_MODULES,
     GEMM_K_STEP, PREFILL_CHUNK,
 };
+pub use layer::multi::{
+    forward_layer_multi, GpuMultiState, MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES,
+};
 pub use layer::{forward_layer, DeviceLayerWeights, GpuState};
 pub use model::CudaModel;
 pub use sample::{finish_sample, gpu_sampling_plan, MAX_TOP_K};
