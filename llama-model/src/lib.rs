@@ -8,6 +8,7 @@ pub mod config;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod generation;
 pub mod paged;
 pub mod perplexity;
 pub mod sampler;
@@ -17,4 +18,5 @@ mod sys;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate, Conversation};
+pub use generation::{GenerateError, TextGenerator, BATCHED_MIN_TOKENS, PREFILL_CHUNK};
 pub use tokenizer::{StreamDecoder, Tokenizer, TokenizerError};

@@ -193,6 +193,22 @@ pub enum Error {
         /// FIEMAP extent flags.
         flags: u32,
     },
+    /// A `.extents` file is malformed.
+    #[error("extents file, line {line}: {reason}")]
+    ExtentsFile {
+        /// The 1-based line number (0: the file as a whole).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file offset lies past the end of the file being read.
+    #[error("file offset {offset} is past the end of the {file_len}-byte file")]
+    PastEnd {
+        /// The offset asked for.
+        offset: u64,
+        /// The file's length.
+        file_len: u64,
+    },
 }
 
 /// Result alias of this crate.

@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use llama_model::cpu::{embed, forward_layer, logits, Kernel, LayerWeights, State, TensorView};
+use llama_model::PREFILL_CHUNK;
 use slep_pipeline::{CpuTransfer, Pipeline, Source};
 
 use super::error::{from_pipeline, EngineError, Result};
@@ -15,9 +16,6 @@ use super::plan::Home;
 use super::setup::{setup, DeviceFacts, Setup};
 use super::sources::{build, Sources};
 use super::stats::EngineStats;
-
-/// Tokens per prompt batch (as `cpu::Model`).
-const PREFILL_CHUNK: usize = 512;
 
 /// The CPU engine.
 pub struct CpuEngine {

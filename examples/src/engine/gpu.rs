@@ -10,8 +10,9 @@ use std::time::Instant;
 use cudarc::driver::CudaSlice;
 use llama_model::cuda::{
     forward_layer, forward_layer_batch, CudaBackend, CudaError, DeviceLayerWeights, DeviceWeight,
-    GpuBatch, GpuState, PREFILL_CHUNK,
+    GpuBatch, GpuState,
 };
+use llama_model::{BATCHED_MIN_TOKENS, PREFILL_CHUNK};
 use slep_pipeline::{CudaTransfer, Pipeline, PipelineStats, Source};
 
 use super::error::{from_pipeline, EngineError, Result};
@@ -21,10 +22,6 @@ use super::plan::Home;
 use super::setup::{setup, DeviceFacts, Setup};
 use super::sources::{build, bytes_bar, Sources};
 use super::stats::EngineStats;
-
-/// Prompts of at least this many tokens go through batched prefill, as in `CudaModel::prefill`
-/// (llama-model's `cuda/model/prefill.rs`), so streamed and resident prefills run the same kernels.
-const BATCHED_MIN_TOKENS: usize = 4;
 
 /// A CUDA error as the engine's: allocation failures name the budget to lower.
 fn gpu_err(what: &str) -> impl Fn(CudaError) -> EngineError + '_ {

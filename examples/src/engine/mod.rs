@@ -16,14 +16,13 @@ pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod layout;
-pub mod nvme;
 pub mod options;
 pub mod plan;
-pub mod prefetch;
 pub mod setup;
 pub mod sources;
 pub mod speculative;
 pub mod stats;
+mod text;
 
 use std::path::Path;
 
