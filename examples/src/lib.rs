@@ -29,3 +29,13 @@ pub fn model_path(program: &str, model: Option<PathBuf>) -> Result<PathBuf, Stri
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
+
+/// The CUDA backend's options from the environment: `VRAMLESS_CUDA_GRAPH`,
+/// `VRAMLESS_CUDA_EVENT_TRACKING`, `VRAMLESS_MATVEC_ROWS`, `VRAMLESS_MATVEC_KSPLIT`,
+/// `VRAMLESS_KERNEL_CACHE` (default `$XDG_CACHE_HOME/vramless/kernels`, else
+/// `~/.cache/vramless/kernels`) and `VRAMLESS_NVRTC_LIB` (see
+/// `llama_model::cuda::CudaOptions::VARIABLES`). The programs' only reader of these variables.
+#[cfg(feature = "cuda")]
+pub fn cuda_options() -> Result<llama_model::cuda::CudaOptions, String> {
+    llama_model::cuda::CudaOptions::from_vars(|k| std::env::var(k).ok()).map_err(|e| e.to_string())
+}

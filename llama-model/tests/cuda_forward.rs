@@ -58,7 +58,7 @@ fn model_path() -> Option<PathBuf> {
 
 /// The GPU model and the CPU reference model, or None (with a loud message) to skip.
 fn open_both() -> Option<(CudaModel, Model)> {
-    let backend = match CudaBackend::new(0) {
+    let backend = match CudaBackend::with_options(0, &cuda_common::options()) {
         Ok(b) => Arc::new(b),
         Err(e) if require_gpu() => panic!("VRAMLESS_REQUIRE_GPU=1 but CUDA failed: {e}"),
         Err(e) => {

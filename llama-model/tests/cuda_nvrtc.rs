@@ -9,7 +9,7 @@
 
 use llama_model::cuda::compile::{
     cache_key, compile_module, compile_module_cached, nvrtc_available, nvrtc_version,
-    COMMON_PRELUDE, KERNEL_MODULES,
+    use_nvrtc_library, COMMON_PRELUDE, KERNEL_MODULES,
 };
 use llama_model::cuda::{type_code, CudaError, SUPPORTED_TYPES};
 
@@ -60,8 +60,9 @@ fn find_nvrtc() -> Option<String> {
 fn nvrtc_or_skip() -> bool {
     match find_nvrtc() {
         Some(p) => {
-            // Single-threaded at this point of the only test in this binary.
-            std::env::set_var("VRAMLESS_NVRTC_LIB", &p);
+            if let Err(e) = use_nvrtc_library(std::path::Path::new(&p)) {
+                loud(format!("!!! cannot load NVRTC at {p}: {e}"));
+            }
             eprintln!("using NVRTC at {p}");
         }
         None if std::env::var("CI").as_deref() == Ok("true") => {
@@ -122,7 +123,6 @@ fn every_kernel_module_compiles_for_sm80_and_sm90() {
     }
     // The disk cache: the first compile writes <dir>/<key>, later calls read that file back.
     let dir = std::env::temp_dir().join(format!("vramless-kcache-{}", std::process::id()));
-    std::env::set_var("VRAMLESS_KERNEL_CACHE", &dir);
     let (name, body) = KERNEL_MODULES[0];
     let version = nvrtc_version().expect("version");
     let key = cache_key(name, body, "sm_90", version);
@@ -141,13 +141,13 @@ fn every_kernel_module_compiles_for_sm80_and_sm90() {
         cache_key(name, body, "sm_90", (version.0, version.1 + 1)),
         "version too"
     );
-    let first = compile_module_cached(name, body, "sm_90").expect("cached compile");
+    let first = compile_module_cached(name, body, "sm_90", Some(&dir)).expect("cached compile");
     let on_disk = std::fs::read(dir.join(&key)).expect("the cubin was cached");
     assert_eq!(first, on_disk);
     // A marked file under the same key is what the next call returns: proof it reads the cache.
     std::fs::write(dir.join(&key), b"marker").unwrap();
     assert_eq!(
-        compile_module_cached(name, body, "sm_90").unwrap(),
+        compile_module_cached(name, body, "sm_90", Some(&dir)).unwrap(),
         b"marker"
     );
     std::fs::remove_dir_all(&dir).ok();

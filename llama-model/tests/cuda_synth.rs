@@ -46,7 +46,7 @@ fn gpu_decode_matches_cpu_on_synthetic_models() {
         loud("!!! SKIPPED synthetic-model GPU test: set VRAMLESS_SYNTH_MODELS".into());
         return;
     };
-    let backend = match CudaBackend::new(0) {
+    let backend = match CudaBackend::with_options(0, &cuda_common::options()) {
         Ok(b) => Arc::new(b),
         Err(e) if require => panic!("VRAMLESS_REQUIRE_GPU=1 but CUDA failed: {e}"),
         Err(e) => {

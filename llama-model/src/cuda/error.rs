@@ -64,6 +64,9 @@ pub enum CudaError {
         /// Positions the cache holds.
         limit: usize,
     },
+    /// Backend options out of range (or a variable meant to set one that does not parse).
+    #[error("CUDA options: {0}")]
+    Options(String),
     /// Calls made in an order the state does not allow (e.g. a layer before its predecessors).
     #[error("forward pass: {0}")]
     Sequence(String),
