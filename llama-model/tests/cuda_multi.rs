@@ -295,7 +295,7 @@ fn models() -> Option<Vec<String>> {
 }
 
 fn backend() -> Option<Arc<CudaBackend>> {
-    match CudaBackend::new(0) {
+    match CudaBackend::with_options(0, &cuda_common::options()) {
         Ok(b) => Some(Arc::new(b)),
         Err(e) if std::env::var("VRAMLESS_REQUIRE_GPU").as_deref() == Ok("1") => {
             panic!("VRAMLESS_REQUIRE_GPU=1 but CUDA failed: {e}")

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use llama_model::cuda::{forward_layer_multi, CudaBackend, CudaModel, GpuMultiState};
+use llama_model::cuda::{forward_layer_multi, CudaBackend, CudaModel, CudaOptions, GpuMultiState};
 use llama_model::paged::{KvPool, KvPoolOptions, StepPart};
 
 fn step(m: &CudaModel, st: &mut GpuMultiState, parts: &[StepPart]) -> Vec<u32> {
@@ -39,7 +39,8 @@ fn multi_decode_report() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(512);
-    let b = Arc::new(CudaBackend::new(0).expect("CUDA backend"));
+    let opts = CudaOptions::from_vars(|k| std::env::var(k).ok()).expect("CUDA options");
+    let b = Arc::new(CudaBackend::with_options(0, &opts).expect("CUDA backend"));
     let mut model = CudaModel::open_on(b.clone(), &path, ctx + 64).expect("open");
     let c = model.config().clone();
     let vocab = c.vocab_size as u32;

@@ -47,7 +47,7 @@ impl MultiKernels {
     /// Compiles (or reads from the disk cache) and loads the module on `backend`'s context.
     pub(super) fn load(backend: &CudaBackend) -> Result<Self> {
         let (name, body) = MULTI_KERNEL_MODULES[0];
-        let cubin = compile_module_cached(name, body, backend.arch())?;
+        let cubin = compile_module_cached(name, body, backend.arch(), backend.kernel_cache())?;
         let m = backend
             .context()
             .load_module(Ptx::from_binary(cubin))
