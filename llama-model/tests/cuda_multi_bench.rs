@@ -98,15 +98,29 @@ fn multi_decode_report() {
                 .collect();
             *last = step(&model, st, &parts);
         };
-        for _ in 0..2 {
-            decode(&mut st, &mut last);
-        }
         let steps = 16;
-        let t0 = Instant::now();
-        for _ in 0..steps {
-            decode(&mut st, &mut last);
-        }
-        let dt = t0.elapsed().as_secs_f64();
+        let time = |st: &mut GpuMultiState, last: &mut Vec<u32>| {
+            for _ in 0..2 {
+                decode(st, last);
+            }
+            let t0 = Instant::now();
+            for _ in 0..steps {
+                decode(st, last);
+            }
+            t0.elapsed().as_secs_f64()
+        };
+        // Small batches: the tensor-core GEMM path too, for comparison (same run).
+        let gemm_ms = if bsz <= st.matvec_rows() {
+            let mv = st.matvec_rows();
+            st.set_matvec_rows(0);
+            let g = time(&mut st, &mut last) * 1e3 / steps as f64;
+            st.set_matvec_rows(mv);
+            eprintln!("B = {bsz:2}: GEMM-only step {g:.2} ms");
+            Some(g)
+        } else {
+            None
+        };
+        let dt = time(&mut st, &mut last);
         let agg = (steps * bsz) as f64 / dt;
         let ratio = agg / (bsz as f64 * single);
         let kv = KvPool::bytes_per_block(&c) * st.pool().total_blocks() as u64;
@@ -122,6 +136,7 @@ fn multi_decode_report() {
             "batch": bsz, "step_ms": dt * 1e3 / steps as f64, "aggregate_tok_s": agg,
             "per_seq_tok_s": agg / bsz as f64, "ratio_to_b_x_single": ratio,
             "speedup_over_single": agg / single, "kv_pool_bytes": kv,
+            "gemm_only_step_ms": gemm_ms, "matvec_rows": st.matvec_rows(),
         }));
     }
     json.insert("batches".into(), rows.into());

@@ -1,7 +1,8 @@
 //! Several sequences through one pass over the layers on the GPU, the CUDA counterpart of
 //! `cpu::MultiState`: the rows of every sequence's part of a step (one decode token or a
-//! prefill chunk) go through each weight product together (the batched tensor-core GEMM, each
-//! weight read once per step), rope at each row's own position, keys and values into a paged
+//! prefill chunk) go through each weight product together, each weight read once per step (up
+//! to [`MATVEC_MAX_ROWS`] rows a few-row matvec that decodes every weight block once for all
+//! rows, beyond that the batched tensor-core GEMM), rope at each row's own position, keys and values into a paged
 //! f16 pool in VRAM through a device-side block table, and one attention launch over every
 //! sequence's own blocks (causal within a prefill chunk).
 //!
@@ -30,7 +31,7 @@ use crate::paged::{KvPool, KvPoolOptions, KvSeq, PartRows, StepPart, KV_BLOCK};
 
 use super::DeviceLayerWeights;
 use kernels::MultiKernels;
-pub use kernels::{MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES};
+pub use kernels::{MATVEC_MAX_ROWS, MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES};
 
 /// Scratch activations for up to `cap` rows.
 #[derive(Debug)]
@@ -87,6 +88,8 @@ pub struct GpuMultiState {
     meta: Meta,
     /// Rows per attention tile (query heads per KV head permitting).
     tile_rows: usize,
+    /// Steps of at most this many rows take the few-row matvec instead of the GEMM.
+    matvec_rows: usize,
     rows: Vec<PartRows>,
     done: Vec<bool>,
     phase: Phase,
@@ -165,6 +168,7 @@ impl GpuMultiState {
             meta_buf: None,
             meta: Meta::default(),
             tile_rows,
+            matvec_rows: MATVEC_MAX_ROWS,
             rows: Vec::new(),
             done: vec![false; config.n_layers],
             phase: Phase::Idle,
@@ -195,6 +199,19 @@ impl GpuMultiState {
     /// Makes the compute stream wait for `event` (see `GpuState::wait_event`).
     pub fn wait_event(&self, event: &CudaEvent) -> Result<()> {
         self.stream().wait(event).map_err(driver("wait event"))
+    }
+
+    /// Steps (and heads) of at most `rows` rows compute their weight products with the few-row
+    /// matvec (each weight block decoded once for all rows, f16 activations like the GEMM);
+    /// larger ones with the tensor-core GEMM. Default and most: [`MATVEC_MAX_ROWS`]; 0 = always
+    /// the GEMM.
+    pub fn set_matvec_rows(&mut self, rows: usize) {
+        self.matvec_rows = rows.min(MATVEC_MAX_ROWS);
+    }
+
+    /// The few-row matvec limit in use (see [`GpuMultiState::set_matvec_rows`]).
+    pub fn matvec_rows(&self) -> usize {
+        self.matvec_rows
     }
 
     /// The model config.
@@ -465,7 +482,7 @@ impl GpuMultiState {
         self.mk.gather(b, &sc.x, sx, &sel, k, dim)?;
         let bk = &self.batch;
         bk.rmsnorm_f16(b, sx, output_norm, sh, k, self.config.rms_eps)?;
-        bk.gemm(b, lm_head, sh, k, lg, false)?;
+        product(bk, &self.mk, self.matvec_rows, b, lm_head, sh, k, lg, false)?;
         Ok((k, vocab))
     }
 
@@ -535,6 +552,27 @@ impl GpuMultiState {
     }
 }
 
+/// `y (+)= x · w^T` for `n` f16 rows: the few-row matvec up to `matvec_rows` rows, else the
+/// tensor-core GEMM.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    k: &BatchKernels,
+    mk: &MultiKernels,
+    matvec_rows: usize,
+    b: &CudaBackend,
+    w: &DeviceWeight<'_>,
+    x: &CudaSlice<u16>,
+    n: usize,
+    y: &mut CudaSlice<f32>,
+    accumulate: bool,
+) -> Result<()> {
+    if n <= matvec_rows {
+        mk.matvec_rows(b, w, x, n, y, accumulate)
+    } else {
+        k.gemm(b, w, x, n, y, accumulate)
+    }
+}
+
 /// Runs transformer block `layer` over every row of `st`'s open step, in place, with `w` read
 /// where the caller keeps it (once for all rows). Layers run in order, each once per step.
 pub fn forward_layer_multi(
@@ -579,12 +617,13 @@ pub fn forward_layer_multi(
     let tiles = buf.slice(m.tiles..m.tiles + 4 * m.n_tiles);
     let table = buf.slice(m.table..m.sel);
     let width = st.pool.max_blocks_per_seq();
+    let mv = st.matvec_rows;
 
     // --- Attention ---
     k.rmsnorm_f16(&b, &sc.x, &w.attn_norm, &mut sc.h16, n, eps)?;
-    k.gemm(&b, &w.attn_q, &sc.h16, n, &mut sc.q, false)?;
-    k.gemm(&b, &w.attn_k, &sc.h16, n, &mut sc.k, false)?;
-    k.gemm(&b, &w.attn_v, &sc.h16, n, &mut sc.v, false)?;
+    product(&k, &st.mk, mv, &b, &w.attn_q, &sc.h16, n, &mut sc.q, false)?;
+    product(&k, &st.mk, mv, &b, &w.attn_k, &sc.h16, n, &mut sc.k, false)?;
+    product(&k, &st.mk, mv, &b, &w.attn_v, &sc.h16, n, &mut sc.v, false)?;
     let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
     st.mk
         .rope(&b, &mut sc.q, n, nh, hd, rope_dim, &pos, rope_base, f)?;
@@ -603,14 +642,34 @@ pub fn forward_layer_multi(
         width,
         shape,
     )?;
-    k.gemm(&b, &w.attn_output, &sc.h16, n, &mut sc.x, true)?;
+    product(
+        &k,
+        &st.mk,
+        mv,
+        &b,
+        &w.attn_output,
+        &sc.h16,
+        n,
+        &mut sc.x,
+        true,
+    )?;
 
     // --- Feed-forward (SwiGLU) ---
     k.rmsnorm_f16(&b, &sc.x, &w.ffn_norm, &mut sc.h16, n, eps)?;
-    k.gemm(&b, &w.ffn_gate, &sc.h16, n, &mut sc.gate, false)?;
-    k.gemm(&b, &w.ffn_up, &sc.h16, n, &mut sc.up, false)?;
+    product(
+        &k,
+        &st.mk,
+        mv,
+        &b,
+        &w.ffn_gate,
+        &sc.h16,
+        n,
+        &mut sc.gate,
+        false,
+    )?;
+    product(&k, &st.mk, mv, &b, &w.ffn_up, &sc.h16, n, &mut sc.up, false)?;
     k.swiglu_f16(&b, &sc.gate, &sc.up, &mut sc.h16, n * ffn)?;
-    k.gemm(&b, &w.ffn_down, &sc.h16, n, &mut sc.x, true)?;
+    product(&k, &st.mk, mv, &b, &w.ffn_down, &sc.h16, n, &mut sc.x, true)?;
     st.done[layer] = true;
     Ok(())
 }

@@ -7,21 +7,38 @@ use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernel
 use cudarc::nvrtc::Ptx;
 
 use crate::cuda::attention::AttnShape;
-use crate::cuda::backend::{cfg, grid_for, i32_arg, CudaBackend};
+use crate::cuda::backend::{cfg, grid_for, i32_arg, need_len, CudaBackend};
 use crate::cuda::compile::compile_module_cached;
 use crate::cuda::error::{driver, CudaError, Result};
 use crate::cuda::sys::Launch;
+use crate::cuda::weights::{type_code, DeviceWeight};
 use crate::paged::KV_BLOCK;
 
 /// Kernel modules of the multi-sequence step, `(name, source)`, each compiled as
 /// `COMMON_PRELUDE + source` like the backend's own modules.
-pub const MULTI_KERNEL_MODULES: &[(&str, &str)] =
-    &[("multi", include_str!("../../kernels/multi.cu"))];
+/// The module also holds the decode matvec's block decoders (`matvec.cu`), which the few-row
+/// products (`multi_matvec.cu`) share.
+pub const MULTI_KERNEL_MODULES: &[(&str, &str)] = &[(
+    "multi",
+    concat!(
+        include_str!("../../kernels/matvec.cu"),
+        include_str!("../../kernels/multi.cu"),
+        include_str!("../../kernels/multi_matvec.cu")
+    ),
+)];
 
 /// Entry points loaded from each of [`MULTI_KERNEL_MODULES`].
 pub const MULTI_ENTRY_POINTS: &[(&str, &[&str])] = &[(
     "multi",
-    &["mt_rope", "mt_kv_store", "mt_gather_rows", "mt_attention"],
+    &[
+        "mt_rope",
+        "mt_kv_store",
+        "mt_gather_rows",
+        "mt_attention",
+        "mt_matvec2",
+        "mt_matvec4",
+        "mt_matvec8",
+    ],
 )];
 
 /// Threads of the row kernels (`MT_THREADS`) and of the attention (`MA_THREADS`).
@@ -33,6 +50,9 @@ const MA_MAX_HD: usize = 128;
 /// Positions per block in the kernels (`MT_BLOCK`).
 const MT_BLOCK: usize = 16;
 const _: () = assert!(MT_BLOCK == KV_BLOCK);
+/// Most activation rows of the few-row product (`mt_matvec8`), and its warps per CTA.
+pub const MATVEC_MAX_ROWS: usize = 8;
+const MM_WARPS: usize = 4;
 
 /// The loaded functions of [`MULTI_KERNEL_MODULES`].
 #[derive(Debug)]
@@ -41,6 +61,8 @@ pub(super) struct MultiKernels {
     kv_store: CudaFunction,
     gather: CudaFunction,
     attention: CudaFunction,
+    /// `mt_matvec2`, `mt_matvec4`, `mt_matvec8`.
+    matvec: [CudaFunction; 3],
 }
 
 impl MultiKernels {
@@ -58,7 +80,63 @@ impl MultiKernels {
             kv_store: f("mt_kv_store")?,
             gather: f("mt_gather_rows")?,
             attention: f("mt_attention")?,
+            matvec: [f("mt_matvec2")?, f("mt_matvec4")?, f("mt_matvec8")?],
         })
+    }
+
+    /// `y[k][r] (+)= w[r] . x[k]` for `n <= MATVEC_MAX_ROWS` f16 activation rows `x`
+    /// (`[n][w.row_len]`, the GEMM's input), each weight block decoded once for all rows; `y`
+    /// is `[n][w.n_rows]` f32 (added to with `accumulate`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn matvec_rows(
+        &self,
+        b: &CudaBackend,
+        w: &DeviceWeight<'_>,
+        x: &CudaSlice<u16>,
+        n: usize,
+        y: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
+        const OP: &str = "few-row matvec";
+        if n == 0 || w.n_rows == 0 {
+            return Ok(());
+        }
+        if n > MATVEC_MAX_ROWS || w.row_len % 32 != 0 {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!(
+                    "{n} rows of {} (at most {MATVEC_MAX_ROWS} rows, a multiple of 32 long)",
+                    w.row_len
+                ),
+            });
+        }
+        need_len(OP, "x", x.len(), n * w.row_len)?;
+        need_len(OP, "y", y.len(), n * w.n_rows)?;
+        let t = type_code(w.ggml_type)?;
+        let (rows, cols, n32) = (
+            i32_arg(OP, "rows", w.n_rows)?,
+            i32_arg(OP, "cols", w.row_len)?,
+            i32_arg(OP, "n", n)?,
+        );
+        let acc = i32::from(accumulate);
+        let f = match n {
+            1 | 2 => &self.matvec[0],
+            3 | 4 => &self.matvec[1],
+            _ => &self.matvec[2],
+        };
+        let mut l = Launch::new(b.stream(), f);
+        l.0.arg(&w.data)
+            .arg(&t)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(x)
+            .arg(&n32)
+            .arg(y)
+            .arg(&acc);
+        l.run(
+            OP,
+            cfg(grid_for(w.n_rows, MM_WARPS, OP)?, (MM_WARPS * 32) as u32),
+        )
     }
 
     /// Checks that the attention kernel handles `shape`; returns the rows per tile.
