@@ -68,7 +68,7 @@ fn multi_decode_report() {
 
     let mut rows = Vec::new();
     for bsz in [1usize, 2, 4, 8, 16, 32, 64] {
-        let opts = KvPoolOptions::for_sequences(bsz, ctx + 32);
+        let opts = KvPoolOptions::for_sequences(bsz, ctx + 64);
         let mut st = GpuMultiState::new(b.clone(), &c, opts).expect("state");
         let seqs: Vec<_> = (0..bsz).map(|_| st.add_seq().unwrap()).collect();
         // Prefill every sequence to `ctx` positions, 4 sequences a step.
