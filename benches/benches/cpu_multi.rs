@@ -85,5 +85,8 @@ fn cpu_multi(c: &mut Criterion) {
     g.finish();
 }
 
-criterion::criterion_group!(benches, cpu_multi);
-criterion::criterion_main!(benches);
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    cpu_multi(&mut c);
+    c.final_summary();
+}
