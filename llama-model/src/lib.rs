@@ -12,6 +12,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod generation;
+pub mod paged;
 pub mod perplexity;
 pub mod sampler;
 pub mod skip;

@@ -212,3 +212,37 @@ fn batch_kernel_modules_compile_for_sm80_and_sm90() {
         }
     }
 }
+
+/// The multi-sequence step's module (paged rope/KV store/attention, row gather) compiles for
+/// sm_80 and sm_90 and exports every entry point `GpuMultiState` loads.
+#[test]
+fn multi_kernel_modules_compile_for_sm80_and_sm90() {
+    use llama_model::cuda::{MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES};
+    if !nvrtc_or_skip() {
+        return;
+    }
+    assert_eq!(MULTI_KERNEL_MODULES.len(), MULTI_ENTRY_POINTS.len());
+    for arch in ["sm_80", "sm_90"] {
+        for (name, body) in MULTI_KERNEL_MODULES {
+            let cubin = compile_module(name, body, arch)
+                .unwrap_or_else(|e| panic!("{name} for {arch}: {e}"));
+            assert!(
+                cubin.starts_with(b"\x7fELF"),
+                "{name}/{arch}: not an ELF cubin"
+            );
+            let entries = MULTI_ENTRY_POINTS
+                .iter()
+                .find(|(m, _)| m == name)
+                .map(|(_, e)| *e)
+                .unwrap_or_else(|| panic!("no entry list for module {name}"));
+            for e in entries {
+                let sym = format!("{e}\0");
+                assert!(
+                    contains(&cubin, sym.as_bytes()),
+                    "{name}/{arch}: no symbol {e}"
+                );
+            }
+            eprintln!("{name} {arch}: {} bytes", cubin.len());
+        }
+    }
+}

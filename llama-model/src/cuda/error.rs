@@ -71,6 +71,9 @@ pub enum CudaError {
     /// Calls made in an order the state does not allow (e.g. a layer before its predecessors).
     #[error("forward pass: {0}")]
     Sequence(String),
+    /// The paged KV pool refused a multi-sequence step (exhausted, unknown sequence, ...).
+    #[error(transparent)]
+    Kv(#[from] crate::paged::KvError),
 }
 
 /// Result alias of the CUDA backend.

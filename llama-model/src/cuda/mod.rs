@@ -43,6 +43,9 @@ pub use layer::batch::{
     forward_layer_batch, BatchKernels, GpuBatch, BATCH_ENTRY_POINTS, BATCH_KERNEL_MODULES,
     GEMM_K_STEP, PREFILL_CHUNK,
 };
+pub use layer::multi::{
+    forward_layer_multi, GpuMultiState, MATVEC_MAX_ROWS, MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES,
+};
 pub use layer::{forward_layer, DeviceLayerWeights, GpuState};
 pub use model::CudaModel;
 pub use options::{CudaOptions, MatvecKsplit};
