@@ -1,5 +1,6 @@
 //! The engine that composes the vramless crates; shared by the example binaries.
 
+pub mod batch_run;
 pub mod engine;
 
 use std::path::{Path, PathBuf};
