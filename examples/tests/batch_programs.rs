@@ -46,7 +46,7 @@ fn generate_batch_file_equals_each_prompt_alone() {
     let dir = std::env::temp_dir().join(format!("vramless-batch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let prompts = [
-        "The capital of France is",
+        common::PROMPT,
         "",
         "Water boils at",
         "My favourite colour is",
@@ -82,6 +82,16 @@ fn generate_batch_file_equals_each_prompt_alone() {
         assert_eq!(batch[k]["tokens"], single["tokens"], "prompt {k}: {p}");
         assert!(stdout.contains(&format!("=== {} ", k + 1)), "{stdout}");
     }
+    // And the first against llama-model's resident model directly.
+    let got: Vec<u32> = batch[0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    assert!(!got.is_empty());
+    let want = common::reference(&model, &common::prompt(&model), got.len());
+    assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
