@@ -139,3 +139,25 @@ fn bench_stream_model_batch_mode_reports_batches_kv_and_memory() {
         "host memory grew from {before} to {after} bytes over the join/leave run"
     );
 }
+
+#[test]
+fn bench_decode_batch_mode_reports_every_size_against_batch_one() {
+    let model = model_or_skip!();
+    let out = Command::new(env!("CARGO_BIN_EXE_bench-decode"))
+        .args(["--device", "cpu", "--model", model.to_str().unwrap()])
+        .args(["--batch", "1..4", "--prompt-len", "8", "--gen", "3"])
+        .args(["--churn-steps", "40"])
+        .output()
+        .unwrap();
+    let v = json_of(&out, "bench-decode --batch");
+    let b = v["batches"].as_array().unwrap();
+    let sizes: Vec<u64> = b.iter().map(|f| f["batch"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, vec![1, 2, 4]);
+    assert_eq!(v["resident"], true);
+    assert!(v["kv_pool_bytes"].as_u64().unwrap() >= 4 * v["kv_bytes_per_seq"].as_u64().unwrap());
+    for f in b {
+        assert!(f["aggregate_tok_s"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["kv_blocks_used"].as_u64().unwrap() >= f["batch"].as_u64().unwrap());
+    }
+    assert_eq!(v["memory"]["steps"], 40);
+}
