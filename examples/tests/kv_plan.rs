@@ -8,6 +8,7 @@ use vramless_engine::engine::plan::{plan, PlanInput};
 use vramless_engine::engine::{BatchEngine, DataPath, EngineError, EngineOptions, Home};
 
 #[macro_use]
+#[allow(dead_code)]
 mod common;
 
 /// 10 layers of 100 bytes, 50 fixed, 2 slots of 100, `kv` bytes of pool per layer.
