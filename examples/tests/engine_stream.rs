@@ -10,9 +10,8 @@ use std::path::Path;
 use llama_model::cpu::Model;
 use llama_model::skip::{LayerPlan, Logits, Runner};
 use nvme_direct::emu::{EmuConfig, Emulator};
-use nvme_direct::{Config, Controller};
+use nvme_direct::{Config, Controller, ExtentReader, FileLocation};
 use slep_pipeline::NvmeSource;
-use vramless_engine::engine::nvme::{ExtentReader, Extents};
 use vramless_engine::engine::{argmax, DataPath, Engine, EngineError, EngineOptions, Home, Skip};
 
 #[macro_use]
@@ -150,7 +149,7 @@ fn skipped_layers_match_llama_models_layer_plan_runner() {
 fn nvme_source(model: &Path, emu: &Emulator) -> NvmeSource<ExtentReader<Emulator, Emulator>> {
     let len = std::fs::metadata(model).unwrap().len();
     let ctrl = Controller::new(emu.clone(), emu.clone(), Config::default()).unwrap();
-    NvmeSource::new(ExtentReader::new(ctrl, 1, Extents::Raw(0), len).unwrap())
+    NvmeSource::new(ExtentReader::new(ctrl, 1, FileLocation::Raw(0), len).unwrap())
 }
 
 #[test]

@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// `unsafe` only in `sys` (ioctls, MMIO, DMA memory), each block with its SAFETY comment.
+#![deny(unsafe_code)]
 
 mod admin;
 pub mod command;
@@ -6,11 +8,15 @@ pub mod controller;
 pub mod dma;
 pub mod error;
 pub mod extent;
+mod extent_list;
+mod file_reader;
 pub mod io;
 pub mod iova;
+mod options;
 pub mod prp;
 mod queue;
 pub mod regs;
+#[allow(unsafe_code)]
 mod sys;
 
 #[cfg(feature = "emulator")]
@@ -19,6 +25,7 @@ pub mod emu;
 /// VFIO device access (iommufd + device cdev, or the type1 container), BAR0 MMIO and locked
 /// DMA memory (2 MiB huge pages when available).
 pub mod vfio {
+    pub use crate::options::VfioOptions;
     pub use crate::sys::dma::{VfioBuffer, VfioDma};
     pub use crate::sys::hostmem::HugePages;
     pub use crate::sys::vfio::{Bar0, IommuMode, VfioDevice};
@@ -28,4 +35,6 @@ pub use command::{ControllerIdentity, NamespaceIdentity};
 pub use controller::{Config, Controller, Recovery};
 pub use dma::{DmaBuffer, DmaMemory, RegisterIo};
 pub use error::{Error, NvmeStatus, Result};
+pub use extent_list::ExtentList;
+pub use file_reader::{ExtentReader, FileLocation, FILE_READ_CHUNK};
 pub use io::{BlockRange, IoQueue};

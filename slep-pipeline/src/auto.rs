@@ -51,6 +51,27 @@ impl MachineCaps {
     }
 }
 
+impl MachineCaps {
+    /// Memory the kernel estimates is available for new allocations without swapping
+    /// (`MemAvailable` of `/proc/meminfo`), in bytes; `None` where it cannot be read (not Linux,
+    /// or a kernel older than 3.14).
+    pub fn available_memory() -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        Self::parse_available_memory(&text)
+    }
+
+    /// The `MemAvailable:` line of a `/proc/meminfo` text, in bytes (the file gives kB).
+    pub fn parse_available_memory(meminfo: &str) -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let mut fields = line.split_whitespace().skip(1);
+        let kb: u64 = fields.next()?.parse().ok()?;
+        match fields.next() {
+            None | Some("kB") => kb.checked_mul(1024),
+            Some(_) => None,
+        }
+    }
+}
+
 /// The chosen data path and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {

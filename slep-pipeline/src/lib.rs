@@ -16,6 +16,7 @@
 //! [`NvmeReader`] adapter trait that a userspace NVMe driver implements), [`FileSource`] (O_DIRECT
 //! read through io_uring or `pread`, buffered fallback), [`MmapSource`] (mmap + worker-thread memcpy)
 //! and the comparison baseline [`MmapBaselineSource`] (pageable mmap pointer handed to the copy).
+//! [`PrefetchSource`] wraps a storage source with a read-ahead thread for schedules that repeat.
 //! [`choose_source`] picks one per item from where it lives and what the machine allows, with a
 //! human-readable reason; [`RoutedSource`] dispatches per item.
 //!
@@ -60,6 +61,7 @@ pub use source::file::{FileSource, IoEngine, ReadMode};
 pub use source::mmap::{MmapBaselineSource, MmapSource};
 pub use source::nvme::{NvmeError, NvmeReader, NvmeSource};
 pub use source::pinned::PinnedRamSource;
+pub use source::prefetch::{PrefetchSource, ReadTotals};
 pub use source::resident::ResidentSource;
 pub use source::routed::RoutedSource;
 pub use stage::{CopySegment, Fetched, HostMemory, HostRegion, Source, SourceKind, Transfer};

@@ -85,3 +85,52 @@ fn probe_on_a_real_file() {
     assert!(missing.o_direct.is_err());
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn available_memory_parses_meminfo() {
+    let text =
+        "MemTotal:       24000000 kB\nMemFree:         1000 kB\nMemAvailable:   12345678 kB\n";
+    assert_eq!(
+        MachineCaps::parse_available_memory(text),
+        Some(12_345_678 * 1024)
+    );
+    assert_eq!(
+        MachineCaps::parse_available_memory("MemTotal: 5 kB\n"),
+        None
+    );
+    assert_eq!(
+        MachineCaps::parse_available_memory("MemAvailable: lots kB\n"),
+        None
+    );
+    assert_eq!(
+        MachineCaps::parse_available_memory("MemAvailable: 5 MB\n"),
+        None
+    );
+    assert_eq!(
+        MachineCaps::parse_available_memory("MemAvailable: 18446744073709551615 kB\n"),
+        None,
+        "overflow is not a size"
+    );
+}
+
+#[test]
+fn available_memory_of_this_machine_is_below_its_total() {
+    let Ok(text) = std::fs::read_to_string("/proc/meminfo") else {
+        assert!(
+            MachineCaps::available_memory().is_none(),
+            "no /proc/meminfo, yet a figure"
+        );
+        return;
+    };
+    let total_kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    let avail = MachineCaps::available_memory().expect("MemAvailable on Linux >= 3.14");
+    assert!(
+        avail > 0 && avail <= total_kb * 1024,
+        "{avail} vs {total_kb} kB"
+    );
+}

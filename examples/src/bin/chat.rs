@@ -18,11 +18,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use gguf::GgufFile;
 use llama_model::chat::{ChatTemplate, Conversation, PromptDelta};
 use llama_model::cpu::{Model, ModelOptions};
 use llama_model::sampler::{Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
+use llama_model::TextGenerator;
 use vramless_engine::engine::cli::{parse_device, EngineArgs};
 use vramless_engine::engine::Engine as StreamEngine;
 
@@ -66,110 +66,12 @@ struct Args {
     engine: EngineArgs,
 }
 
-/// What the chat loop needs of a backend.
-trait Engine {
-    /// The GGUF (tokenizer metadata).
-    fn gguf(&self) -> &GgufFile;
-    /// Layers of the model.
-    fn n_layers(&self) -> usize;
-    /// Feeds tokens, returns the logits after the last.
-    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String>;
-    /// Feeds one token, returns the logits after it.
-    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String>;
-    /// Positions in the KV cache.
-    fn n_past(&self) -> usize;
-    /// Positions the KV cache holds.
-    fn max_context(&self) -> usize;
-    /// Forgets the whole sequence.
-    fn reset(&mut self);
-    /// Statistics to print after a reply (`--stats`), if any.
-    fn stats_report(&self) -> Option<String> {
-        None
-    }
-}
-
-impl Engine for StreamEngine {
-    fn gguf(&self) -> &GgufFile {
-        StreamEngine::gguf(self)
-    }
-    fn n_layers(&self) -> usize {
-        self.config().n_layers
-    }
-    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
-        StreamEngine::prefill(self, tokens).map_err(|e| e.to_string())
-    }
-    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
-        StreamEngine::decode(self, token).map_err(|e| e.to_string())
-    }
-    fn n_past(&self) -> usize {
-        StreamEngine::n_past(self)
-    }
-    fn max_context(&self) -> usize {
-        StreamEngine::max_context(self)
-    }
-    fn reset(&mut self) {
-        StreamEngine::reset(self);
-    }
-    fn stats_report(&self) -> Option<String> {
-        Some(self.stats().report())
-    }
-}
-
-impl Engine for Model {
-    fn gguf(&self) -> &GgufFile {
-        Model::gguf(self)
-    }
-    fn n_layers(&self) -> usize {
-        self.config().n_layers
-    }
-    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
-        Model::prefill(self, tokens).map_err(|e| e.to_string())
-    }
-    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
-        Model::decode(self, token).map_err(|e| e.to_string())
-    }
-    fn n_past(&self) -> usize {
-        Model::n_past(self)
-    }
-    fn max_context(&self) -> usize {
-        self.state().max_context()
-    }
-    fn reset(&mut self) {
-        Model::reset(self);
-    }
-}
-
-#[cfg(feature = "cuda")]
-impl Engine for llama_model::cuda::CudaModel {
-    fn gguf(&self) -> &GgufFile {
-        llama_model::cuda::CudaModel::gguf(self)
-    }
-    fn n_layers(&self) -> usize {
-        self.config().n_layers
-    }
-    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
-        llama_model::cuda::CudaModel::prefill(self, tokens).map_err(|e| e.to_string())
-    }
-    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
-        llama_model::cuda::CudaModel::decode(self, token).map_err(|e| e.to_string())
-    }
-    fn n_past(&self) -> usize {
-        llama_model::cuda::CudaModel::n_past(self)
-    }
-    fn max_context(&self) -> usize {
-        llama_model::cuda::CudaModel::max_context(self)
-    }
-    fn reset(&mut self) {
-        llama_model::cuda::CudaModel::reset(self);
-    }
-}
-
 /// The error `--device cuda` gives in a build without feature `cuda`.
 const NO_CUDA: &str = "this chat was built without CUDA support: rebuild with \
     `cargo build --release -p vramless-examples --features cuda --bin chat`, or use --device cpu";
 
 /// Opens the model on the device `--device` names.
-fn open(args: &Args, path: &Path) -> Result<Box<dyn Engine>, String> {
+fn open(args: &Args, path: &Path) -> Result<Box<dyn TextGenerator>, String> {
     let too_big = {
         #[cfg(feature = "cuda")]
         {
@@ -254,7 +156,7 @@ fn run(args: Args) -> Result<(), String> {
     eprintln!(
         "chat: {} loaded ({} layers). Type a message, Enter to send, Ctrl-D to quit.",
         path.display(),
-        model.n_layers()
+        model.config().n_layers
     );
     let mut history: Vec<u32> = Vec::new();
     let stdin = std::io::stdin();
@@ -290,7 +192,7 @@ fn run(args: Args) -> Result<(), String> {
             ));
         }
         let t = Instant::now();
-        let mut logits = model.prefill(&new_tokens)?;
+        let mut logits = model.prefill(&new_tokens).map_err(|e| e.to_string())?;
         history.extend(&new_tokens);
         let mut reply_tokens = Vec::new();
         let mut stream = StreamDecoder::new(&tok);
@@ -305,7 +207,7 @@ fn run(args: Args) -> Result<(), String> {
             history.push(next);
             let _ = stdout.write_all(stream.push(next).as_bytes());
             let _ = stdout.flush();
-            logits = model.decode(next)?;
+            logits = model.decode(next).map_err(|e| e.to_string())?;
         }
         let _ = stdout.write_all(stream.finish().as_bytes());
         let _ = writeln!(stdout);

@@ -17,11 +17,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use gguf::GgufFile;
-use llama_model::config::LlamaConfig;
 use llama_model::cpu::{Model, ModelOptions};
-use llama_model::sampler::{Sampler, SamplerConfig};
+use llama_model::sampler::{argmax, Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
+use llama_model::TextGenerator;
 use vramless_engine::engine::cli::{parse_device, EngineArgs};
 use vramless_engine::engine::Engine as StreamEngine;
 use vramless_engine::engine::{BatchEngine, FinishReason};
@@ -86,130 +85,6 @@ struct Args {
     bench: bool,
     #[command(flatten)]
     engine: EngineArgs,
-}
-
-/// What the generation loop needs of a backend.
-trait Engine {
-    /// The GGUF (tokenizer metadata).
-    fn gguf(&self) -> &GgufFile;
-    /// The model config.
-    fn config(&self) -> &LlamaConfig;
-    /// Feeds tokens, returns the logits after the last.
-    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String>;
-    /// Feeds one token, returns the logits after it.
-    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String>;
-    /// Feeds tokens, returns the greedy next token.
-    fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32, String> {
-        Ok(argmax(&self.prefill(tokens)?))
-    }
-    /// Feeds one token, returns the greedy next token.
-    fn decode_argmax(&mut self, token: u32) -> Result<u32, String> {
-        Ok(argmax(&self.decode(token)?))
-    }
-    /// Feeds one token and returns the `k` best next-token candidates (after the repetition
-    /// penalty over `recent`) when the backend selects them on the device, so only `k` (id, logit)
-    /// pairs cross the bus; `None` where the backend has no such path (the caller downloads the
-    /// logits instead).
-    fn decode_top_k(
-        &mut self,
-        _token: u32,
-        _k: usize,
-        _penalty: f32,
-        _recent: &[u32],
-    ) -> Result<Option<Vec<(u32, f32)>>, String> {
-        Ok(None)
-    }
-    /// Positions in the KV cache.
-    fn n_past(&self) -> usize;
-    /// Positions the KV cache holds.
-    fn max_context(&self) -> usize;
-}
-
-impl Engine for Model {
-    fn gguf(&self) -> &GgufFile {
-        Model::gguf(self)
-    }
-    fn config(&self) -> &LlamaConfig {
-        Model::config(self)
-    }
-    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
-        Model::prefill(self, tokens).map_err(|e| e.to_string())
-    }
-    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
-        Model::decode(self, token).map_err(|e| e.to_string())
-    }
-    fn n_past(&self) -> usize {
-        Model::n_past(self)
-    }
-    fn max_context(&self) -> usize {
-        self.state().max_context()
-    }
-}
-
-#[cfg(feature = "cuda")]
-impl Engine for llama_model::cuda::CudaModel {
-    fn gguf(&self) -> &GgufFile {
-        llama_model::cuda::CudaModel::gguf(self)
-    }
-    fn config(&self) -> &LlamaConfig {
-        llama_model::cuda::CudaModel::config(self)
-    }
-    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
-        llama_model::cuda::CudaModel::prefill(self, tokens).map_err(|e| e.to_string())
-    }
-    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
-        llama_model::cuda::CudaModel::decode(self, token).map_err(|e| e.to_string())
-    }
-    fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32, String> {
-        llama_model::cuda::CudaModel::prefill_argmax(self, tokens).map_err(|e| e.to_string())
-    }
-    fn decode_argmax(&mut self, token: u32) -> Result<u32, String> {
-        llama_model::cuda::CudaModel::decode_argmax(self, token).map_err(|e| e.to_string())
-    }
-    fn decode_top_k(
-        &mut self,
-        token: u32,
-        k: usize,
-        penalty: f32,
-        recent: &[u32],
-    ) -> Result<Option<Vec<(u32, f32)>>, String> {
-        llama_model::cuda::CudaModel::decode_top_k(self, token, k, penalty, recent)
-            .map(Some)
-            .map_err(|e| e.to_string())
-    }
-    fn n_past(&self) -> usize {
-        llama_model::cuda::CudaModel::n_past(self)
-    }
-    fn max_context(&self) -> usize {
-        llama_model::cuda::CudaModel::max_context(self)
-    }
-}
-
-impl Engine for StreamEngine {
-    fn gguf(&self) -> &GgufFile {
-        StreamEngine::gguf(self)
-    }
-    fn config(&self) -> &LlamaConfig {
-        StreamEngine::config(self)
-    }
-    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
-        StreamEngine::prefill(self, tokens).map_err(|e| e.to_string())
-    }
-    fn decode(&mut self, token: u32) -> Result<Vec<f32>, String> {
-        StreamEngine::decode(self, token).map_err(|e| e.to_string())
-    }
-    fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32, String> {
-        StreamEngine::prefill_argmax(self, tokens).map_err(|e| e.to_string())
-    }
-    fn decode_argmax(&mut self, token: u32) -> Result<u32, String> {
-        StreamEngine::decode_argmax(self, token).map_err(|e| e.to_string())
-    }
-    fn n_past(&self) -> usize {
-        StreamEngine::n_past(self)
-    }
-    fn max_context(&self) -> usize {
-        StreamEngine::max_context(self)
-    }
 }
 
 /// True when the streaming engine should run: a streaming flag was given, or (on CUDA) the
@@ -421,7 +296,7 @@ fn batch(args: &Args, path: &Path, file: &Path) -> Result<(), String> {
 /// Tokenizes, prefills, then samples up to `--max-tokens` tokens, streaming the text to stdout.
 /// Returns the prompt tokens.
 fn generate(
-    model: &mut dyn Engine,
+    model: &mut dyn TextGenerator,
     args: &Args,
     prompt: &str,
     path: &Path,
@@ -471,9 +346,11 @@ fn generate(
     let mut logits = Vec::new();
     let mut next_greedy = 0u32;
     if gpu_greedy {
-        next_greedy = model.prefill_argmax(&prompt_tokens)?;
+        next_greedy = model
+            .prefill_argmax(&prompt_tokens)
+            .map_err(|e| e.to_string())?;
     } else {
-        logits = model.prefill(&prompt_tokens)?;
+        logits = model.prefill(&prompt_tokens).map_err(|e| e.to_string())?;
     }
     let prefill_s = t_prefill.elapsed().as_secs_f64();
     if let Some(p) = &args.dump_logits {
@@ -515,17 +392,19 @@ fn generate(
             break;
         }
         if gpu_greedy {
-            next_greedy = model.decode_argmax(next)?;
+            next_greedy = model.decode_argmax(next).map_err(|e| e.to_string())?;
         } else if let Some((_, k)) = device_top_k.as_ref() {
             let recent = &history[history.len().saturating_sub(sampler_config.repeat_last_n)..];
-            candidates = model.decode_top_k(next, *k, sampler_config.repeat_penalty, recent)?;
+            candidates = model
+                .decode_top_k(next, *k, sampler_config.repeat_penalty, recent)
+                .map_err(|e| e.to_string())?;
             if candidates.is_none() {
                 // This backend selects no candidates on the device: download the logits.
                 device_top_k = None;
-                logits = model.decode(next)?;
+                logits = model.decode(next).map_err(|e| e.to_string())?;
             }
         } else {
-            logits = model.decode(next)?;
+            logits = model.decode(next).map_err(|e| e.to_string())?;
         }
         decoded += 1;
     }
@@ -669,16 +548,6 @@ fn cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split(' ').collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// The host sampler and k for sampling from GPU-selected candidates, when that is exact: device

@@ -8,14 +8,13 @@
 //! nvme-read --pci 0000:01:00.0 --extents-of model.extents --out model.gguf
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use nvme_direct::extent::{file_extents, partition_start, to_lba_extents, LbaExtent};
+use nvme_direct::extent::LbaExtent;
 use nvme_direct::vfio::VfioDevice;
-use nvme_direct::{BlockRange, Config, Controller, DmaMemory};
+use nvme_direct::{BlockRange, Config, Controller, DmaMemory, ExtentList};
 
 #[derive(Parser, Debug)]
 #[command(about = "Read an LBA range or a file's extents through the nvme-direct VFIO driver")]
@@ -51,30 +50,23 @@ struct Args {
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// Extents and file length, from FIEMAP or from a saved list.
+/// Extents and file length, from FIEMAP or from a saved `.extents` list.
 fn load_extents(path: &Path, block_size: u32) -> AnyResult<(Vec<LbaExtent>, u64)> {
     if path.extension().is_some_and(|e| e == "extents") {
-        let text = std::fs::read_to_string(path)?;
-        let mut len = 0;
-        let mut out = Vec::new();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            match f.as_slice() {
-                ["#", "file_len", n] => len = n.parse()?,
-                [l, a, b] => out.push(LbaExtent {
-                    logical: l.parse()?,
-                    lba: a.parse()?,
-                    blocks: b.parse()?,
-                }),
-                _ => {}
-            }
-        }
-        return Ok((out, len));
+        let list = ExtentList::load(path)?;
+        let len = match list.file_len {
+            Some(len) => len,
+            None => list
+                .extents
+                .iter()
+                .map(|e| e.logical + e.blocks * u64::from(block_size))
+                .max()
+                .unwrap_or(0),
+        };
+        return Ok((list.extents, len));
     }
-    let len = std::fs::metadata(path)?.len();
-    let ext = file_extents(path)?;
-    let part = partition_start(path)?;
-    Ok((to_lba_extents(&ext, part, block_size)?, len))
+    let list = ExtentList::of_mounted_file(path, block_size)?;
+    Ok((list.extents, list.file_len.unwrap_or(0)))
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,11 +85,11 @@ fn run(a: Args) -> AnyResult<()> {
         None => None,
     };
     if let (Some(save), Some((ext, len))) = (&a.save_extents, &extents) {
-        let mut f = std::fs::File::create(save)?;
-        writeln!(f, "# file_len {len}")?;
-        for e in ext {
-            writeln!(f, "{} {} {}", e.logical, e.lba, e.blocks)?;
+        ExtentList {
+            file_len: Some(*len),
+            extents: ext.clone(),
         }
+        .save(save)?;
         println!(
             "saved {} extents ({len} bytes, {}-byte blocks) to {}",
             ext.len(),
@@ -107,7 +99,8 @@ fn run(a: Args) -> AnyResult<()> {
         return Ok(());
     }
     let pci = a.pci.as_deref().ok_or("--pci BDF is required to read")?;
-    let (bar, dma) = VfioDevice::open(pci)?.into_parts();
+    let (bar, dma) =
+        VfioDevice::open_with(pci, vramless_engine::vfio_options_from_env()?)?.into_parts();
     let mut c = Controller::new(
         bar,
         dma,

@@ -17,17 +17,10 @@ pub fn show(bytes: u64) -> String {
     tier_cache::units::format_bytes(bytes)
 }
 
-/// `MemAvailable` from /proc/meminfo (bytes), or `None` where it cannot be read.
+/// Host memory available to this process (bytes), or `None` where it cannot be read: the
+/// probe of `slep-pipeline`'s machine capabilities.
 pub fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    meminfo_available(&text)
-}
-
-/// Parses the `MemAvailable:` line (kB) of a /proc/meminfo text.
-pub fn meminfo_available(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
+    slep_pipeline::MachineCaps::available_memory()
 }
 
 /// Host memory kept free for the OS, the page cache and the process itself by the automatic

@@ -12,6 +12,7 @@ use llama_model::cpu::{
     TensorView,
 };
 use llama_model::paged::{KvPool, KvPoolOptions, KvSeq, StepPart, KV_BLOCK};
+use llama_model::PREFILL_CHUNK;
 use slep_pipeline::{CpuTransfer, Source};
 
 use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
@@ -21,10 +22,7 @@ use super::options::EngineOptions;
 use super::setup::{setup, DeviceFacts, Setup};
 use super::stats::EngineStats;
 
-/// Tokens per pass (as `cpu::Model`'s prompt batches).
-pub const PREFILL_CHUNK: usize = 512;
-
-/// Bytes per KV value of the CPU cache (f32).
+/// Bytes per KV value of the single-sequence CPU cache (f32).
 pub const KV_VALUE_BYTES: u64 = 4;
 
 /// The CPU engine.

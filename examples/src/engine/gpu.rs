@@ -12,8 +12,9 @@ use std::time::Instant;
 use cudarc::driver::CudaSlice;
 use llama_model::cuda::{
     forward_layer, forward_layer_batch, CudaBackend, CudaError, DeviceLayerWeights, DeviceWeight,
-    GpuBatch, GpuState, PREFILL_CHUNK,
+    GpuBatch, GpuState,
 };
+use llama_model::{BATCHED_MIN_TOKENS, PREFILL_CHUNK};
 use slep_pipeline::{CudaSignal, CudaTransfer, Source};
 
 use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
@@ -25,10 +26,6 @@ use super::plan::Home;
 use super::setup::{setup, DeviceFacts, Setup};
 use super::sources::bytes_bar;
 use super::stats::EngineStats;
-
-/// Prompts of at least this many tokens go through batched prefill, as in `CudaModel::prefill`
-/// (llama-model's `cuda/model/prefill.rs`), so streamed and resident prefills run the same kernels.
-const BATCHED_MIN_TOKENS: usize = 4;
 
 /// Bytes per KV value of the GPU cache (f16).
 pub const KV_VALUE_BYTES: u64 = 2;

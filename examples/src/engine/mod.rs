@@ -20,14 +20,13 @@ pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod layout;
-pub mod nvme;
 pub mod options;
 pub mod plan;
-pub mod prefetch;
 pub mod setup;
 pub mod sources;
 pub mod speculative;
 pub mod stats;
+mod text;
 
 use std::path::Path;
 
@@ -291,13 +290,5 @@ impl Engine {
     }
 }
 
-/// Index of the largest value (the first on ties).
-pub fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
+/// The greedy choice (NaN never wins): llama-model's one argmax.
+pub use llama_model::sampler::argmax;

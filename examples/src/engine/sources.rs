@@ -4,16 +4,17 @@
 use std::fmt::Write as _;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use nvme_direct::vfio::{Bar0, VfioDma};
+use nvme_direct::ExtentReader;
 use slep_pipeline::{
     choose_source, FileSource, IoEngine, Location, MachineCaps, MmapBaselineSource, MmapSource,
-    NvmeSource, PinnedRamSource, ReadMode, ResidentSource, RoutedSource, Schedule, Source,
-    Transfer,
+    NvmeSource, PinnedRamSource, PrefetchSource, ReadMode, ReadTotals, ResidentSource,
+    RoutedSource, Schedule, Source, Transfer,
 };
 
 use super::error::{from_pipeline, EngineError, Result};
 use super::options::{DataPath, EngineOptions};
 use super::plan::{ranges, Home};
-use super::prefetch::PrefetchSource;
 use super::setup::Setup;
 
 /// A progress bar over `total` bytes (hidden when not verbose).
@@ -31,6 +32,18 @@ pub fn bytes_bar(verbose: bool, total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// Opens the controller at `bdf` (bound to vfio-pci) and a reader of the model through it.
+fn open_vfio(
+    bdf: &str,
+    model: &std::path::Path,
+    raw_lba: Option<u64>,
+) -> Result<ExtentReader<Bar0, VfioDma>> {
+    ExtentReader::open_vfio(bdf, model, raw_lba).map_err(|e| EngineError::Nvme {
+        bdf: bdf.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// The routed source of every running layer, the per-token schedule, and the report.
 pub struct Sources {
     /// Dispatches each layer to its path.
@@ -40,7 +53,7 @@ pub struct Sources {
     /// Which path serves which layers and why.
     pub report: String,
     /// Read totals of the storage read-ahead thread, when there is one.
-    pub prefetch: Option<super::prefetch::ReadTotals>,
+    pub prefetch: Option<ReadTotals>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -134,7 +147,7 @@ pub fn build<T: Transfer>(
                 let bdf = opts.nvme_pci.clone().ok_or_else(|| {
                     EngineError::Usage("--path nvme needs --nvme-pci BDF".into())
                 })?;
-                let reader = super::nvme::open_vfio(&bdf, path, opts.nvme_lba)?;
+                let reader = open_vfio(&bdf, path, opts.nvme_lba)?;
                 (
                     Box::new(NvmeSource::new(reader)),
                     format!("nvme-direct: {bdf} read by the userspace driver into staging, then one copy"),
@@ -142,7 +155,7 @@ pub fn build<T: Transfer>(
             }
             (None, DataPath::Auto) if opts.nvme_pci.is_some() => {
                 let bdf = opts.nvme_pci.clone().unwrap_or_default();
-                let reader = super::nvme::open_vfio(&bdf, path, opts.nvme_lba)?;
+                let reader = open_vfio(&bdf, path, opts.nvme_lba)?;
                 (
                     Box::new(NvmeSource::new(reader)),
                     format!("nvme-direct: {bdf} read by the userspace driver into staging, then one copy"),

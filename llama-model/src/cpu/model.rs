@@ -13,9 +13,7 @@ use super::layer::{forward_layer, State};
 use super::matmul::Kernel;
 use super::weights::{LayerWeights, TensorView, LAYER_TENSOR_NAMES};
 
-/// Tokens per prompt batch: bounds the activation buffers of long prompts. llama.cpp's default
-/// micro-batch (`n_ubatch`), so long prompts meet the same attention kernels as there.
-const PREFILL_CHUNK: usize = 512;
+use crate::generation::PREFILL_CHUNK;
 
 /// Options of [`Model::open_with`].
 #[derive(Debug, Clone, Copy, Default)]

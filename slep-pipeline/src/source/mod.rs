@@ -3,7 +3,10 @@
 pub(crate) mod file;
 pub(crate) mod mmap;
 pub(crate) mod nvme;
+#[cfg(feature = "nvme-direct")]
+mod nvme_direct;
 pub(crate) mod pinned;
+pub(crate) mod prefetch;
 pub(crate) mod resident;
 pub(crate) mod routed;
 

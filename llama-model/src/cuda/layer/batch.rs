@@ -84,10 +84,7 @@ use crate::cuda::weights::DeviceWeight;
 
 pub use kernels::{BatchKernels, BATCH_ENTRY_POINTS, BATCH_KERNEL_MODULES, GEMM_K_STEP};
 
-/// Tokens per batch in [`crate::cuda::CudaModel`]'s batched prefill: a longer prompt is fed as
-/// consecutive batches of at most this many tokens (bounds the scratch memory; larger batches
-/// gain little once every GEMM tile is full).
-pub const PREFILL_CHUNK: usize = 512;
+pub use crate::generation::PREFILL_CHUNK;
 
 /// Scratch activations for up to `cap` tokens.
 #[derive(Debug)]

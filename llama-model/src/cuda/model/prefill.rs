@@ -8,11 +8,7 @@ use crate::cuda::layer::batch::{forward_layer_batch, GpuBatch, PREFILL_CHUNK};
 use crate::cuda::layer::DeviceLayerWeights;
 use crate::cuda::weights::DeviceWeight;
 
-/// Prompts of at least this many tokens go through the batched path in
-/// [`CudaModel::prefill`]: on an H100 with a Llama-3.1-8B Q4_K_M, one batched pass costs about
-/// 3.5 one-token decode steps whatever its size up to 9 tokens (docs/PERF.md), so 3 tokens are
-/// still faster one at a time.
-pub(super) const BATCHED_MIN_TOKENS: usize = 4;
+pub(super) use crate::generation::BATCHED_MIN_TOKENS;
 
 impl CudaModel {
     /// Feeds `tokens` after the positions already in the cache in batches of at most

@@ -1,6 +1,6 @@
 //! Read-ahead for the storage tier: a thread that keeps the disk (or NVMe) busy all the time.
 //!
-//! The pipeline reads items in schedule order, one staging buffer per item in flight, so a read
+//! A [`Pipeline`](crate::Pipeline) reads items in schedule order, one staging buffer per item in flight, so a read
 //! for a storage layer starts only a few items before that layer is needed and the disk idles
 //! while the pinned and resident layers between two storage layers go by. Every token reads the
 //! same storage layers in the same order, so [`PrefetchSource`] reads them cyclically, token after
@@ -14,9 +14,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use slep_pipeline::{
-    Fetched, HostBuffer, HostMemory, HostRegion, Item, PipelineError, Source, SourceKind,
-};
+use crate::buffer::HostBuffer;
+use crate::error::PipelineError;
+use crate::schedule::Item;
+use crate::stage::{Fetched, HostMemory, HostRegion, Source, SourceKind};
 
 /// The pipeline's result type.
 type PResult<T> = std::result::Result<T, PipelineError>;
@@ -48,7 +49,13 @@ impl Shared {
     }
 }
 
-/// Wraps a storage source with a read-ahead thread (see the module docs).
+/// Wraps a storage source with a read-ahead thread: it reads a fixed cycle of items (the
+/// storage items of a schedule that repeats, e.g. every token of a streamed model) into its own
+/// staging buffers as far ahead as they allow, and serves each item as host memory
+/// ([`Fetched::Direct`]) to copy from. A buffer is reused once the pipeline has dropped its last
+/// reference to it. A request out of the expected order re-synchronises the cycle; an item
+/// outside the cycle is [`PipelineError::NotInSource`]; a failed read of the inner source is
+/// [`PipelineError::SourceContract`] naming it.
 pub struct PrefetchSource {
     shared: Arc<Shared>,
     totals: ReadTotals,
@@ -138,8 +145,11 @@ fn worker(shared: Arc<Shared>, mut inner: Box<dyn Source>, totals: ReadTotals) {
 }
 
 impl PrefetchSource {
-    /// Reads `items` (the storage layers, in schedule order) with `inner` into `buffers`
-    /// (page-locked staging, each large enough for any item) on a background thread.
+    /// Reads `items` (in schedule order, cyclically) with `inner` into `buffers` on a
+    /// background thread. Each buffer must hold any item as `inner` stages it (see
+    /// [`Source::staging_bytes`]); page-locked buffers (from
+    /// [`Transfer::alloc_staging`](crate::Transfer::alloc_staging)) let the copy out of them run
+    /// asynchronously. Reads stop while every buffer is lent out, so give at least two.
     pub fn new(inner: Box<dyn Source>, items: Vec<Item>, buffers: Vec<HostBuffer>) -> Self {
         let kinds = items.iter().map(|i| (i.key, inner.kind_for(i))).collect();
         let shared = Arc::new(Shared {
@@ -169,12 +179,12 @@ impl PrefetchSource {
         }
     }
 
-    /// The read totals (shared with the thread).
+    /// The read totals: bytes read and time spent reading (shared with the thread).
     pub fn totals(&self) -> ReadTotals {
         Arc::clone(&self.totals)
     }
 
-    fn take(&self, item: &Item) -> slep_pipeline::PipelineError {
+    fn gone(&self, item: &Item) -> PipelineError {
         PipelineError::NotInSource {
             source_name: "storage prefetch",
             key: item.key,
@@ -207,7 +217,7 @@ impl Source for PrefetchSource {
 
     fn fetch(&mut self, item: &Item, _staging: &mut HostBuffer) -> PResult<Fetched> {
         if self.thread.is_none() {
-            return Err(self.take(item));
+            return Err(self.gone(item));
         }
         let mut st = self.shared.lock();
         loop {
@@ -270,7 +280,7 @@ impl Source for PrefetchSource {
                 .wait_timeout(st, Duration::from_millis(50))
                 .map_or_else(|p| p.into_inner().0, |r| r.0);
             if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
-                return Err(self.take(item));
+                return Err(self.gone(item));
             }
         }
     }
