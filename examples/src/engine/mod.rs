@@ -22,6 +22,7 @@ pub mod gpu;
 pub mod layout;
 pub mod options;
 pub mod plan;
+pub mod rebalance;
 pub mod setup;
 pub mod sources;
 pub mod speculative;
