@@ -120,7 +120,7 @@ pub trait TextGenerator {
 
 /// Index of the largest logit (the first on ties; NaN never wins).
 fn argmax(logits: &[f32]) -> u32 {
-    crate::speculative::argmax(logits) as u32
+    crate::speculative::argmax(logits)
 }
 
 impl TextGenerator for crate::cpu::Model {
