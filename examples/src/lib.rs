@@ -51,3 +51,13 @@ pub fn vfio_options_from_env() -> Result<nvme_direct::vfio::VfioOptions, String>
         huge_pages: var("NVME_DIRECT_HUGEPAGES")?,
     })
 }
+
+/// The CUDA backend's options from the environment: `VRAMLESS_CUDA_GRAPH`,
+/// `VRAMLESS_CUDA_EVENT_TRACKING`, `VRAMLESS_MATVEC_ROWS`, `VRAMLESS_MATVEC_KSPLIT`,
+/// `VRAMLESS_KERNEL_CACHE` (default `$XDG_CACHE_HOME/vramless/kernels`, else
+/// `~/.cache/vramless/kernels`) and `VRAMLESS_NVRTC_LIB` (see
+/// `llama_model::cuda::CudaOptions::VARIABLES`). The programs' only reader of these variables.
+#[cfg(feature = "cuda")]
+pub fn cuda_options() -> Result<llama_model::cuda::CudaOptions, String> {
+    llama_model::cuda::CudaOptions::from_vars(|k| std::env::var(k).ok()).map_err(|e| e.to_string())
+}

@@ -36,16 +36,18 @@ fn require_gpu() -> bool {
 
 fn backend() -> Option<Arc<CudaBackend>> {
     static B: OnceLock<Option<Arc<CudaBackend>>> = OnceLock::new();
-    B.get_or_init(|| match CudaBackend::new(0) {
-        Ok(b) => {
-            eprintln!("CUDA backend on {}", b.arch());
-            Some(Arc::new(b))
-        }
-        Err(e) => {
-            test_support::skip_gpu(format!("GPU batch tests: CUDA failed: {e}"));
-            None
-        }
-    })
+    B.get_or_init(
+        || match CudaBackend::with_options(0, &cuda_common::options()) {
+            Ok(b) => {
+                eprintln!("CUDA backend on {}", b.arch());
+                Some(Arc::new(b))
+            }
+            Err(e) => {
+                test_support::skip_gpu(format!("GPU batch tests: CUDA failed: {e}"));
+                None
+            }
+        },
+    )
     .clone()
 }
 
@@ -129,6 +131,17 @@ fn gemm_every_type_matches_f64_reference() {
             let mut dy: CudaSlice<f32> = s.clone_htod(&vec![f32::NAN; out_len]).unwrap();
             k.gemm(&b, &wv, &dx, c.n, &mut dy, false).expect("gemm");
             let y = s.clone_dtoh(&dy).expect("download");
+            // Run to run: split-K partial sums are added in a fixed order, so bit for bit.
+            k.gemm(&b, &wv, &dx, c.n, &mut dy, false)
+                .expect("gemm again");
+            let again = s.clone_dtoh(&dy).expect("download");
+            assert!(
+                bits_equal(&y, &again),
+                "{ty} {}x{} n={}: a second run gave other bits",
+                c.rows,
+                c.cols,
+                c.n
+            );
             assert!(
                 y[c.n * c.rows..].iter().all(|v| v.is_nan()),
                 "{ty} {}x{} n={}: wrote past the output",
@@ -180,12 +193,21 @@ fn gemm_every_type_matches_f64_reference() {
                 c.rows, c.cols, c.n, c.offset, worst
             ));
 
-            // Accumulation (the residual add): y = 0.5 + W x, against the f64 reference (with
-            // split K the partial sums arrive in any order, so not bit-equal to `y`).
+            // Accumulation (the residual add): y = 0.5 + W x, against the f64 reference, and
+            // bit for bit 0.5 + the product above (the product is summed in the same order,
+            // then added to y once).
             if c.rows * c.cols <= 4096 * 1024 && c.n <= 100 {
                 let mut da: CudaSlice<f32> = s.clone_htod(&vec![0.5f32; c.n * c.rows]).unwrap();
                 k.gemm(&b, &wv, &dx, c.n, &mut da, true).expect("gemm acc");
                 let ya = s.clone_dtoh(&da).unwrap();
+                let plus: Vec<f32> = y[..c.n * c.rows].iter().map(|v| 0.5f32 + v).collect();
+                assert!(
+                    bits_equal(&ya, &plus),
+                    "{ty} {}x{} n={}: accumulate is not 0.5 + the product bit for bit",
+                    c.rows,
+                    c.cols,
+                    c.n
+                );
                 for t in 0..c.n {
                     let xr = &x[t * c.cols..(t + 1) * c.cols];
                     for r in 0..c.rows {
@@ -220,6 +242,53 @@ fn gemm_every_type_matches_f64_reference() {
         k.gemm(&b, &wv, &dx, 2, &mut dy, false).is_err(),
         "48 columns"
     );
+}
+
+fn bits_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Shapes where the GEMM splits K over many CTAs (few output tiles): twenty runs give the same
+/// bits (split-K partial sums used to be added with atomics in arrival order).
+#[test]
+fn gemm_split_k_is_bitwise_reproducible() {
+    let Some(b) = backend() else { return };
+    let k = BatchKernels::get(&b).expect("batch kernels");
+    let s = b.stream().clone();
+    let mut rng = StdRng::seed_from_u64(0x5eed_0b17);
+    // (type, rows, cols, tokens): K/V of an 8B at verification sizes, a tiny-row weight with a
+    // long K, an FFN-down shape at prefill size, a square at 512 tokens.
+    let cases = [
+        (GgmlType::Q4_K, 1024, 4096, 16),
+        (GgmlType::Q8_0, 9, 28672, 7),
+        (GgmlType::Q6_K, 4096, 14336, 64),
+        (GgmlType::F16, 24, 8192, 512),
+        (GgmlType::Q4_K, 4096, 4096, 512),
+    ];
+    for (ty, rows, cols, n) in cases {
+        let x: Vec<u16> = (0..n * cols)
+            .map(|_| f16::from_f32(rng.gen_range(-1.0f32..1.0)).to_bits())
+            .collect();
+        let dx = s.clone_htod(&x).unwrap();
+        let bytes = random_blocks(&mut rng, ty, rows * cols);
+        let dw = s.clone_htod(&bytes).unwrap();
+        let wv = DeviceWeight::new(dw.slice(..), ty, cols, rows).unwrap();
+        let mut dy: CudaSlice<f32> = s.alloc_zeros(n * rows).unwrap();
+        k.gemm(&b, &wv, &dx, n, &mut dy, false).unwrap();
+        let first = s.clone_dtoh(&dy).unwrap();
+        assert!(first.iter().all(|v| v.is_finite()), "{ty}: non-finite");
+        let mut differing = 0;
+        for _ in 0..19 {
+            k.gemm(&b, &wv, &dx, n, &mut dy, false).unwrap();
+            if !bits_equal(&first, &s.clone_dtoh(&dy).unwrap()) {
+                differing += 1;
+            }
+        }
+        loud(format!(
+            "gemm {ty} {rows}x{cols} n={n}: {differing} of 19 reruns differ from the first run"
+        ));
+        assert_eq!(differing, 0, "{ty} {rows}x{cols} n={n}: not reproducible");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,6 +405,16 @@ fn batched_prefill_matches_token_by_token_and_cpu() {
                 ba == ta || tm < TIE,
                 "{name}: argmax {ba} vs {ta}, gap {tm}"
             );
+            // The same prompt again: the same bits (every reduction runs in a fixed order).
+            gpu.reset();
+            let again = gpu.prefill_batched(&prompt).expect("batched prefill again");
+            assert!(
+                bits_equal(&batched, &again),
+                "{name}: a second batched prefill gave other logits"
+            );
+            loud(format!(
+                "{name}: second batched prefill bit-identical to the first"
+            ));
             let mut greedy = vec![gpu.decode_argmax(ba).expect("decode")];
             while greedy.len() < GREEDY - 1 {
                 let last = *greedy.last().unwrap();
@@ -383,8 +462,8 @@ fn batched_prefill_matches_token_by_token_and_cpu() {
                     "{name}: split at {cut} vs one batch: cosine {cos:.8}"
                 ));
                 // Two batches pick other GEMM tiles and split-K factors than one batch, so
-                // the f32 sums run in another order: the same tolerance as batched vs token
-                // by token applies (measured 0.999998 on the real SmolLM2 Q4_1).
+                // the f32 sums run in another (fixed) order: the same tolerance as batched vs
+                // token by token applies (measured 0.999998 on the real SmolLM2 Q4_1).
                 assert!(
                     cos >= MIN_COSINE,
                     "{name}: split feeding changed the logits: {cos}"
@@ -426,4 +505,60 @@ fn batched_prefill_matches_token_by_token_and_cpu() {
         assert!(gpu.prefill_batched(&vec![1u32; room + 1]).is_err());
         assert_eq!(gpu.n_past(), 3);
     }
+}
+
+/// Opening and dropping a model (with the batch kernels loaded) 20 times must not grow device
+/// memory: the kernels belong to the backend and go with it (they used to sit in a global
+/// cache that held every context's modules for the life of the process).
+#[test]
+fn opening_and_dropping_a_model_does_not_grow_device_memory() {
+    let Some(_b) = backend() else { return };
+    let Some(path) = models().into_iter().next() else {
+        assert!(
+            !require_gpu(),
+            "VRAMLESS_REQUIRE_GPU=1 but no model to test"
+        );
+        return;
+    };
+    // A context of our own keeps the GPU's primary context alive between the models (as any
+    // other user of the GPU in the process would), so what a model leaves behind stays counted.
+    let ctx = cudarc::driver::CudaContext::new(0).expect("context");
+    let free_now = || {
+        ctx.bind_to_thread().expect("bind");
+        ctx.synchronize().expect("sync");
+        cudarc::driver::result::mem_get_info()
+            .expect("mem_get_info")
+            .0 as i64
+    };
+    let options = cuda_common::options();
+    let mut free = Vec::new();
+    for i in 0..20 {
+        let mut m = CudaModel::open_with(&path, 256, &options).expect("open");
+        let vocab = m.config().vocab_size as u32;
+        let prompt: Vec<u32> = (0..8u32).map(|t| (t * 31 + 7) % vocab).collect();
+        let t = m.prefill_argmax(&prompt).expect("batched prefill");
+        m.decode_argmax(t).expect("decode");
+        drop(m);
+        free.push(free_now());
+        if i == 0 {
+            loud(format!(
+                "model open/drop: {} MiB free after the first",
+                free[0] >> 20
+            ));
+        }
+    }
+    let grown = free[1] - free[19];
+    loud(format!(
+        "model open/drop x20 ({}): free device memory after drops 2..20 went from {} to {} MiB \
+         ({grown} bytes less)",
+        path.display(),
+        free[1] >> 20,
+        free[19] >> 20
+    ));
+    // One leaked set of batch-kernel modules is well over 1 MiB of device memory; 18 of them
+    // would be far past this bound.
+    assert!(
+        grown < 4 << 20,
+        "device memory grew by {grown} bytes over 18 open/drop cycles"
+    );
 }

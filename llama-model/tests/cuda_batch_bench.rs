@@ -14,8 +14,8 @@ use cudarc::driver::CudaSlice;
 use gguf::GgmlType;
 use half::f16;
 use llama_model::cuda::{
-    forward_layer, forward_layer_batch, BatchKernels, CudaBackend, CudaModel, DeviceWeight,
-    GpuBatch, GpuState,
+    forward_layer, forward_layer_batch, BatchKernels, CudaBackend, CudaModel, CudaOptions,
+    DeviceWeight, GpuBatch, GpuState,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,7 +36,8 @@ fn batch_cost_report() {
         eprintln!("!!! SKIPPED batch_cost_report: set VRAMLESS_BENCH_MODEL");
         return;
     };
-    let b = Arc::new(CudaBackend::new(0).expect("CUDA backend"));
+    let opts = CudaOptions::from_vars(|k| std::env::var(k).ok()).expect("options");
+    let b = Arc::new(CudaBackend::with_options(0, &opts).expect("CUDA backend"));
     let s = b.stream().clone();
     let mut model = CudaModel::open_on(b.clone(), &path, 2048).expect("open");
     let c = model.config().clone();

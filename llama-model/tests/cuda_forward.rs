@@ -37,7 +37,7 @@ fn loud(msg: String) {
 
 /// The GPU model and the CPU reference model, or None (with a loud message) to skip.
 fn open_both() -> Option<(CudaModel, Model)> {
-    let backend = match CudaBackend::new(0) {
+    let backend = match CudaBackend::with_options(0, &cuda_common::options()) {
         Ok(b) => Arc::new(b),
         Err(e) => {
             test_support::skip_gpu(format!("GPU forward tests: CUDA failed: {e}"));

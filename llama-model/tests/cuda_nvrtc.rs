@@ -113,7 +113,6 @@ fn every_kernel_module_compiles_for_sm80_and_sm90() {
     }
     // The disk cache: the first compile writes <dir>/<key>, later calls read that file back.
     let dir = std::env::temp_dir().join(format!("vramless-kcache-{}", std::process::id()));
-    std::env::set_var("VRAMLESS_KERNEL_CACHE", &dir);
     let (name, body) = KERNEL_MODULES[0];
     let version = nvrtc_version().expect("version");
     let key = cache_key(name, body, "sm_90", version);
@@ -132,13 +131,13 @@ fn every_kernel_module_compiles_for_sm80_and_sm90() {
         cache_key(name, body, "sm_90", (version.0, version.1 + 1)),
         "version too"
     );
-    let first = compile_module_cached(name, body, "sm_90").expect("cached compile");
+    let first = compile_module_cached(name, body, "sm_90", Some(&dir)).expect("cached compile");
     let on_disk = std::fs::read(dir.join(&key)).expect("the cubin was cached");
     assert_eq!(first, on_disk);
     // A marked file under the same key is what the next call returns: proof it reads the cache.
     std::fs::write(dir.join(&key), b"marker").unwrap();
     assert_eq!(
-        compile_module_cached(name, body, "sm_90").unwrap(),
+        compile_module_cached(name, body, "sm_90", Some(&dir)).unwrap(),
         b"marker"
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -190,6 +189,40 @@ fn batch_kernel_modules_compile_for_sm80_and_sm90() {
                 "{name}/{arch}: not an ELF cubin"
             );
             let entries = BATCH_ENTRY_POINTS
+                .iter()
+                .find(|(m, _)| m == name)
+                .map(|(_, e)| *e)
+                .unwrap_or_else(|| panic!("no entry list for module {name}"));
+            for e in entries {
+                let sym = format!("{e}\0");
+                assert!(
+                    contains(&cubin, sym.as_bytes()),
+                    "{name}/{arch}: no symbol {e}"
+                );
+            }
+            eprintln!("{name} {arch}: {} bytes", cubin.len());
+        }
+    }
+}
+
+/// The multi-sequence step's module (paged rope/KV store/attention, row gather) compiles for
+/// sm_80 and sm_90 and exports every entry point `GpuMultiState` loads.
+#[test]
+fn multi_kernel_modules_compile_for_sm80_and_sm90() {
+    use llama_model::cuda::{MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES};
+    if !nvrtc_or_skip() {
+        return;
+    }
+    assert_eq!(MULTI_KERNEL_MODULES.len(), MULTI_ENTRY_POINTS.len());
+    for arch in ["sm_80", "sm_90"] {
+        for (name, body) in MULTI_KERNEL_MODULES {
+            let cubin = compile_module(name, body, arch)
+                .unwrap_or_else(|e| panic!("{name} for {arch}: {e}"));
+            assert!(
+                cubin.starts_with(b"\x7fELF"),
+                "{name}/{arch}: not an ELF cubin"
+            );
+            let entries = MULTI_ENTRY_POINTS
                 .iter()
                 .find(|(m, _)| m == name)
                 .map(|(_, e)| *e)

@@ -42,7 +42,7 @@ fn gpu_decode_matches_cpu_on_synthetic_models() {
         test_support::skip_gpu("synthetic-model GPU test: set VRAMLESS_SYNTH_MODELS");
         return;
     };
-    let backend = match CudaBackend::new(0) {
+    let backend = match CudaBackend::with_options(0, &cuda_common::options()) {
         Ok(b) => Arc::new(b),
         Err(e) => {
             test_support::skip_gpu(format!("synthetic-model GPU test: CUDA failed: {e}"));

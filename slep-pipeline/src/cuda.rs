@@ -9,7 +9,7 @@ use cudarc::driver::{sys, CudaContext, CudaEvent, CudaSlice, CudaStream};
 use crate::buffer::HostBuffer;
 use crate::error::{PipelineError, Result};
 use crate::stage::{check_segments, CopySegment, HostMemory, Transfer};
-use crate::sys::cuda::{enqueue_copies, Registered};
+use crate::sys::cuda::{disable_event_tracking, enqueue_copies, Registered};
 
 fn cuda_err(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> PipelineError {
     move |e| PipelineError::Cuda {
@@ -32,8 +32,11 @@ pub struct CudaSlot {
 }
 
 impl CudaSlot {
-    /// The device memory (the item occupies its first `Ready::len` bytes). Kernels launched through
-    /// cudarc on another stream wait for the copy automatically (cudarc's event tracking).
+    /// The device memory (the item occupies its first `Ready::len` bytes). Make the compute
+    /// stream wait on the item's event ([`crate::Ready::event`]) before reading it: cudarc's
+    /// automatic event tracking does it too, but only in a context that keeps tracking on
+    /// ([`CudaTransfer::new`]; not [`CudaTransfer::on_context`] with a compute context that
+    /// turned it off).
     pub fn slice(&self) -> &CudaSlice<u8> {
         &self.buf
     }
@@ -87,6 +90,28 @@ impl HostRegistration {
     }
 }
 
+/// Options of [`CudaTransfer::with_options`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaTransferOptions {
+    /// The GPU (CUDA device ordinal).
+    pub ordinal: usize,
+    /// Keep cudarc's automatic per-buffer event tracking for the slots (default on): kernels
+    /// launched through cudarc then also wait for a slot's copy on their own. Off, each launch
+    /// that reads a slot records no event (less host work a launch); the pipeline's ordering
+    /// of slot reuse and frees does not depend on it, but consumers must wait on each item's
+    /// event ([`crate::Ready::event`]) before reading its slot.
+    pub event_tracking: bool,
+}
+
+impl Default for CudaTransferOptions {
+    fn default() -> Self {
+        Self {
+            ordinal: 0,
+            event_tracking: true,
+        }
+    }
+}
+
 /// Transfer into GPU memory on a dedicated copy stream.
 #[derive(Debug)]
 pub struct CudaTransfer {
@@ -98,10 +123,32 @@ impl CudaTransfer {
     /// Opens GPU `ordinal` (its primary context) and creates the copy stream. Returns
     /// [`PipelineError::CudaUnavailable`] when there is no CUDA driver or no such GPU.
     pub fn new(ordinal: usize) -> Result<Self> {
+        Self::with_options(&CudaTransferOptions {
+            ordinal,
+            ..CudaTransferOptions::default()
+        })
+    }
+
+    /// As [`CudaTransfer::new`], with `options`.
+    pub fn with_options(options: &CudaTransferOptions) -> Result<Self> {
         cuda_available()?;
+        let ordinal = options.ordinal;
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| PipelineError::CudaUnavailable("the CUDA driver failed to load".into()))?
             .map_err(|e| PipelineError::CudaUnavailable(format!("GPU {ordinal}: {e}")))?;
+        if !options.event_tracking {
+            disable_event_tracking(&ctx);
+        }
+        let stream = ctx.new_stream().map_err(cuda_err("stream create"))?;
+        Ok(Self { ctx, stream })
+    }
+
+    /// A transfer in an existing context (e.g. the compute backend's), with its own copy
+    /// stream. Slots are allocated in `ctx`, so they follow its event-tracking setting; the
+    /// pipeline orders every reuse and free of a slot after its last reader itself (the
+    /// consumer's release event, or [`Transfer::settle`] where there is none), so a context with
+    /// tracking off is safe as long as consumers wait on each item's event before reading it.
+    pub fn on_context(ctx: Arc<CudaContext>) -> Result<Self> {
         let stream = ctx.new_stream().map_err(cuda_err("stream create"))?;
         Ok(Self { ctx, stream })
     }
@@ -246,5 +293,13 @@ impl Transfer for CudaTransfer {
         let start = event.start.as_ref()?;
         let ms = start.elapsed_ms(&event.end).ok()?;
         Some(Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
+    }
+
+    /// Waits for every stream of the context (`cuCtxSynchronize`: the GPU's primary context, so
+    /// also a consumer's compute stream created from another handle to it).
+    fn settle(&self) -> Result<()> {
+        self.ctx
+            .synchronize()
+            .map_err(cuda_err("context synchronize"))
     }
 }

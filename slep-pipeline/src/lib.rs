@@ -51,7 +51,9 @@ pub use auto::{choose_source, Choice, Location, MachineCaps};
 pub use buffer::{HostBuffer, StagingMemory, PAGE};
 pub use cpu_device::{CpuEvent, CpuSlot, CpuTransfer};
 #[cfg(feature = "cuda")]
-pub use cuda::{cuda_available, CudaSignal, CudaSlot, CudaTransfer, HostRegistration};
+pub use cuda::{
+    cuda_available, CudaSignal, CudaSlot, CudaTransfer, CudaTransferOptions, HostRegistration,
+};
 pub use error::PipelineError;
 #[cfg(feature = "cuda")]
 pub use gpu_checksum::{compile_checksum_kernel, nvrtc_available, GpuChecksum};

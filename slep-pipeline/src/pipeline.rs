@@ -6,6 +6,12 @@
 //! consumer released that slot's previous item, and handed to the consumer in schedule order.
 //! So at most N-1 items sit in slots ahead of the one being computed, and up to S more are being
 //! read ahead of the copies.
+//!
+//! Slot lifetime: a slot is only written again, or freed, after its last reader. The consumer's
+//! release event travels with the slot (also from one pass to the next, so the first copy of a
+//! pass waits for the last compute of the one before); where a reader left no event (a consumer
+//! that failed, the pipeline being dropped) the pipeline first waits for the device
+//! ([`Transfer::settle`]).
 
 use std::error::Error;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -94,7 +100,8 @@ pub struct Pipeline<T: Transfer> {
     n_slots: usize,
     slot_bytes: usize,
     n_staging: usize,
-    slots: Vec<SlotEntry<T::Slot>>,
+    /// Free slots, each with the release event of its last reader (if it had one).
+    slots: Vec<Released<T>>,
     next_slot_id: usize,
     staging: Vec<HostBuffer>,
     external_staging: bool,
@@ -156,10 +163,13 @@ impl<T: Transfer> Pipeline<T> {
     fn ensure_slots(&mut self) -> Result<()> {
         while self.slots.len() < self.n_slots {
             let buf = self.transfer.alloc_slot(self.slot_bytes)?;
-            self.slots.push(SlotEntry {
-                id: self.next_slot_id % self.n_slots,
-                buf,
-            });
+            self.slots.push((
+                SlotEntry {
+                    id: self.next_slot_id % self.n_slots,
+                    buf,
+                },
+                None,
+            ));
             self.next_slot_id += 1;
         }
         Ok(())
@@ -243,7 +253,7 @@ impl<T: Transfer> Pipeline<T> {
         let (fetch_tx, fetch_rx) = channel::<Result<FetchMsg>>();
         let (slot_tx, slot_rx) = channel::<Released<T>>();
         for s in self.slots.drain(..) {
-            let _ = slot_tx.send((s, None));
+            let _ = slot_tx.send(s);
         }
         let (ready_tx, ready_rx) = channel::<Result<ReadyMsg<T>>>();
         let transfer = &self.transfer;
@@ -253,6 +263,8 @@ impl<T: Transfer> Pipeline<T> {
             let copier =
                 scope.spawn(|| copy_loop(items, transfer, fetch_rx, staging_tx, slot_rx, ready_tx));
             let mut result: Result<()> = Ok(());
+            // Slots whose reader left no event, held until the device settled.
+            let mut unsettled: Vec<SlotEntry<T::Slot>> = Vec::new();
             for (index, item) in items.iter().enumerate() {
                 let waited = Instant::now();
                 let msg = match ready_rx.recv() {
@@ -296,6 +308,9 @@ impl<T: Transfer> Pipeline<T> {
                         }
                     }
                     Err(source) => {
+                        // The consumer may have queued device work reading the slot before it
+                        // failed, and gave no event to order the slot's next use after it.
+                        unsettled.extend(msg.slot);
                         result = Err(PipelineError::Consumer {
                             index,
                             key: item.key,
@@ -305,21 +320,42 @@ impl<T: Transfer> Pipeline<T> {
                     }
                 }
             }
-            // Closing our ends unblocks both workers whatever state they are in.
+            // Closing our ends unblocks both workers whatever state they are in. (Slots of items
+            // copied ahead are freed with their messages: the copy completed on the copy stream
+            // and nothing read them.)
             drop(slot_tx);
             drop(ready_rx);
             let reader_out = reader.join();
             let copier_out = copier.join();
-            (result, reader_out, copier_out)
+            (result, unsettled, reader_out, copier_out)
         });
-        let (result, reader_out, copier_out) = outcome;
-        let (kept, staging_back, read_stats) =
-            reader_out.map_err(|_| PipelineError::WorkerPanicked("reader"))?;
-        self.staging.extend(kept);
-        let (slots_back, copy_stats) =
-            copier_out.map_err(|_| PipelineError::WorkerPanicked("copy"))?;
-        self.staging.extend(staging_back.try_iter());
-        self.slots.extend(slots_back);
+        let (result, unsettled, reader_out, copier_out) = outcome;
+        let read_stats = reader_out.ok().map(|(kept, staging_back, read_stats)| {
+            self.staging.extend(kept);
+            self.staging.extend(staging_back.try_iter());
+            read_stats
+        });
+        let copy_stats = copier_out.ok().map(|(slots_back, copy_stats)| {
+            self.slots.extend(slots_back);
+            copy_stats
+        });
+        if !unsettled.is_empty() {
+            // A failed consumer's work may still read these slots until the device settles. If
+            // it cannot settle, freeing any slot could free memory in use: keep them all out of
+            // reach for the life of the process instead (the next pass allocates new ones).
+            match self.transfer.settle() {
+                Ok(()) => self.slots.extend(unsettled.into_iter().map(|s| (s, None))),
+                Err(e) => {
+                    std::mem::forget(unsettled);
+                    std::mem::forget(std::mem::take(&mut self.slots));
+                    // The consumer's error says more than the settle's.
+                    result?;
+                    return Err(e);
+                }
+            }
+        }
+        let read_stats = read_stats.ok_or(PipelineError::WorkerPanicked("reader"))?;
+        let copy_stats = copy_stats.ok_or(PipelineError::WorkerPanicked("copy"))?;
         result?;
         stats.read = read_stats;
         stats.copy = copy_stats;
@@ -380,9 +416,9 @@ fn copy_loop<T: Transfer>(
     staging_tx: Sender<HostBuffer>,
     slot_rx: Receiver<Released<T>>,
     ready_tx: Sender<Result<ReadyMsg<T>>>,
-) -> (Vec<SlotEntry<T::Slot>>, crate::stats::StageStats) {
+) -> (Vec<Released<T>>, crate::stats::StageStats) {
     let mut stats = crate::stats::StageStats::default();
-    let mut spare = Vec::new();
+    let mut spare: Vec<Released<T>> = Vec::new();
     for _ in 0..items.len() {
         let msg = match fetch_rx.recv() {
             Ok(Ok(m)) => m,
@@ -442,7 +478,9 @@ fn copy_loop<T: Transfer>(
                         event: Some(ev),
                     }),
                     Err(e) => {
-                        spare.push(slot);
+                        // The copy may have failed before waiting on the slot's release: keep
+                        // the event for the slot's next copy.
+                        spare.push((slot, after));
                         Err(e)
                     }
                 }
@@ -455,8 +493,9 @@ fn copy_loop<T: Transfer>(
     }
     drop(staging_tx);
     drop(ready_tx);
-    // Collect every slot the consumer hands back (it closes its end when the pass is over).
-    spare.extend(slot_rx.iter().map(|(s, _)| s));
+    // Collect every slot the consumer hands back (it closes its end when the pass is over), each
+    // with its release event: the next pass's first copy into it waits for that.
+    spare.extend(slot_rx.iter());
     (spare, stats)
 }
 
@@ -509,4 +548,15 @@ fn copy_one<T: Transfer>(
     }
     let ev = transfer.copy(&segments, slot, after)?;
     Ok((ev, expected))
+}
+
+impl<T: Transfer> Drop for Pipeline<T> {
+    fn drop(&mut self) {
+        // The last pass's consumers may still read their slots on the device: wait before the
+        // slots are freed. If the device cannot settle, leak the slots rather than free memory
+        // that may be in use.
+        if self.transfer.settle().is_err() {
+            std::mem::forget(std::mem::take(&mut self.slots));
+        }
+    }
 }

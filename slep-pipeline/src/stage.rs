@@ -196,6 +196,14 @@ pub trait Transfer: Send + Sync {
 
     /// Time the copy behind `event` took on the copy engine, once complete, when measurable.
     fn elapsed(&self, event: &Self::Event) -> Option<Duration>;
+
+    /// Blocks until no device work that may still read a slot is pending. The pipeline calls it
+    /// before it reuses or frees a slot whose last reader gave no release event (a consumer that
+    /// failed, the pipeline being dropped). A no-op where consumers are done with a slot when
+    /// they return (the default).
+    fn settle(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks the segments of a copy against the slot size.

@@ -296,7 +296,8 @@ fn bench_cpu(path: &Path, args: &Args, ctx: usize) -> Result<Figures, String> {
 
 #[cfg(feature = "cuda")]
 fn bench_cuda(path: &Path, args: &Args, ctx: usize) -> Result<Figures, String> {
-    let mut model = llama_model::cuda::CudaModel::open(path, ctx)
+    let options = vramless_engine::cuda_options()?;
+    let mut model = llama_model::cuda::CudaModel::open_with(path, ctx, &options)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
     let prompt = synthetic_prompt(&tok, args.prompt_len)?;

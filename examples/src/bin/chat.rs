@@ -105,7 +105,8 @@ fn open(args: &Args, path: &Path) -> Result<Box<dyn TextGenerator>, String> {
         }
         #[cfg(feature = "cuda")]
         "cuda" => {
-            let m = llama_model::cuda::CudaModel::open(path, args.ctx)
+            let options = vramless_engine::cuda_options()?;
+            let m = llama_model::cuda::CudaModel::open_with(path, args.ctx, &options)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             eprintln!(
                 "chat: CUDA {}, whole model resident in VRAM; prompts run token by token",

@@ -105,7 +105,9 @@ fn use_engine(args: &Args, path: &Path) -> bool {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(path: &Path, ctx: usize) -> Result<llama_model::cuda::CudaModel, String> {
-    llama_model::cuda::CudaModel::open(path, ctx).map_err(|e| format!("{}: {e}", path.display()))
+    let options = vramless_engine::cuda_options()?;
+    llama_model::cuda::CudaModel::open_with(path, ctx, &options)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {

@@ -197,8 +197,13 @@ impl GpuEngine {
         storage: Option<Box<dyn Source>>,
         batch: bool,
     ) -> Result<Self> {
-        let backend = Arc::new(CudaBackend::new(0).map_err(gpu_err("CUDA start"))?);
-        let transfer = CudaTransfer::new(0).map_err(|e| EngineError::NoCuda(e.to_string()))?;
+        let options = crate::cuda_options().map_err(EngineError::NoCuda)?;
+        let backend =
+            Arc::new(CudaBackend::with_options(0, &options).map_err(gpu_err("CUDA start"))?);
+        // The copy stream in the compute context (event tracking off): slot reuse and frees are
+        // ordered by the pipeline's events, reads by the copy event each layer waits on.
+        let transfer = CudaTransfer::on_context(backend.context().clone())
+            .map_err(|e| EngineError::NoCuda(e.to_string()))?;
         let h2d_gbps = transfer
             .measure_pinned_h2d(256 << 20, 4)
             .map_err(from_pipeline)?;

@@ -1,6 +1,7 @@
 //! The CUDA device, its compute stream, the loaded kernels and safe launches of each kernel.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
@@ -8,8 +9,10 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use super::compile::{compile_module_cached, nvrtc_available, KERNEL_MODULES};
+use super::compile::{compile_module_cached, nvrtc_available, use_nvrtc_library, KERNEL_MODULES};
 use super::error::{driver, CudaError, Result};
+use super::layer::batch::BatchKernels;
+use super::options::{CudaOptions, MatvecKsplit};
 use super::sys::{self, Launch};
 use super::weights::{type_code, DeviceWeight};
 
@@ -51,19 +54,23 @@ pub(super) struct Kernels {
 /// One GPU with its compute stream and every kernel compiled for its architecture.
 ///
 /// Every launch goes to the one compute stream, and cudarc's automatic per-buffer event
-/// tracking is off (set `VRAMLESS_CUDA_EVENT_TRACKING=1` to keep it): a buffer written on another
-/// stream (e.g. a weight slot filled by a copy stream) must be ordered before its use with an
-/// event by the caller.
+/// tracking is off (unless [`CudaOptions::event_tracking`]): a buffer written on another stream
+/// (e.g. a weight slot filled by a copy stream) must be ordered before its use with an event by
+/// the caller, and must not be freed before an event recorded after its last use completed.
 #[derive(Debug)]
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     arch: String,
     pub(super) k: Kernels,
-    /// Rows per unit of the matrix-vector kernel (2 or 4; `VRAMLESS_MATVEC_ROWS`).
+    options: CudaOptions,
+    /// Rows per unit of the matrix-vector kernel (2 or 4).
     pub(super) matvec_rows: usize,
-    /// Warps per unit forced by `VRAMLESS_MATVEC_KSPLIT` (1, 2 or 4), else chosen per launch.
+    /// Warps per unit forced by the options (1, 2 or 4), else chosen per launch.
     pub(super) matvec_ksplit: Option<usize>,
+    /// The batched path's kernels, loaded at the first batch ([`BatchKernels::get`]) and
+    /// dropped with the backend.
+    pub(super) batch_kernels: Mutex<Option<Arc<BatchKernels>>>,
 }
 
 pub(super) fn i32_arg(op: &'static str, what: &str, v: usize) -> Result<i32> {
@@ -99,18 +106,29 @@ pub(super) fn cfg(grid: u32, block: u32) -> LaunchConfig {
 }
 
 impl CudaBackend {
-    /// Opens GPU `ordinal`, creates a compute stream and compiles (or loads from the disk cache)
-    /// every kernel module for the GPU's architecture. [`CudaError::Unavailable`] when there is
-    /// no driver, no NVRTC or no such GPU.
+    /// Opens GPU `ordinal` with the default [`CudaOptions`] (no disk cache of compiled kernels:
+    /// see [`CudaBackend::with_options`]).
     pub fn new(ordinal: usize) -> Result<Self> {
+        Self::with_options(ordinal, &CudaOptions::default())
+    }
+
+    /// Opens GPU `ordinal`, creates a compute stream and compiles (or loads from the disk cache
+    /// named by the options) every kernel module for the GPU's architecture.
+    /// [`CudaError::Unavailable`] when there is no driver, no NVRTC or no such GPU,
+    /// [`CudaError::Options`] for options out of range.
+    pub fn with_options(ordinal: usize, options: &CudaOptions) -> Result<Self> {
+        options.check()?;
         driver_available()?;
+        if let Some(lib) = &options.nvrtc_lib {
+            use_nvrtc_library(lib)?;
+        }
         nvrtc_available()?;
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| CudaError::Unavailable("the CUDA driver failed to load".into()))?
             .map_err(|e| CudaError::Unavailable(format!("GPU {ordinal}: {e}")))?;
         // One compute stream orders everything this backend does, so cudarc's per-buffer event
-        // tracking is only overhead; VRAMLESS_CUDA_EVENT_TRACKING=1 keeps it (for comparison).
-        if std::env::var("VRAMLESS_CUDA_EVENT_TRACKING").as_deref() != Ok("1") {
+        // tracking is only overhead (kept when the options ask, for comparison).
+        if !options.event_tracking {
             sys::disable_event_tracking(&ctx);
         }
         let (major, minor) = ctx
@@ -118,9 +136,10 @@ impl CudaBackend {
             .map_err(driver("compute capability"))?;
         let arch = format!("sm_{major}{minor}");
         let stream = ctx.new_stream().map_err(driver("stream create"))?;
+        let cache = options.kernel_cache.as_deref();
         let mut modules: Vec<(&str, Arc<CudaModule>)> = Vec::new();
         for (name, body) in KERNEL_MODULES {
-            let cubin = compile_module_cached(name, body, &arch)?;
+            let cubin = compile_module_cached(name, body, &arch, cache)?;
             let m = ctx
                 .load_module(Ptx::from_binary(cubin))
                 .map_err(driver("module load"))?;
@@ -149,24 +168,30 @@ impl CudaBackend {
             topk_pass: get("elementwise", "topk_pass")?,
             attn_partial: get("attention", "attn_partial")?,
         };
-        let matvec_rows = match std::env::var("VRAMLESS_MATVEC_ROWS").as_deref() {
-            Ok("2") => 2,
-            _ => 4,
-        };
-        let matvec_ksplit = match std::env::var("VRAMLESS_MATVEC_KSPLIT").as_deref() {
-            Ok("1") => Some(1),
-            Ok("2") => Some(2),
-            Ok("4") => Some(4),
-            _ => None,
+        let matvec_ksplit = match options.matvec_ksplit {
+            MatvecKsplit::Auto => None,
+            MatvecKsplit::Fixed(k) => Some(k),
         };
         Ok(Self {
             ctx,
             stream,
             arch,
             k,
-            matvec_rows,
+            matvec_rows: options.matvec_rows,
             matvec_ksplit,
+            options: options.clone(),
+            batch_kernels: Mutex::new(None),
         })
+    }
+
+    /// The options the backend was opened with.
+    pub fn options(&self) -> &CudaOptions {
+        &self.options
+    }
+
+    /// The compiled-kernel cache folder, if any.
+    pub(super) fn kernel_cache(&self) -> Option<&Path> {
+        self.options.kernel_cache.as_deref()
     }
 
     /// The CUDA context.

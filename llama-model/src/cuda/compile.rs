@@ -1,6 +1,6 @@
 //! Kernel sources (embedded at build time), NVRTC compilation and the on-disk cubin cache.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -29,37 +29,31 @@ pub fn module_source(body: &str) -> String {
 
 /// Library names under which NVRTC may be found (the dynamic loader's search path applies).
 pub fn nvrtc_library_names() -> Vec<String> {
-    let mut names = Vec::new();
-    if let Ok(p) = std::env::var("VRAMLESS_NVRTC_LIB") {
-        if !p.is_empty() {
-            names.push(p);
-        }
-    }
-    names.extend(cudarc::get_lib_name_candidates("nvrtc"));
-    names
+    cudarc::get_lib_name_candidates("nvrtc")
 }
 
 /// Checks that NVRTC can be loaded, without touching cudarc (whose loader panics when the
-/// library is absent). When `VRAMLESS_NVRTC_LIB` names a file it is loaded first, so later
-/// lookups by soname find it already in the process.
+/// library is absent). A library loaded by [`use_nvrtc_library`] before is found by soname.
 pub fn nvrtc_available() -> Result<()> {
     let names = nvrtc_library_names();
     sys::probe_library(&names)
+        .map_err(|why| CudaError::Unavailable(format!("cannot load libnvrtc ({why})")))
+}
+
+/// Loads the NVRTC library at `path` (and the `libnvrtc-builtins` beside it) and keeps it
+/// loaded for the life of the process, so that cudarc's lookup by soname, and NVRTC's own
+/// lookup of its builtins at compile time, resolve to it.
+pub fn use_nvrtc_library(path: &Path) -> Result<()> {
+    let p = path.to_string_lossy().into_owned();
+    sys::probe_library(std::slice::from_ref(&p))
         .map_err(|why| CudaError::Unavailable(format!("cannot load libnvrtc ({why})")))?;
-    if let Ok(p) = std::env::var("VRAMLESS_NVRTC_LIB") {
-        if !p.is_empty() {
-            // Keep the named library loaded for the life of the process so cudarc's soname
-            // lookup resolves to it.
-            sys::pin_library(&p);
-            // NVRTC opens its builtins library by soname at compile time: pin the one beside it.
-            if let Some(dir) = std::path::Path::new(&p).parent() {
-                if let Ok(entries) = std::fs::read_dir(dir) {
-                    for e in entries.flatten() {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        if name.starts_with("libnvrtc-builtins.so") {
-                            sys::pin_library(&e.path().to_string_lossy());
-                        }
-                    }
+    sys::pin_library(&p);
+    if let Some(dir) = path.parent() {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("libnvrtc-builtins.so") {
+                    sys::pin_library(&e.path().to_string_lossy());
                 }
             }
         }
@@ -83,18 +77,6 @@ pub fn compile_module(name: &str, body: &str, arch: &str) -> Result<Vec<u8>> {
         .map_err(|_| CudaError::Unavailable("the NVRTC library failed to load".into()))?
 }
 
-/// Where compiled kernels are cached: `$VRAMLESS_KERNEL_CACHE`, else
-/// `$XDG_CACHE_HOME/vramless/kernels`, else `~/.cache/vramless/kernels`.
-pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VRAMLESS_KERNEL_CACHE") {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(p).join("vramless/kernels"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vramless/kernels"))
-}
-
 /// Cache key of a module: hash of the full source, the architecture and NVRTC's version.
 pub fn cache_key(name: &str, body: &str, arch: &str, nvrtc: (i32, i32)) -> String {
     let mut h = Sha256::new();
@@ -106,12 +88,18 @@ pub fn cache_key(name: &str, body: &str, arch: &str, nvrtc: (i32, i32)) -> Strin
     format!("{name}-{arch}-{hex}.cubin")
 }
 
-/// Compiles module `name` for `arch`, reusing a cubin cached on disk under the same key.
-/// Cache problems (unwritable directory, unreadable file) only cost a recompilation.
-pub fn compile_module_cached(name: &str, body: &str, arch: &str) -> Result<Vec<u8>> {
+/// Compiles module `name` for `arch`, reusing a cubin cached on disk in `cache` under the same
+/// key (`None`: no cache). Cache problems (unwritable directory, unreadable file) only cost a
+/// recompilation.
+pub fn compile_module_cached(
+    name: &str,
+    body: &str,
+    arch: &str,
+    cache: Option<&Path>,
+) -> Result<Vec<u8>> {
     let version = nvrtc_version()?;
     let key = cache_key(name, body, arch, version);
-    let path = cache_dir().map(|d| d.join(&key));
+    let path = cache.map(|d| d.join(&key));
     if let Some(p) = &path {
         if let Ok(bytes) = std::fs::read(p) {
             if !bytes.is_empty() {

@@ -65,9 +65,15 @@ pub enum CudaError {
         /// Positions the cache holds.
         limit: usize,
     },
+    /// Backend options out of range (or a variable meant to set one that does not parse).
+    #[error("CUDA options: {0}")]
+    Options(String),
     /// Calls made in an order the state does not allow (e.g. a layer before its predecessors).
     #[error("forward pass: {0}")]
     Sequence(String),
+    /// The paged KV pool refused a multi-sequence step (exhausted, unknown sequence, ...).
+    #[error(transparent)]
+    Kv(#[from] crate::paged::KvError),
 }
 
 /// Result alias of the CUDA backend.

@@ -11,6 +11,7 @@
 //! of every layer in VRAM.
 
 pub(crate) mod batch;
+pub(crate) mod multi;
 
 use std::sync::Arc;
 

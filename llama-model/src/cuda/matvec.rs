@@ -43,7 +43,7 @@ fn elems_per_step(t: i32) -> usize {
 }
 
 impl CudaBackend {
-    /// Warps that split one unit's row length: `VRAMLESS_MATVEC_KSPLIT` (1, 2 or 4) when set,
+    /// Warps that split one unit's row length: [`super::CudaOptions::matvec_ksplit`] when fixed,
     /// else 4 for rows of at least 8 warp steps, 2 from 4 steps, 1 below (a warp should keep a
     /// few steps of loads in flight; short rows split over many warps pay the reduction).
     fn matvec_split(&self, t: i32, cols: usize) -> usize {

@@ -19,7 +19,7 @@
 //! the f16 KV cache of every layer in a [`GpuState`] (8 launches a layer, no host sync; the
 //! position and token live in device memory; streams and events for a streaming caller).
 //! [`CudaModel`] is the resident-mode convenience: the whole GGUF in one device buffer, the
-//! decode step replayed from a CUDA graph (`VRAMLESS_CUDA_GRAPH=0` or
+//! decode step replayed from a CUDA graph ([`CudaOptions::cuda_graph`] or
 //! [`CudaModel::set_cuda_graph`] turns it off), final norm, LM head and argmax (or top-k) on the
 //! GPU. Prompts of four or more tokens go through the batched tensor-core path.
 
@@ -31,6 +31,7 @@ pub(crate) mod error;
 mod layer;
 mod matvec;
 mod model;
+mod options;
 mod sample;
 use crate::sys::cuda as sys;
 mod weights;
@@ -42,7 +43,11 @@ pub use layer::batch::{
     forward_layer_batch, BatchKernels, GpuBatch, BATCH_ENTRY_POINTS, BATCH_KERNEL_MODULES,
     GEMM_K_STEP, PREFILL_CHUNK,
 };
+pub use layer::multi::{
+    forward_layer_multi, GpuMultiState, MATVEC_MAX_ROWS, MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES,
+};
 pub use layer::{forward_layer, DeviceLayerWeights, GpuState};
 pub use model::CudaModel;
+pub use options::{CudaOptions, MatvecKsplit};
 pub use sample::{finish_sample, gpu_sampling_plan, MAX_TOP_K};
 pub use weights::{type_code, DeviceWeight, SUPPORTED_TYPES};

@@ -19,6 +19,7 @@ use crate::cpu::LAYER_TENSOR_NAMES;
 use super::backend::CudaBackend;
 use super::error::{driver, CudaError, Result};
 use super::layer::{enqueue_layer, forward_layer, DeviceLayerWeights, GpuState};
+use super::options::CudaOptions;
 use super::weights::DeviceWeight;
 
 /// Where one tensor lies in the device buffer (same offsets as in the file).
@@ -96,8 +97,18 @@ fn view<'a>(buf: &'a CudaSlice<u8>, l: &Loc) -> Result<DeviceWeight<'a>> {
 impl CudaModel {
     /// Opens a Llama GGUF on GPU 0 and uploads all of it into one device buffer, with a KV
     /// cache of `max_context` positions (0: the model's context length).
+    /// Uses the default [`CudaOptions`] (no disk cache of compiled kernels).
     pub fn open(path: impl AsRef<Path>, max_context: usize) -> Result<Self> {
-        let backend = Arc::new(CudaBackend::new(0)?);
+        Self::open_with(path, max_context, &CudaOptions::default())
+    }
+
+    /// As [`CudaModel::open`], with a backend opened with `options`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        max_context: usize,
+        options: &CudaOptions,
+    ) -> Result<Self> {
+        let backend = Arc::new(CudaBackend::with_options(0, options)?);
         Self::open_on(backend, path, max_context)
     }
 
@@ -131,9 +142,10 @@ impl CudaModel {
             .stream()
             .clone_htod(file.as_bytes())
             .map_err(driver("upload weights"))?;
+        let use_graph = backend.options().graphs();
         let state = GpuState::new(backend, &config, max_context)?;
         let model = Self {
-            use_graph: graphs_by_default(),
+            use_graph,
             graph: None,
             file,
             config,
@@ -252,8 +264,8 @@ impl CudaModel {
         self.state.end_token()
     }
 
-    /// Whether decode steps replay a captured CUDA graph (the default, unless the environment
-    /// sets `VRAMLESS_CUDA_GRAPH=0` or turns cudarc's event tracking on).
+    /// Whether decode steps replay a captured CUDA graph (the default, unless the backend's
+    /// [`super::CudaOptions`] turn graphs off or cudarc's event tracking on).
     pub fn cuda_graph_enabled(&self) -> bool {
         self.use_graph
     }
@@ -416,12 +428,4 @@ impl CudaModel {
     pub fn decode_argmax(&mut self, token: u32) -> Result<u32> {
         self.prefill_argmax(&[token])
     }
-}
-
-/// CUDA graphs are on unless `VRAMLESS_CUDA_GRAPH=0`, and off while cudarc's per-buffer event
-/// tracking is on (`VRAMLESS_CUDA_EVENT_TRACKING=1`: its event records do not belong in a
-/// captured step).
-fn graphs_by_default() -> bool {
-    std::env::var("VRAMLESS_CUDA_GRAPH").as_deref() != Ok("0")
-        && std::env::var("VRAMLESS_CUDA_EVENT_TRACKING").as_deref() != Ok("1")
 }

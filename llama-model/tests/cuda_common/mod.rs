@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use cudarc::driver::{CudaSlice, CudaStream};
 use gguf::GgmlType;
 use half::{bf16, f16};
-use llama_model::cuda::CudaBackend;
+use llama_model::cuda::{CudaBackend, CudaOptions};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -16,9 +16,15 @@ pub fn loud(msg: String) {
     test_support::loud(msg);
 }
 
+/// The backend options from the `VRAMLESS_*` variables (kernel cache, NVRTC library, ...), as
+/// the example programs read them.
+pub fn options() -> CudaOptions {
+    CudaOptions::from_vars(|k| std::env::var(k).ok()).expect("CUDA options from the environment")
+}
+
 pub fn backend() -> Option<&'static CudaBackend> {
     static B: OnceLock<Option<CudaBackend>> = OnceLock::new();
-    B.get_or_init(|| match CudaBackend::new(0) {
+    B.get_or_init(|| match CudaBackend::with_options(0, &options()) {
         Ok(b) => {
             eprintln!("CUDA backend on {}", b.arch());
             Some(b)

@@ -81,3 +81,15 @@ impl Drop for Registered {
         let _ = unsafe { host_unregister(self.ptr as *mut u8) };
     }
 }
+
+/// Turns off cudarc's automatic per-buffer event tracking for buffers (slots) created afterwards
+/// in `ctx`.
+pub(crate) fn disable_event_tracking(ctx: &cudarc::driver::CudaContext) {
+    // SAFETY: cudarc requires that, without tracking, no buffer is used on one stream while
+    // another stream still allocates, writes or frees it. The slots are the only buffers the
+    // transfer allocates: a consumer reads a slot only after waiting on its copy's event (the
+    // documented contract of `Ready::event`), the next copy into it waits on the consumer's
+    // release event, and the pipeline settles the device before it frees or reuses a slot whose
+    // reader left no event (a failed consumer, the pipeline dropped).
+    unsafe { ctx.disable_event_tracking() }
+}

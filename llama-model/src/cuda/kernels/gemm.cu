@@ -225,12 +225,19 @@ __device__ __forceinline__ void gm_mma(float* c, const u32* a, u32 b0, u32 b1) {
 }
 
 // One CTA of the GEMM: tile (blockIdx.x: BM weight rows, blockIdx.y: BN tokens), K steps of
-// split blockIdx.z (of gridDim.z). With more than one split the partial sums are added to y
-// atomically (y zeroed before the launch unless accumulating).
+// split blockIdx.z (of gridDim.z).
+//
+// Split K in a fixed order: with more than one split, each CTA stores its partial sums in
+// `part` (one BM x BN block per tile and split, split-major) and counts itself in `count[tile]`;
+// the CTA that arrives last (whichever it is) adds the tile's partial sums in split order,
+// p0 + p1 + ..., into y (added to y when accumulating) and zeroes the count for the next launch.
+// So the same inputs give the same bits on every run. The host gives every launch on a stream
+// the same scratch, so launches on one stream never share it at once.
 template <int T, int BM, int BN, int WM, int WN>
 __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, int cols,
                                           const u16* __restrict__ x, int n,
                                           float* __restrict__ y, int accumulate,
+                                          float* __restrict__ part, unsigned* __restrict__ count,
                                           u16* __restrict__ smem) {
     constexpr int NWM = BM / WM;
     constexpr int NTHREADS = 32 * NWM * (BN / WN);
@@ -254,7 +261,7 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
     const int per = (ksteps + gridDim.z - 1) / gridDim.z;
     const int kbeg = blockIdx.z * per;
     const int kend = min(ksteps, kbeg + per);
-    if (kbeg >= kend) return;
+    // (The host never makes an empty split: every split takes part in the reduction below.)
 
     // This thread's weight rows / token rows (clamped: the tails load valid rows, unused).
     const u8* wrow[WTASKS];
@@ -310,9 +317,11 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
 #pragma unroll
             for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.0f;
 
-    load(kbeg);
-    store(kbeg, 0);
-    __syncthreads();
+    if (kbeg < kend) {  // uniform over the CTA
+        load(kbeg);
+        store(kbeg, 0);
+        __syncthreads();
+    }
     for (int kt = kbeg; kt < kend; ++kt) {
         const int cur = (kt - kbeg) & 1;
         // Next step's loads go out before this step's mma (the last step reloads itself).
@@ -349,46 +358,91 @@ __device__ __forceinline__ void gemm_tile(const u8* __restrict__ w, int rows, in
         __syncthreads();
     }
 
-    const bool split = gridDim.z > 1;
     const int g = lane >> 2;
     const int t2 = (lane & 3) * 2;
+    if (gridDim.z == 1) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+                for (int c = 0; c < 4; ++c) {
+                    const int r = m0 + wm * WM + mt * 16 + g + (c >> 1) * 8;
+                    const int t = n0 + wn * WN + nt * 8 + t2 + (c & 1);
+                    if (r < rows && t < n) {
+                        float* p = y + (size_t)t * rows + r;
+                        *p = accumulate ? *p + acc[mt][nt][c] : acc[mt][nt][c];
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Split K: this split's partial sums to the scratch, then the last CTA of the tile adds them.
+    const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const size_t tiles = (size_t)gridDim.x * gridDim.y;
+    constexpr int TILE_ELEMS = BM * BN;
+    float* const mine = part + ((size_t)blockIdx.z * tiles + tile) * TILE_ELEMS;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const int lr = wm * WM + mt * 16 + g + (c >> 1) * 8;
+                const int lt = wn * WN + nt * 8 + t2 + (c & 1);
+                __stcg(mine + lr * BN + lt, acc[mt][nt][c]);
+            }
+    __threadfence();
+    __syncthreads();
+    __shared__ unsigned last;
+    if (tid == 0) last = atomicAdd(&count[tile], 1u) == gridDim.z - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const float* const first = part + (size_t)tile * TILE_ELEMS;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
             for (int c = 0; c < 4; ++c) {
-                const int r = m0 + wm * WM + mt * 16 + g + (c >> 1) * 8;
-                const int t = n0 + wn * WN + nt * 8 + t2 + (c & 1);
+                const int lr = wm * WM + mt * 16 + g + (c >> 1) * 8;
+                const int lt = wn * WN + nt * 8 + t2 + (c & 1);
+                const int r = m0 + lr;
+                const int t = n0 + lt;
                 if (r < rows && t < n) {
+                    const float* q = first + lr * BN + lt;
+                    float sum = __ldcg(q);
+                    for (unsigned z = 1; z < gridDim.z; ++z) sum += __ldcg(q + z * tiles * TILE_ELEMS);
                     float* p = y + (size_t)t * rows + r;
-                    if (split) atomicAdd(p, acc[mt][nt][c]);
-                    else *p = accumulate ? *p + acc[mt][nt][c] : acc[mt][nt][c];
+                    *p = accumulate ? *p + sum : sum;
                 }
             }
         }
     }
+    if (tid == 0) count[tile] = 0;
 }
 
 // Entry points, one per tile shape; the weight type is a uniform switch inside.
 #define GM_DISPATCH(BM, BN, WM, WN)                                                        \
     __shared__ __align__(16) u16 sm[2 * (BM + BN) * GM_LDS];                               \
     switch (t) {                                                                           \
-        case T_F32: gemm_tile<T_F32, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break;   \
-        case T_F16: gemm_tile<T_F16, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break;   \
-        case T_BF16: gemm_tile<T_BF16, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break; \
-        case T_Q4_0: gemm_tile<T_Q4_0, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break; \
-        case T_Q4_1: gemm_tile<T_Q4_1, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break; \
-        case T_Q5_0: gemm_tile<T_Q5_0, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break; \
-        case T_Q8_0: gemm_tile<T_Q8_0, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break; \
-        case T_Q4_K: gemm_tile<T_Q4_K, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break; \
-        case T_Q5_K: gemm_tile<T_Q5_K, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break; \
-        default: gemm_tile<T_Q6_K, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, sm); break;     \
+        case T_F32: gemm_tile<T_F32, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break;   \
+        case T_F16: gemm_tile<T_F16, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break;   \
+        case T_BF16: gemm_tile<T_BF16, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break; \
+        case T_Q4_0: gemm_tile<T_Q4_0, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break; \
+        case T_Q4_1: gemm_tile<T_Q4_1, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break; \
+        case T_Q5_0: gemm_tile<T_Q5_0, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break; \
+        case T_Q8_0: gemm_tile<T_Q8_0, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break; \
+        case T_Q4_K: gemm_tile<T_Q4_K, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break; \
+        case T_Q5_K: gemm_tile<T_Q5_K, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break; \
+        default: gemm_tile<T_Q6_K, BM, BN, WM, WN>(w, rows, cols, x, n, y, acc, part, count, sm); break;     \
     }
 
 #define GM_ARGS                                                                          \
     const u8* __restrict__ w, int t, int rows, int cols, const u16* __restrict__ x, int n, \
-        float* __restrict__ y, int acc
+        float* __restrict__ y, int acc, float* __restrict__ part, unsigned* __restrict__ count
 
 // 128 rows x 128 tokens, 8 warps of 64 x 32.
 extern "C" __global__ void __launch_bounds__(256, 2) gemm_128x128(GM_ARGS) { GM_DISPATCH(128, 128, 64, 32) }

@@ -1,9 +1,10 @@
 //! The batched path's kernels (`kernels/gemm.cu`, `kernels/batch.cu`): NVRTC compilation through
-//! the backend's disk cache, one load per CUDA context, and checked launches.
+//! the backend's disk cache, one load per backend (owned by it, dropped with it), and checked
+//! launches.
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 
-use cudarc::driver::{sys::CUdevice_attribute, CudaContext, CudaFunction, CudaSlice, DevicePtr};
+use cudarc::driver::{sys::CUdevice_attribute, CudaFunction, CudaSlice, CudaStream, DevicePtr};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use gguf::GgmlType;
@@ -57,8 +58,9 @@ const TILE_64X128: (usize, usize, usize, u32) = (1, 64, 128, 256);
 const TILE_64X64: (usize, usize, usize, u32) = (2, 64, 64, 128);
 const TILE_32X16: (usize, usize, usize, u32) = (3, 32, 16, 64);
 
-/// The batched path's kernels loaded in one CUDA context (shared by every [`super::GpuBatch`]
-/// on that context; see [`BatchKernels::get`]).
+/// The batched path's kernels, loaded once per [`CudaBackend`] and owned by it (shared by every
+/// [`super::GpuBatch`] on that backend; see [`BatchKernels::get`]): they are unloaded when the
+/// backend and the last batch using them are dropped.
 #[derive(Debug)]
 pub struct BatchKernels {
     gemm: [CudaFunction; 4],
@@ -69,14 +71,21 @@ pub struct BatchKernels {
     argmax_rows: CudaFunction,
     attention: CudaFunction,
     sm_count: usize,
+    /// Split-K scratch of the GEMM: the partial sums of every (split, tile) of one launch.
+    split_part: CudaSlice<f32>,
+    /// Split-K arrival count per output tile (zero between launches).
+    split_count: CudaSlice<u32>,
+    /// The backend's compute stream: every launch goes there, so two GEMMs never use the
+    /// split-K scratch at once.
+    stream: Arc<CudaStream>,
 }
 
-type Cache = Mutex<Vec<(Weak<CudaContext>, Arc<BatchKernels>)>>;
-
-fn cache() -> &'static Cache {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(Vec::new()))
-}
+/// Most CTAs per SM any GEMM tile runs with (`__launch_bounds__` of the 32 x 16 tile).
+const MAX_CTAS_PER_SM: usize = 8;
+/// Largest (CTAs per SM) x (tile elements) over the tile shapes: 2 x 128 x 128 (the 64 x 128,
+/// 64 x 64 and 32 x 16 tiles at 2, 4 and 8 CTAs per SM need less); split K never runs more
+/// CTAs than the SMs hold, so the scratch holds this many f32 per SM.
+const SPLIT_PART_PER_SM: usize = 2 * 128 * 128;
 
 fn check_f16_rows(op: &'static str, x: &CudaSlice<u16>, n: usize, width: usize) -> Result<()> {
     let need = n.checked_mul(width).ok_or_else(|| CudaError::Shape {
@@ -96,20 +105,18 @@ fn rows_len(op: &'static str, n: usize, width: usize) -> Result<usize> {
 }
 
 impl BatchKernels {
-    /// The batch kernels for `backend`'s context: compiled with NVRTC (or read from the disk
-    /// cache) and loaded the first time, then shared by later calls on the same context.
+    /// The batch kernels of `backend`: compiled with NVRTC (or read from the disk cache) and
+    /// loaded the first time, then shared by later calls on the same backend.
     pub fn get(backend: &CudaBackend) -> Result<Arc<Self>> {
-        let ctx = backend.context();
-        let mut list = cache().lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, k)) = list
-            .iter()
-            .find(|(w, _)| w.upgrade().is_some_and(|c| Arc::ptr_eq(&c, ctx)))
-        {
+        let mut slot = backend
+            .batch_kernels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = slot.as_ref() {
             return Ok(k.clone());
         }
         let k = Arc::new(Self::load(backend)?);
-        list.push((Arc::downgrade(ctx), k.clone()));
+        *slot = Some(k.clone());
         Ok(k)
     }
 
@@ -117,7 +124,7 @@ impl BatchKernels {
         let ctx = backend.context();
         let mut modules = Vec::new();
         for (name, body) in BATCH_KERNEL_MODULES {
-            let cubin = compile_module_cached(name, body, backend.arch())?;
+            let cubin = compile_module_cached(name, body, backend.arch(), backend.kernel_cache())?;
             let m = ctx
                 .load_module(Ptx::from_binary(cubin))
                 .map_err(driver("module load"))?;
@@ -134,6 +141,17 @@ impl BatchKernels {
         let sm_count = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(driver("device attribute"))?;
+        let sm_count = usize::try_from(sm_count).unwrap_or(1).max(1);
+        // Split K runs at most as many CTAs as the SMs hold (splits x tiles), the output tiles
+        // filling at most half of that.
+        let split_part = backend
+            .stream()
+            .alloc_zeros::<f32>(sm_count * SPLIT_PART_PER_SM)
+            .map_err(driver("alloc"))?;
+        let split_count = backend
+            .stream()
+            .alloc_zeros::<u32>(sm_count * MAX_CTAS_PER_SM)
+            .map_err(driver("alloc"))?;
         Ok(Self {
             gemm: [
                 get("gemm", "gemm_128x128")?,
@@ -147,7 +165,10 @@ impl BatchKernels {
             swiglu_f16: get("batch", "bt_swiglu_f16")?,
             argmax_rows: get("batch", "bt_argmax_rows")?,
             attention: get("batch", "bt_attention")?,
-            sm_count: usize::try_from(sm_count).unwrap_or(1).max(1),
+            sm_count,
+            split_part,
+            split_count,
+            stream: backend.stream().clone(),
         })
     }
 
@@ -170,8 +191,9 @@ impl BatchKernels {
     /// else it overwrites `y`. The weight's ggml blocks are read in place and dequantized to
     /// f16 in shared memory; products accumulate in f32. The row length must be a multiple
     /// of [`GEMM_K_STEP`]. When the output tiles alone would leave SMs idle, the K dimension
-    /// is split over CTAs whose partial sums are added atomically (the last bits of a result
-    /// may then differ between runs).
+    /// is split over CTAs whose partial sums are added in the fixed order of their K ranges
+    /// (by the last CTA of each tile, from a scratch buffer): the same inputs give the same
+    /// bits on every run. `b` must be the backend these kernels belong to.
     pub fn gemm(
         &self,
         b: &CudaBackend,
@@ -237,29 +259,13 @@ impl BatchKernels {
                 })
             }
         };
-        let (gx, gy) = (grid_for(w.n_rows, bm, OP)?, grid_for(n, bn, OP)?);
-        // Split K over CTAs when the tiles alone leave SMs idle (few tokens or few rows): the
-        // partial sums are added atomically, so the summation order (last bits) may vary
-        // between runs.
-        let ctas = (gx as usize) * (gy as usize);
-        let per_sm = match threads {
-            256 => 2,
-            128 => 4,
-            _ => 8,
-        };
-        let target = self.sm_count * per_sm;
-        let ksteps = w.row_len / GEMM_K_STEP;
-        let splits = if ctas * 2 <= target {
-            (target / ctas).min(ksteps / 4).max(1)
-        } else {
-            1
-        };
-        if splits > 1 && !accumulate {
-            let len = n * w.n_rows;
-            b.stream()
-                .memset_zeros(&mut y.slice_mut(..len))
-                .map_err(driver("memset"))?;
+        if !Arc::ptr_eq(b.stream(), &self.stream) {
+            return Err(CudaError::Sequence(
+                "the batch kernels were passed another backend than the one they belong to".into(),
+            ));
         }
+        let (gx, gy) = (grid_for(w.n_rows, bm, OP)?, grid_for(n, bn, OP)?);
+        let splits = self.k_splits((gx as usize) * (gy as usize), threads, bm * bn, w.row_len);
         let c = LaunchConfig {
             grid_dim: (gx, gy, u32::try_from(splits).unwrap_or(1)),
             block_dim: (threads, 1, 1),
@@ -273,8 +279,32 @@ impl BatchKernels {
             .arg(x)
             .arg(&n32)
             .arg(y)
-            .arg(&acc);
+            .arg(&acc)
+            .arg(&self.split_part)
+            .arg(&self.split_count);
         l.run(OP, c)
+    }
+
+    /// Into how many K ranges a GEMM of `ctas` output tiles (CTAs of `threads`, tiles of
+    /// `tile_elems` outputs) over rows of `row_len` is split: enough to fill the SMs when the
+    /// tiles alone would leave them idle, at least 4 K steps each, no empty range, and never
+    /// more than the scratch holds.
+    fn k_splits(&self, ctas: usize, threads: u32, tile_elems: usize, row_len: usize) -> usize {
+        let per_sm = match threads {
+            256 => 2,
+            128 => 4,
+            _ => MAX_CTAS_PER_SM,
+        };
+        let target = self.sm_count * per_sm;
+        let ksteps = row_len / GEMM_K_STEP;
+        if ctas == 0 || ctas * 2 > target || ctas > self.split_count.len() {
+            return 1;
+        }
+        let room = self.split_part.len() / (ctas * tile_elems.max(1));
+        let want = (target / ctas).min(ksteps / 4).min(room).max(1);
+        // Equal ranges of `per` steps; drop the ranges that would be empty.
+        let per = ksteps.div_ceil(want);
+        ksteps.div_ceil(per.max(1)).max(1)
     }
 
     /// RMSNorm of the first `n` rows of `x` (rows of `norm.row_len`) with an F32 weight in
