@@ -259,3 +259,40 @@ fn add_refuses_what_cannot_run_with_typed_errors() {
     let mut idle = BatchEngine::open(&model, &o).unwrap();
     assert_eq!(idle.step().unwrap(), vec![]);
 }
+
+#[test]
+fn the_step_token_budget_bounds_prompt_chunks_and_keeps_tokens_equal() {
+    let model = model_or_skip!();
+    let p = prompts(&model);
+    let mut b = BatchEngine::open(&model, &opts(None, 0, DataPath::Auto)).unwrap();
+    b.set_prefill_chunk(16);
+    b.set_step_tokens(10);
+    let long = b.add(req(&p[1], 4, vec![])).unwrap();
+    let short = b.add(req(&p[0], 4, vec![])).unwrap();
+    let mut got: BTreeMap<SeqId, Vec<u32>> = BTreeMap::new();
+    let mut steps = 0;
+    while b.active() > 0 {
+        let before: usize = [long, short]
+            .iter()
+            .map(|&id| b.seq_positions(id).unwrap_or(0))
+            .sum();
+        for e in b.step().unwrap() {
+            if let SeqEvent::Token { id, token } = e {
+                got.entry(id).or_default().push(token);
+            }
+        }
+        let after: usize = [long, short]
+            .iter()
+            .map(|&id| b.seq_positions(id).unwrap_or(0))
+            .sum();
+        if b.active() == 2 {
+            assert!(after - before <= 10, "a step fed {} tokens", after - before);
+        }
+        steps += 1;
+    }
+    assert!(steps > 4);
+    let mut single = Engine::open(&model, &opts(None, 0, DataPath::Auto)).unwrap();
+    assert_eq!(got[&long], single.greedy(&p[1], 4).unwrap());
+    single.reset();
+    assert_eq!(got[&short], single.greedy(&p[0], 4).unwrap());
+}

@@ -104,6 +104,7 @@ pub struct BatchEngine {
     seqs: BTreeMap<SeqId, Seq>,
     next_id: u64,
     chunk: usize,
+    step_tokens: usize,
     cancelled: Vec<SeqEvent>,
     keep_logits: bool,
     step_logits: BTreeMap<SeqId, Vec<f32>>,
@@ -138,11 +139,13 @@ impl BatchEngine {
         }
         let backend = super::open_backend(path, opts, storage, true)?;
         let chunk = DEFAULT_PREFILL_CHUNK.min(backend.max_pass_tokens());
+        let step_tokens = backend_max_step(&*backend);
         Ok(Self {
             backend,
             seqs: BTreeMap::new(),
             next_id: 0,
             chunk,
+            step_tokens,
             cancelled: Vec::new(),
             keep_logits: false,
             step_logits: BTreeMap::new(),
@@ -158,6 +161,17 @@ impl BatchEngine {
     /// Sets the prompt chunk per step (1 up to the backend's pass size).
     pub fn set_prefill_chunk(&mut self, n: usize) {
         self.chunk = n.clamp(1, self.backend.max_pass_tokens());
+    }
+
+    /// Tokens one step feeds at most over all sequences (decode tokens always run; prompt
+    /// chunks share the rest). Default: the backend's pass size (512).
+    pub fn step_tokens(&self) -> usize {
+        self.step_tokens
+    }
+
+    /// Sets the step's token budget (at least 1).
+    pub fn set_step_tokens(&mut self, n: usize) {
+        self.step_tokens = n.max(1);
     }
 
     /// Keeps the logits each sequence sampled from in the last step (off by default), for
@@ -251,20 +265,30 @@ impl BatchEngine {
             return Ok(events);
         }
         let chunk = self.chunk;
-        let plan: Vec<(SeqId, usize, usize, bool)> = self
-            .seqs
-            .iter()
-            .map(|(&id, s)| {
-                let end = if s.fed < s.prompt_len {
-                    (s.fed + chunk).min(s.prompt_len)
-                } else {
-                    s.history.len()
-                };
-                // Logits once the whole history is in the cache (the last prompt chunk, or
-                // a decode token).
-                (id, s.fed, end, end == s.history.len())
-            })
-            .collect();
+        // Decode tokens first (one each), then prompt chunks in join order while the step's
+        // token budget lasts: the step's activations stay bounded and a joining sequence
+        // delays the others by at most one chunk.
+        let decoding = self.seqs.values().filter(|s| s.fed >= s.prompt_len).count();
+        let mut budget = self.step_tokens.saturating_sub(decoding);
+        let mut plan: Vec<(SeqId, usize, usize, bool)> = Vec::with_capacity(self.seqs.len());
+        for (&id, s) in &self.seqs {
+            let end = if s.fed < s.prompt_len {
+                let n = chunk.min(s.prompt_len - s.fed).min(budget);
+                if n == 0 {
+                    continue;
+                }
+                budget -= n;
+                s.fed + n
+            } else {
+                s.history.len()
+            };
+            // Logits once the whole history is in the cache (the last prompt chunk, or a
+            // decode token).
+            plan.push((id, s.fed, end, end == s.history.len()));
+        }
+        if plan.is_empty() {
+            return Ok(events);
+        }
         let rows: Vec<SeqRows<'_>> = plan
             .iter()
             .map(|&(id, from, to, logits)| SeqRows {
@@ -379,6 +403,10 @@ impl BatchEngine {
     pub fn h2d_gbps(&self) -> Option<f64> {
         self.backend.h2d_gbps()
     }
+}
+
+fn backend_max_step(b: &dyn Backend) -> usize {
+    b.max_pass_tokens().max(1)
 }
 
 fn finished(id: SeqId, s: &Seq, reason: FinishReason) -> SeqEvent {

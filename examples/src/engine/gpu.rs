@@ -2,8 +2,10 @@
 //! into the pipeline's device slots on its copy stream; the compute stream waits on each slot's
 //! copy event, runs `cuda::forward_layer` (one token) or `cuda::forward_layer_batch` (a batch
 //! of tokens, tensor-core GEMMs) on the slot, and records the release event after which the copy
-//! engine may overwrite the slot. The batch path holds one `GpuState` per sequence and runs
-//! every sequence through each layer while the layer is on the device.
+//! engine may overwrite the slot. The batch path runs llama-model's `cuda::forward_layer_multi`
+//! over its paged VRAM KV pool (`GpuMultiState`): every sequence's rows through each layer while
+//! the layer is on the device, the weights read once (few-row matvec or tensor-core GEMM),
+//! paged attention over each sequence's own blocks in one launch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,14 +13,14 @@ use std::time::Instant;
 
 use cudarc::driver::CudaSlice;
 use llama_model::cuda::{
-    forward_layer, forward_layer_batch, CudaBackend, CudaError, DeviceLayerWeights, DeviceWeight,
-    GpuBatch, GpuState,
+    forward_layer, forward_layer_batch, forward_layer_multi, CudaBackend, CudaError,
+    DeviceLayerWeights, DeviceWeight, GpuBatch, GpuMultiState, GpuState,
 };
+use llama_model::paged::{KvPool, KvPoolOptions, KvSeq, StepPart, KV_BLOCK};
 use llama_model::{BATCHED_MIN_TOKENS, PREFILL_CHUNK};
 use slep_pipeline::{CudaSignal, CudaTransfer, Source};
 
 use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
-use super::budget::kv_bytes;
 use super::error::{from_pipeline, EngineError, Result};
 use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
@@ -160,12 +162,6 @@ fn release(
     }
 }
 
-/// One sequence of the batch path.
-struct GpuSeq {
-    state: GpuState,
-    batch: GpuBatch,
-}
-
 /// The CUDA engine.
 pub struct GpuEngine {
     core: Core<CudaTransfer>,
@@ -174,8 +170,8 @@ pub struct GpuEngine {
     state: GpuState,
     draft: Option<GpuState>,
     vbatch: Option<GpuBatch>,
-    seqs: Vec<Option<GpuSeq>>,
-    spare: Vec<GpuSeq>,
+    /// The batch path: every sequence's paged KV in VRAM (batch engines only).
+    multi: Option<GpuMultiState>,
     h2d_gbps: f64,
 }
 
@@ -248,9 +244,18 @@ impl GpuEngine {
                     .map_err(gpu_err("the draft's KV cache and activations"))?,
             )
         };
-        let seqs = (0..if batch { setup.max_seqs } else { 0 })
-            .map(|_| None)
-            .collect();
+        let multi = if batch {
+            Some(
+                GpuMultiState::new(
+                    backend.clone(),
+                    &setup.run_config,
+                    KvPoolOptions::for_sequences(setup.max_seqs, setup.ctx),
+                )
+                .map_err(gpu_err("the KV pool"))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             core,
             backend,
@@ -258,8 +263,7 @@ impl GpuEngine {
             state,
             draft,
             vbatch: None,
-            seqs,
-            spare: Vec::new(),
+            multi,
             h2d_gbps,
         })
     }
@@ -505,45 +509,33 @@ impl Backend for GpuEngine {
     }
 
     fn seq_alloc(&mut self) -> Result<usize> {
-        let slot = self.seqs.iter().position(Option::is_none).ok_or_else(|| {
-            EngineError::Sequence(format!(
-                "the KV pool holds {} sequences and all are in use: finish or cancel one first",
-                self.seqs.len()
-            ))
-        })?;
-        let seq = match self.spare.pop() {
-            Some(s) => s,
-            None => {
-                let setup = &self.core.setup;
-                let state = GpuState::new(self.backend.clone(), &setup.run_config, setup.ctx)
-                    .map_err(gpu_err("a sequence's KV cache"))?;
-                let batch = GpuBatch::new(&state).map_err(gpu_err("a sequence's batch"))?;
-                GpuSeq { state, batch }
+        let multi = self.multi.as_mut().ok_or_else(no_pool)?;
+        let seq = multi.add_seq().map_err(|e| match e {
+            CudaError::Kv(k) => {
+                EngineError::Sequence(format!("{k}: finish or cancel a sequence first"))
             }
-        };
-        self.seqs[slot] = Some(seq);
-        Ok(slot)
+            other => gpu_err("adding a sequence")(other),
+        })?;
+        Ok(seq.0 as usize)
     }
 
     fn seq_free(&mut self, seq: usize) {
-        if let Some(mut s) = self.seqs.get_mut(seq).and_then(Option::take) {
-            s.batch.cancel(&mut s.state);
-            s.state.reset();
-            self.spare.push(s);
+        if let Some(m) = &mut self.multi {
+            m.remove_seq(KvSeq(seq as u32));
         }
     }
 
     fn seq_len(&self, seq: usize) -> usize {
-        self.seqs
-            .get(seq)
-            .and_then(Option::as_ref)
-            .map_or(0, |s| s.state.n_past())
+        self.multi
+            .as_ref()
+            .and_then(|m| m.seq_len(KvSeq(seq as u32)))
+            .unwrap_or(0)
     }
 
     fn seq_truncate(&mut self, seq: usize, n: usize) {
-        if let Some(Some(s)) = self.seqs.get_mut(seq) {
-            s.batch.cancel(&mut s.state);
-            s.state.truncate(n);
+        if let Some(m) = &mut self.multi {
+            m.cancel_step();
+            m.truncate(KvSeq(seq as u32), n);
         }
     }
 
@@ -555,98 +547,60 @@ impl Backend for GpuEngine {
         let Self {
             core,
             weights,
-            seqs,
-            backend,
+            multi,
             ..
         } = self;
-        let mut taken: Vec<GpuSeq> = Vec::with_capacity(rows.len());
-        let mut bad = None;
-        for r in rows {
-            match seqs.get_mut(r.seq).and_then(Option::take) {
-                Some(s) if !r.tokens.is_empty() => taken.push(s),
-                other => {
-                    if let Some(s) = other {
-                        seqs[r.seq] = Some(s);
-                    }
-                    bad = Some(r.seq);
-                    break;
-                }
+        let multi = multi.as_mut().ok_or_else(no_pool)?;
+        let parts: Vec<StepPart> = rows
+            .iter()
+            .map(|r| StepPart {
+                seq: KvSeq(r.seq as u32),
+                tokens: r.tokens.to_vec(),
+                want_logits: r.logits,
+            })
+            .collect();
+        let r = (|| {
+            multi
+                .begin_step(&weights.embd(&core.setup)?, &parts)
+                .map_err(gpu_err("the step's embedding"))?;
+            let stream = multi.stream().clone();
+            let p = core.run_layers(|_, k, layer, data| {
+                let w = weights.views(layer, &data, &stream)?;
+                forward_layer_multi(k, &w, multi).map_err(gpu_err("layer"))?;
+                release(&data, &stream)
+            })?;
+            multi.end_step().map_err(gpu_err("the step's end"))?;
+            let (n, h) = weights.norm_head(&core.setup)?;
+            let got = multi.logits(&n, &h).map_err(gpu_err("LM head"))?;
+            Ok((got, p))
+        })();
+        let (got, p) = r.inspect_err(|_| multi.cancel_step())?;
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; rows.len()];
+        for (seq, l) in got {
+            if let Some(i) = rows.iter().position(|r| r.seq == seq.0 as usize) {
+                out[i] = Some(l);
             }
         }
-        let r = match bad {
-            Some(s) => Err(EngineError::Usage(format!(
-                "batch pass: sequence slot {s} is not held or has no tokens"
-            ))),
-            None => (|| {
-                let embd = weights.embd(&core.setup)?;
-                for (r, s) in rows.iter().zip(taken.iter_mut()) {
-                    if let [t] = r.tokens {
-                        s.state
-                            .begin_token(&embd, *t)
-                            .map_err(gpu_err("embedding"))?;
-                    } else {
-                        s.batch
-                            .begin(&mut s.state, &embd, r.tokens)
-                            .map_err(gpu_err("batch embedding"))?;
-                    }
-                }
-                let stream = backend.stream().clone();
-                let p = core.run_layers(|_, k, layer, data| {
-                    let w = weights.views(layer, &data, &stream)?;
-                    for (r, s) in rows.iter().zip(taken.iter_mut()) {
-                        if r.tokens.len() == 1 {
-                            forward_layer(k, &w, &mut s.state).map_err(gpu_err("layer"))?;
-                        } else {
-                            forward_layer_batch(k, &w, &mut s.state, &mut s.batch)
-                                .map_err(gpu_err("batch layer"))?;
-                        }
-                    }
-                    release(&data, &stream)
-                })?;
-                let (n, h) = weights.norm_head(&core.setup)?;
-                let mut out = Vec::with_capacity(rows.len());
-                for (r, s) in rows.iter().zip(taken.iter_mut()) {
-                    if r.tokens.len() == 1 {
-                        s.state.end_token().map_err(gpu_err("end of token"))?;
-                    } else {
-                        s.batch.end(&mut s.state).map_err(gpu_err("end of batch"))?;
-                    }
-                    out.push(if r.logits {
-                        Some(s.state.head(&n, &h).map_err(gpu_err("LM head"))?)
-                    } else {
-                        None
-                    });
-                }
-                Ok((out, p))
-            })(),
-        };
-        let failed = r.is_err();
-        for (r, mut s) in rows.iter().zip(taken) {
-            if failed {
-                s.batch.cancel(&mut s.state);
-            }
-            seqs[r.seq] = Some(s);
-        }
-        let (out, p) = r?;
         let n: usize = rows.iter().map(|r| r.tokens.len()).sum();
         core.record(n, t0, p.as_ref());
         Ok(out)
     }
 
     fn kv_usage(&self) -> KvUsage {
-        let setup = &self.core.setup;
-        KvUsage {
-            used: self.seqs.iter().filter(|s| s.is_some()).count(),
-            total: self.seqs.len(),
-            bytes_per_block: kv_bytes(
-                setup.running.len(),
-                setup.config.kv_dim(),
-                setup.ctx,
-                KV_VALUE_BYTES,
-            ),
-            block_positions: setup.ctx,
+        match &self.multi {
+            Some(m) => KvUsage {
+                used: m.pool().used_blocks(),
+                total: m.pool().total_blocks(),
+                bytes_per_block: KvPool::bytes_per_block(m.config()),
+                block_positions: KV_BLOCK,
+            },
+            None => KvUsage::default(),
         }
     }
+}
+
+fn no_pool() -> EngineError {
+    EngineError::Usage("the engine was opened for one sequence; open a batch engine".into())
 }
 
 /// Free memory of GPU 0 in bytes, or `None` where there is no usable CUDA driver.
