@@ -58,6 +58,17 @@ pub struct DeviceFacts {
     pub bandwidth: [f64; 3],
 }
 
+/// Rows one batch step holds at most (the batch engine's default step token budget).
+pub const STEP_ROWS: u64 = llama_model::PREFILL_CHUNK as u64;
+
+/// Activations of a batch step of [`STEP_ROWS`] rows (hidden, normed, attention and FFN
+/// intermediates, f32) and the logits of `max_seqs` rows: what the multi-sequence state needs
+/// beyond the single sequence's workspaces.
+pub fn step_scratch_bytes(config: &LlamaConfig, max_seqs: usize) -> u64 {
+    let row = (6 * config.dim as u64 + 3 * config.ffn_dim as u64) * 4;
+    STEP_ROWS * row + max_seqs as u64 * config.vocab_size as u64 * 4
+}
+
 /// Opens the GGUF and its layout.
 pub fn open_model(path: &Path) -> Result<(GgufFile, LlamaConfig, ModelLayout)> {
     let file = GgufFile::open(path).map_err(|source| EngineError::ModelFile {
@@ -151,15 +162,11 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts, batch: bool)
     };
     let fixed = draft_fixed
         + layout.global_bytes()
-        + (max_seqs as u64).saturating_sub(1)
-            * (workspace_bytes(
-                config.vocab_size,
-                config.dim,
-                config.ffn_dim,
-                ctx,
-                config.n_heads,
-            )
-            .saturating_sub(64 << 20))
+        + if batch {
+            step_scratch_bytes(&config, max_seqs)
+        } else {
+            0
+        }
         + workspace_bytes(
             config.vocab_size,
             config.dim,
