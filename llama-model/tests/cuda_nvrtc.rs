@@ -9,7 +9,7 @@
 
 use llama_model::cuda::compile::{
     cache_key, compile_module, compile_module_cached, nvrtc_available, nvrtc_version,
-    COMMON_PRELUDE, KERNEL_MODULES,
+    use_nvrtc_library, COMMON_PRELUDE, KERNEL_MODULES,
 };
 use llama_model::cuda::{type_code, CudaError, SUPPORTED_TYPES};
 
@@ -51,11 +51,16 @@ fn find_nvrtc() -> Option<String> {
         .find(|p| std::path::Path::new(p).exists())
 }
 
-/// Whether NVRTC loads as the library finds it (`VRAMLESS_NVRTC_LIB`, else the loader's
-/// search path); otherwise a loud skip (a failure under CI) that names the pip-installed
-/// library when there is one. The test does not set the variable itself: tests run in
-/// parallel, and changing the environment of a running process is a data race.
+/// Whether NVRTC loads: the library at `VRAMLESS_NVRTC_LIB` (else the pip-installed one) is
+/// handed to llama-model with `use_nvrtc_library` (the library reads no environment), else the
+/// loader's search path; otherwise a loud skip (a failure under CI) that names the pip-installed
+/// library when there is one. The test never changes the environment (tests run in parallel).
 fn nvrtc_or_skip() -> bool {
+    if let Some(p) = find_nvrtc() {
+        if let Err(e) = use_nvrtc_library(std::path::Path::new(&p)) {
+            eprintln!("cannot load NVRTC at {p}: {e}");
+        }
+    }
     match nvrtc_available() {
         Ok(()) => true,
         Err(e) => {
