@@ -456,6 +456,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_engine_can_live_on_its_own_thread() {
+        fn send<T: Send>() {}
+        send::<BatchEngine>();
+        send::<SeqEvent>();
+        send::<SeqRequest>();
+    }
+
+    #[test]
     fn greedy_argmax_matches_the_samplers_greedy() {
         let cases: [&[f32]; 5] = [
             &[1.0, 3.0, 3.0, -2.0],
