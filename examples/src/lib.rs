@@ -1,6 +1,7 @@
 //! The engine that composes the vramless crates; shared by the example binaries.
 #![forbid(unsafe_code)]
 
+pub mod batch_run;
 pub mod engine;
 
 use std::path::{Path, PathBuf};

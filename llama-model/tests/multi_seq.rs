@@ -6,9 +6,6 @@
 //! `forward_layer` fed the same chunks; and its greedy tokens must equal `cpu::Model`'s
 //! (whole-prompt prefill, then token by token).
 
-mod default_model;
-use default_model::model_path;
-
 use llama_model::config::LlamaConfig;
 use llama_model::cpu::{
     embed, forward_layer, forward_layer_multi, logits, Kernel, Model, ModelOptions, MultiState,
@@ -20,16 +17,7 @@ use llama_model::Tokenizer;
 use llama_model::cpu::ForwardError;
 
 fn open() -> Option<Model> {
-    let Some(path) = model_path() else {
-        let msg =
-            "\n*** SKIPPED multi_seq: the SmolLM2 model is unavailable (set VRAMLESS_MODEL or \
-                   let scripts/fetch-model.sh download it) ***\n";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true: {msg}");
-        }
-        eprintln!("{msg}");
-        return None;
-    };
+    let path = test_support::model_or_skip()?;
     let opts = ModelOptions {
         max_context: 512,
         kernel: Kernel::Q8,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use gguf::GgufFile;
 use llama_model::config::LlamaConfig;
+use llama_model::paged::{KvPool, KvPoolOptions};
 use llama_model::skip::SkipMap;
 
 use super::budget::{kv_bytes, show, workspace_bytes};
@@ -36,6 +37,12 @@ pub struct Setup {
     pub draft_config: LlamaConfig,
     /// The plan.
     pub plan: Plan,
+    /// Positions per sequence (the model's context length when the options ask for 0).
+    pub ctx: usize,
+    /// Sequences the KV pool holds (1 for the single-sequence engine).
+    pub max_seqs: usize,
+    /// Opened for the multi-sequence engine (the single sequence's state is not allocated).
+    pub batch: bool,
     /// The budgets used.
     pub budgets: (u64, u64),
 }
@@ -51,11 +58,22 @@ pub struct DeviceFacts {
     pub bandwidth: [f64; 3],
 }
 
+/// Rows one batch step holds at most (the batch engine's default step token budget).
+pub const STEP_ROWS: u64 = llama_model::PREFILL_CHUNK as u64;
+
+/// Activations of a batch step of [`STEP_ROWS`] rows (hidden, normed, attention and FFN
+/// intermediates, f32) and the logits of `max_seqs` rows: what the multi-sequence state needs
+/// beyond the single sequence's workspaces.
+pub fn step_scratch_bytes(config: &LlamaConfig, max_seqs: usize) -> u64 {
+    let row = (6 * config.dim as u64 + 3 * config.ffn_dim as u64) * 4;
+    STEP_ROWS * row + max_seqs as u64 * config.vocab_size as u64 * 4
+}
+
 /// Opens the GGUF and its layout.
 pub fn open_model(path: &Path) -> Result<(GgufFile, LlamaConfig, ModelLayout)> {
-    let file = GgufFile::open(path).map_err(|e| EngineError::ModelFile {
+    let file = GgufFile::open(path).map_err(|source| EngineError::ModelFile {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     })?;
     let bad = |reason: String| EngineError::Model {
         path: path.to_path_buf(),
@@ -90,7 +108,8 @@ fn skipped_layers(path: &Path, skip: &Skip, n: usize) -> Result<Vec<usize>> {
 }
 
 /// Opens and plans `path` for a device described by `facts`.
-pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Setup> {
+/// `batch`: for the multi-sequence engine (`opts.max_seqs` sequences in the KV pool; else one).
+pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts, batch: bool) -> Result<Setup> {
     let (file, config, layout) = open_model(path)?;
     let n = config.n_layers;
     let skipped = skipped_layers(path, &opts.skip, n)?;
@@ -108,7 +127,7 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
     };
     if opts.draft_layers > n {
         return Err(EngineError::Usage(format!(
-            "--draft-layers {}: the model has {n} layers",
+            "{} draft layers asked for: the model has {n} layers",
             opts.draft_layers
         )));
     }
@@ -128,9 +147,26 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
     } else {
         0
     };
+    let max_seqs = if batch { opts.max_seqs.max(1) } else { 1 };
+    // The KV pool: every sequence's keys and values of every running layer.
+    // The batch engine's pool is llama-model's paged one (f16 blocks of KV_BLOCK positions).
+    let kv_per_layer = if batch {
+        let blocks = KvPoolOptions::for_sequences(max_seqs, ctx).n_blocks as u64;
+        let one_layer = LlamaConfig {
+            n_layers: 1,
+            ..run_config.clone()
+        };
+        blocks * KvPool::bytes_per_block(&one_layer)
+    } else {
+        kv_bytes(1, config.kv_dim(), ctx, facts.kv_value_bytes)
+    };
     let fixed = draft_fixed
         + layout.global_bytes()
-        + kv_bytes(running.len(), config.kv_dim(), ctx, facts.kv_value_bytes)
+        + if batch {
+            step_scratch_bytes(&config, max_seqs)
+        } else {
+            0
+        }
         + workspace_bytes(
             config.vocab_size,
             config.dim,
@@ -145,7 +181,7 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
             .map(|f| f.saturating_sub(super::budget::VRAM_HEADROOM))
             .ok_or_else(|| {
                 EngineError::Usage(
-                    "cannot tell how much device memory is free: give --vram-budget".into(),
+                    "cannot tell how much device memory is free: give a device budget".into(),
                 )
             })?,
     };
@@ -166,6 +202,10 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
         ram_budget,
         slots: opts.slots,
         ctx,
+        max_seqs,
+        kv_per_layer,
+        kv_value_bytes: facts.kv_value_bytes,
+        kv_dim: config.kv_dim(),
         bandwidth: facts.bandwidth,
         pin_first: opts.draft_layers,
     };
@@ -199,6 +239,9 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
         draft,
         draft_config,
         plan,
+        ctx,
+        max_seqs,
+        batch,
         budgets: (device_budget, ram_budget),
     })
 }
