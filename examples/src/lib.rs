@@ -1,6 +1,8 @@
-//! The engine that composes the vramless crates; shared by the example binaries.
+//! The engine that composes the vramless crates, and the OpenAI-compatible server over it;
+//! shared by the example binaries.
 
 pub mod engine;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
