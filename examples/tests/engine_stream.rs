@@ -204,7 +204,7 @@ fn typed_errors_say_what_to_change() {
     )
     .unwrap_err();
     assert!(matches!(e, EngineError::BudgetTooSmall { .. }), "{e}");
-    assert!(e.to_string().contains("Raise --vram-budget"), "{e}");
+    assert!(e.to_string().contains("Raise the device budget"), "{e}");
     // Missing file.
     let e = Engine::open(
         Path::new("/nonexistent/model.gguf"),
@@ -212,7 +212,7 @@ fn typed_errors_say_what_to_change() {
     )
     .unwrap_err();
     assert!(matches!(e, EngineError::ModelFile { .. }), "{e}");
-    assert!(e.to_string().contains("--model"), "{e}");
+    assert!(e.to_string().contains("check the model path"), "{e}");
     // NVMe direct with no such controller.
     let opts = EngineOptions {
         nvme_pci: Some("0000:ff:1f.7".into()),

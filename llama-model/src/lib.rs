@@ -8,6 +8,7 @@ pub mod config;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod paged;
 pub mod perplexity;
 pub mod sampler;
 pub mod skip;

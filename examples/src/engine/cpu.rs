@@ -1,52 +1,71 @@
 //! The engine on the CPU reference backend: resident layers are read in place from the mapped
 //! file, streamed layers arrive in host slots through the pipeline's CPU transfer, and
-//! `cpu::forward_layer` runs on whichever buffer holds the layer. Prompts run as batches (each
-//! streamed layer crosses once per batch), exactly like `cpu::Model`.
+//! `cpu::forward_layer` runs on whichever buffer holds the layer. A pass feeds a batch of tokens
+//! (each streamed layer crosses once per pass), exactly like `cpu::Model`. The batch path holds
+//! one `State` per sequence and runs every sequence through each layer while it is in hand, so
+//! each sequence computes exactly what it computes alone.
 
 use std::time::Instant;
 
 use llama_model::cpu::{embed, forward_layer, logits, Kernel, LayerWeights, State, TensorView};
-use slep_pipeline::{CpuTransfer, Pipeline, Source};
+use slep_pipeline::{CpuTransfer, Source};
 
-use super::error::{from_pipeline, EngineError, Result};
+use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
+use super::budget::kv_bytes;
+use super::error::{forward_err, EngineError, Result};
 use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
-use super::plan::Home;
 use super::setup::{setup, DeviceFacts, Setup};
-use super::sources::{build, Sources};
 use super::stats::EngineStats;
 
-/// Tokens per prompt batch (as `cpu::Model`).
-const PREFILL_CHUNK: usize = 512;
+/// Tokens per pass (as `cpu::Model`'s prompt batches).
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Bytes per KV value of the CPU cache (f32).
+pub const KV_VALUE_BYTES: u64 = 4;
 
 /// The CPU engine.
 pub struct CpuEngine {
-    setup: Setup,
+    core: Core<CpuTransfer>,
     state: State,
     draft: Option<State>,
-    pipeline: Option<Pipeline<CpuTransfer>>,
-    sources: Sources,
-    stats: EngineStats,
+    seqs: SeqStates,
 }
 
 impl std::fmt::Debug for CpuEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CpuEngine")
-            .field("path", &self.setup.path)
+            .field("path", &self.core.setup.path)
             .field("n_past", &self.state.n_past())
             .finish_non_exhaustive()
     }
 }
 
-fn cpu_err(e: llama_model::cpu::ForwardError) -> EngineError {
-    EngineError::Compute(e.to_string())
+/// The batch path's sequences: one state per slot, at most `max` at once; freed states are
+/// kept and reused, so sequences joining and leaving do not grow memory.
+#[derive(Debug)]
+struct SeqStates {
+    slots: Vec<Option<State>>,
+    spare: Vec<State>,
+    ctx: usize,
+    bytes_per_seq: u64,
+}
+
+impl SeqStates {
+    fn used(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    fn get(&self, seq: usize) -> Option<&State> {
+        self.slots.get(seq).and_then(Option::as_ref)
+    }
 }
 
 fn global_view<'a>(file: &'a [u8], t: &'a GlobalTensor) -> Result<TensorView<'a>> {
     let data = file
         .get(t.range.clone())
         .ok_or_else(|| EngineError::Compute(format!("{} lies outside the file", t.name)))?;
-    TensorView::new(&t.name, data, t.ggml_type, t.row_len, t.n_rows).map_err(cpu_err)
+    TensorView::new(&t.name, data, t.ggml_type, t.row_len, t.n_rows).map_err(forward_err(&t.name))
 }
 
 /// The nine weights of `layer` inside `bytes` (the layer's packed bytes).
@@ -60,7 +79,10 @@ pub fn layer_views<'a>(layer: &'a LayerLayout, bytes: &'a [u8]) -> Result<LayerW
                 bytes.len()
             ))
         })?;
-        v.push(TensorView::new(&t.name, data, t.ggml_type, t.row_len, t.n_rows).map_err(cpu_err)?);
+        v.push(
+            TensorView::new(&t.name, data, t.ggml_type, t.row_len, t.n_rows)
+                .map_err(forward_err(&t.name))?,
+        );
     }
     let arr: [TensorView<'a>; 9] = v
         .try_into()
@@ -71,9 +93,9 @@ pub fn layer_views<'a>(layer: &'a LayerLayout, bytes: &'a [u8]) -> Result<LayerW
 /// The packed bytes of a resident layer: its span in the mapped file (every real file has one).
 fn resident_bytes<'a>(file: &'a [u8], layer: &LayerLayout) -> Result<&'a [u8]> {
     match layer.spans.as_slice() {
-        [r] => file
-            .get(r.start as usize..r.end as usize)
-            .ok_or_else(|| EngineError::Compute(format!("layer {} lies outside the file", layer.index))),
+        [r] => file.get(r.start as usize..r.end as usize).ok_or_else(|| {
+            EngineError::Compute(format!("layer {} lies outside the file", layer.index))
+        }),
         _ => Err(EngineError::Compute(format!(
             "layer {} is stored in {} pieces; the CPU engine runs resident layers in place and needs one",
             layer.index,
@@ -82,275 +104,333 @@ fn resident_bytes<'a>(file: &'a [u8], layer: &LayerLayout) -> Result<&'a [u8]> {
     }
 }
 
+/// The bytes of `layer` in this pass: in place from the file, or the slot once its copy is done.
+fn layer_bytes<'a>(
+    file: &'a [u8],
+    layer: &LayerLayout,
+    data: &LayerData<'_, 'a, CpuTransfer>,
+) -> Result<&'a [u8]> {
+    match data {
+        LayerData::Resident => resident_bytes(file, layer),
+        LayerData::Slot(ready, slot) => {
+            ready.wait().map_err(super::error::from_pipeline)?;
+            slot.as_slice().get(..ready.len).ok_or_else(|| {
+                EngineError::Compute(format!(
+                    "layer {}: the slot is smaller than the layer",
+                    layer.index
+                ))
+            })
+        }
+    }
+}
+
+/// Undoes a batch begun at `start` that failed inside the layers (some layers already hold its
+/// keys and values): commits it, then truncates every layer back to `start`.
+fn rollback(state: &mut State, start: usize) {
+    state.end_batch();
+    state.truncate(start);
+}
+
+/// The final norm and LM head on the last row of `hidden` (`dim` wide).
+fn head_row(setup: &Setup, hidden: &[f32], kernel: Kernel) -> Result<Vec<f32>> {
+    let file = setup.file.as_bytes();
+    logits(
+        hidden,
+        &global_view(file, &setup.layout.output_norm)?,
+        &global_view(file, &setup.layout.lm_head)?,
+        setup.config.rms_eps,
+        kernel,
+    )
+    .map_err(forward_err("the LM head"))
+}
+
+/// The rows `head` asks for, after a pass that left `state`'s hidden states.
+fn head_of(setup: &Setup, state: &State, n: usize, head: Head) -> Result<HeadOut> {
+    let hidden = state.hidden();
+    let dim = setup.config.dim;
+    let rows = match head {
+        Head::None => return Ok(HeadOut::None),
+        Head::Logits | Head::Argmax => 1,
+        Head::AllLogits | Head::AllArgmax => n,
+    };
+    let mut out = Vec::new();
+    for r in (0..rows).rev() {
+        let end = hidden.len().saturating_sub(r * dim);
+        out.extend_from_slice(&head_row(setup, &hidden[..end], state.kernel())?);
+    }
+    Ok(match head {
+        Head::Argmax | Head::AllArgmax => {
+            HeadOut::Tokens(HeadOut::Logits(out).into_tokens(setup.config.vocab_size))
+        }
+        _ => HeadOut::Logits(out),
+    })
+}
+
 impl CpuEngine {
-    /// Opens and plans `path`; `storage` replaces the storage path's source (tests, drivers).
+    /// Opens and plans `path`; `storage` replaces the storage path's source (tests, drivers);
+    /// `batch`: for the multi-sequence engine.
     pub fn open(
         path: &std::path::Path,
         opts: &EngineOptions,
         storage: Option<Box<dyn Source>>,
+        batch: bool,
     ) -> Result<Self> {
         let facts = DeviceFacts {
             free_device: super::budget::mem_available(),
-            kv_value_bytes: 4,
+            kv_value_bytes: KV_VALUE_BYTES,
             bandwidth: [20e9, 10e9, opts.storage_bw],
         };
-        let setup = setup(path, opts, facts)?;
-        let transfer = CpuTransfer::default();
-        let sources = build(&setup, opts, &transfer, storage)?;
-        let pipeline = if setup.plan.streaming {
-            let slot = usize::try_from(setup.plan.slot_bytes).unwrap_or(usize::MAX);
-            Some(Pipeline::new(transfer, setup.plan.slots, slot).map_err(from_pipeline)?)
-        } else {
-            None
-        };
-        let state = State::new(&setup.run_config, opts.ctx, Kernel::default());
+        let setup = setup(path, opts, facts, batch)?;
+        let core = Core::new(setup, opts, CpuTransfer::default(), storage)?;
+        let setup = &core.setup;
+        let state = State::new(&setup.run_config, setup.ctx, Kernel::default());
         let draft = (!setup.draft.is_empty())
-            .then(|| State::new(&setup.draft_config, opts.ctx, Kernel::default()));
-        let lb: Vec<u64> = setup.layout.layers.iter().map(|l| l.bytes).collect();
-        let stats = EngineStats {
-            bytes_per_pass: [
-                setup.plan.bytes_from(Home::Device, &lb),
-                setup.plan.bytes_from(Home::Pinned, &lb),
-                setup.plan.bytes_from(Home::Storage, &lb),
-            ],
-            predicted_s: setup.plan.predicted_s,
-            ..EngineStats::default()
+            .then(|| State::new(&setup.draft_config, setup.ctx, Kernel::default()));
+        let seqs = SeqStates {
+            slots: (0..setup.max_seqs).map(|_| None).collect(),
+            spare: Vec::new(),
+            ctx: setup.ctx,
+            bytes_per_seq: kv_bytes(
+                setup.running.len(),
+                setup.config.kv_dim(),
+                setup.ctx,
+                KV_VALUE_BYTES,
+            ),
         };
         Ok(Self {
-            setup,
+            core,
             state,
             draft,
-            pipeline,
-            sources,
-            stats,
+            seqs,
         })
     }
+}
 
-    /// The opened model.
-    pub fn setup(&self) -> &Setup {
-        &self.setup
+impl Backend for CpuEngine {
+    fn setup(&self) -> &Setup {
+        &self.core.setup
     }
 
-    /// Statistics so far.
-    pub fn stats(&self) -> &EngineStats {
-        &self.stats
+    fn stats(&self) -> &EngineStats {
+        &self.core.stats
     }
 
-    /// Statistics, to clear them.
-    pub fn stats_mut(&mut self) -> &mut EngineStats {
-        &mut self.stats
+    fn stats_mut(&mut self) -> &mut EngineStats {
+        &mut self.core.stats
     }
 
-    /// Positions in the KV cache.
-    pub fn n_past(&self) -> usize {
+    fn max_pass_tokens(&self) -> usize {
+        PREFILL_CHUNK
+    }
+
+    fn n_past(&self) -> usize {
         self.state.n_past()
     }
 
-    /// Positions the KV cache holds.
-    pub fn max_context(&self) -> usize {
+    fn max_context(&self) -> usize {
         self.state.max_context()
     }
 
-    /// Forgets the sequence.
-    pub fn reset(&mut self) {
+    fn truncate(&mut self, n: usize) {
+        self.state.truncate(n);
+    }
+
+    fn reset(&mut self) {
         self.state.reset();
         if let Some(d) = &mut self.draft {
             d.reset();
         }
     }
 
-    /// Rolls back to the first `n` positions.
-    pub fn truncate(&mut self, n: usize) {
-        self.state.truncate(n);
-    }
-
-    /// Feeds `tokens` (batches of up to 512) and returns the logits after the last.
-    pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        if tokens.is_empty() {
-            return Err(EngineError::Usage("no tokens to feed".into()));
-        }
-        let start = self.state.n_past();
-        let mut last = Vec::new();
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
-            match self.forward(chunk, false) {
-                Ok(l) => last = l,
-                Err(e) => {
-                    self.state.truncate(start);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(last)
-    }
-
-    /// Feeds one token and returns the logits after it.
-    pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
-        self.forward(&[token], false)
-    }
-
-    /// One pass of the full model over `tokens` (at most 512): the logits after every one of
-    /// them, `tokens.len()` rows of the vocabulary size. The positions stay committed.
-    pub fn verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    fn pass(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut> {
         if tokens.is_empty() || tokens.len() > PREFILL_CHUNK {
             return Err(EngineError::Usage(format!(
-                "a verify pass takes 1 to {PREFILL_CHUNK} tokens, not {}",
+                "a pass takes 1 to {PREFILL_CHUNK} tokens, not {}",
                 tokens.len()
             )));
         }
-        self.forward(tokens, true)
+        let t0 = Instant::now();
+        let Self { core, state, .. } = self;
+        let file = core.setup.file.as_bytes();
+        let hidden = embed(&global_view(file, &core.setup.layout.token_embd)?, tokens)
+            .map_err(forward_err("the embedding"))?;
+        let start = state.n_past();
+        state
+            .begin_batch(hidden)
+            .map_err(forward_err("the batch"))?;
+        let p = core
+            .run_layers(|setup, k, layer, data| {
+                let file = setup.file.as_bytes();
+                let w = layer_views(layer, layer_bytes(file, layer, &data)?)?;
+                forward_layer(k, &w, state)
+                    .map_err(forward_err(&format!("layer {}", layer.index)))?;
+                Ok(None)
+            })
+            .inspect_err(|_| rollback(state, start))?;
+        state.end_batch();
+        let out = head_of(&core.setup, state, tokens.len(), head)?;
+        core.record(tokens.len(), t0, p.as_ref());
+        Ok(out)
     }
 
-    /// Positions in the draft's KV cache (0 without a draft).
-    pub fn draft_n_past(&self) -> usize {
+    fn draft_n_past(&self) -> usize {
         self.draft.as_ref().map_or(0, State::n_past)
     }
 
-    /// Rolls the draft's cache back to its first `n` positions.
-    pub fn draft_truncate(&mut self, n: usize) {
+    fn draft_truncate(&mut self, n: usize) {
         if let Some(d) = &mut self.draft {
             d.truncate(n);
         }
     }
 
-    /// Feeds `tokens` through the draft (its resident layers, then the final norm and LM
-    /// head) and returns the logits after the last. All or nothing.
-    pub fn draft_feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let Self { setup, draft, .. } = self;
+    fn draft_pass(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut> {
+        let Self { core, draft, .. } = self;
+        let setup = &core.setup;
         let state = draft.as_mut().ok_or_else(|| {
             EngineError::Usage("the engine was opened without draft layers".into())
         })?;
-        if tokens.is_empty() {
-            return Err(EngineError::Usage("no tokens to feed".into()));
-        }
-        let start = state.n_past();
-        let r = (|| {
-            let file = setup.file.as_bytes();
-            let mut last = Vec::new();
-            for chunk in tokens.chunks(PREFILL_CHUNK) {
-                let hidden =
-                    embed(&global_view(file, &setup.layout.token_embd)?, chunk).map_err(cpu_err)?;
-                state.begin_batch(hidden).map_err(cpu_err)?;
-                for (k, &i) in setup.draft.iter().enumerate() {
-                    let layer = &setup.layout.layers[i];
-                    let w = layer_views(layer, resident_bytes(file, layer)?)?;
-                    forward_layer(k, &w, state).map_err(cpu_err)?;
+        let file = setup.file.as_bytes();
+        let mut out = HeadOut::None;
+        for (c, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            let hidden = embed(&global_view(file, &setup.layout.token_embd)?, chunk)
+                .map_err(forward_err("the draft's embedding"))?;
+            let start = state.n_past();
+            state
+                .begin_batch(hidden)
+                .map_err(forward_err("the draft's batch"))?;
+            for (k, &i) in setup.draft.iter().enumerate() {
+                let layer = &setup.layout.layers[i];
+                let r = layer_views(layer, resident_bytes(file, layer)?).and_then(|w| {
+                    forward_layer(k, &w, state).map_err(forward_err("a draft layer"))
+                });
+                if let Err(e) = r {
+                    rollback(state, start);
+                    return Err(e);
                 }
-                state.end_batch();
-                last = logits(
-                    state.hidden(),
-                    &global_view(file, &setup.layout.output_norm)?,
-                    &global_view(file, &setup.layout.lm_head)?,
-                    setup.config.rms_eps,
-                    state.kernel(),
-                )
-                .map_err(cpu_err)?;
             }
-            Ok(last)
+            state.end_batch();
+            if (c + 1) * PREFILL_CHUNK >= tokens.len() {
+                out = head_of(setup, state, chunk.len(), head)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn seq_alloc(&mut self) -> Result<usize> {
+        let s = &mut self.seqs;
+        let slot = s.slots.iter().position(Option::is_none).ok_or_else(|| {
+            EngineError::Sequence(format!(
+                "the KV pool holds {} sequences and all are in use: finish or cancel one first",
+                s.slots.len()
+            ))
+        })?;
+        let state = match s.spare.pop() {
+            Some(st) => st,
+            None => State::new(&self.core.setup.run_config, s.ctx, Kernel::default()),
+        };
+        s.slots[slot] = Some(state);
+        Ok(slot)
+    }
+
+    fn seq_free(&mut self, seq: usize) {
+        if let Some(mut st) = self.seqs.slots.get_mut(seq).and_then(Option::take) {
+            st.reset();
+            self.seqs.spare.push(st);
+        }
+    }
+
+    fn seq_len(&self, seq: usize) -> usize {
+        self.seqs.get(seq).map_or(0, State::n_past)
+    }
+
+    fn seq_truncate(&mut self, seq: usize, n: usize) {
+        if let Some(Some(st)) = self.seqs.slots.get_mut(seq) {
+            st.truncate(n);
+        }
+    }
+
+    fn batch_pass(&mut self, rows: &[SeqRows<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t0 = Instant::now();
+        let Self { core, seqs, .. } = self;
+        // Take the states out of their slots for the pass (each entry names a distinct slot).
+        let mut states: Vec<State> = Vec::with_capacity(rows.len());
+        let give_back = |states: Vec<State>, seqs: &mut SeqStates| {
+            for (r, st) in rows.iter().zip(states) {
+                seqs.slots[r.seq] = Some(st);
+            }
+        };
+        for r in rows {
+            match seqs.slots.get_mut(r.seq).and_then(Option::take) {
+                Some(st) if !r.tokens.is_empty() => states.push(st),
+                other => {
+                    if let Some(st) = other {
+                        seqs.slots[r.seq] = Some(st);
+                    }
+                    give_back(states, seqs);
+                    return Err(EngineError::Usage(format!(
+                        "batch pass: sequence slot {} is not held or has no tokens",
+                        r.seq
+                    )));
+                }
+            }
+        }
+        let starts: Vec<usize> = states.iter().map(State::n_past).collect();
+        let mut began = 0;
+        let r = (|| {
+            let file = core.setup.file.as_bytes();
+            let embd = global_view(file, &core.setup.layout.token_embd)?;
+            for (r, st) in rows.iter().zip(states.iter_mut()) {
+                let hidden = embed(&embd, r.tokens).map_err(forward_err("the embedding"))?;
+                st.begin_batch(hidden).map_err(forward_err("the batch"))?;
+                began += 1;
+            }
+            let p = core.run_layers(|setup, k, layer, data| {
+                let file = setup.file.as_bytes();
+                let w = layer_views(layer, layer_bytes(file, layer, &data)?)?;
+                for st in states.iter_mut() {
+                    forward_layer(k, &w, st)
+                        .map_err(forward_err(&format!("layer {}", layer.index)))?;
+                }
+                Ok(None)
+            })?;
+            for st in states.iter_mut() {
+                st.end_batch();
+            }
+            began = 0;
+            let mut out = Vec::with_capacity(rows.len());
+            for (r, st) in rows.iter().zip(states.iter_mut()) {
+                out.push(if r.logits {
+                    Some(head_row(&core.setup, st.hidden(), st.kernel())?)
+                } else {
+                    None
+                });
+            }
+            Ok((out, p))
         })();
         if r.is_err() {
-            state.truncate(start);
+            for (st, &start) in states.iter_mut().zip(&starts).take(began) {
+                rollback(st, start);
+            }
+            for (st, &start) in states.iter_mut().zip(&starts) {
+                st.truncate(start);
+            }
         }
-        r
+        give_back(states, seqs);
+        let (out, p) = r?;
+        let n: usize = rows.iter().map(|r| r.tokens.len()).sum();
+        core.record(n, t0, p.as_ref());
+        Ok(out)
     }
 
-    fn forward(&mut self, tokens: &[u32], all_rows: bool) -> Result<Vec<f32>> {
-        let t0 = Instant::now();
-        let start = self.state.n_past();
-        let r = self.forward_inner(tokens, all_rows);
-        match r {
-            Ok((logits, pstats)) => {
-                self.stats
-                    .add_pass(tokens.len(), t0.elapsed(), pstats.as_ref());
-                if let Some(t) = self
-                    .sources
-                    .prefetch
-                    .as_ref()
-                    .and_then(|t| t.lock().ok().map(|g| *g))
-                {
-                    self.stats.add_prefetch(t);
-                }
-                Ok(logits)
-            }
-            Err(e) => {
-                self.state.truncate(start);
-                Err(e)
-            }
+    fn kv_usage(&self) -> KvUsage {
+        KvUsage {
+            used: self.seqs.used(),
+            total: self.seqs.slots.len(),
+            bytes_per_block: self.seqs.bytes_per_seq,
+            block_positions: self.seqs.ctx,
         }
-    }
-
-    fn forward_inner(
-        &mut self,
-        tokens: &[u32],
-        all_rows: bool,
-    ) -> Result<(Vec<f32>, Option<slep_pipeline::PipelineStats>)> {
-        let Self {
-            setup,
-            state,
-            pipeline,
-            sources,
-            ..
-        } = self;
-        let file = setup.file.as_bytes();
-        let hidden =
-            embed(&global_view(file, &setup.layout.token_embd)?, tokens).map_err(cpu_err)?;
-        state.begin_batch(hidden).map_err(cpu_err)?;
-        let mut pstats = None;
-        match pipeline {
-            None => {
-                for &i in &setup.running {
-                    let layer = &setup.layout.layers[i];
-                    let w = layer_views(layer, resident_bytes(file, layer)?)?;
-                    let k = setup.compact[i].unwrap_or(i);
-                    forward_layer(k, &w, state).map_err(cpu_err)?;
-                }
-            }
-            Some(p) => {
-                let layout = &setup.layout;
-                let compact = &setup.compact;
-                let stats = p
-                    .run(&sources.schedule, &mut sources.routed, |ready| {
-                        let i = ready.item.key as usize;
-                        let layer = layout
-                            .layers
-                            .get(i)
-                            .ok_or_else(|| format!("no layer {i}"))?;
-                        let bytes = match ready.buffer() {
-                            Some(slot) => {
-                                ready.wait()?;
-                                slot.as_slice().get(..ready.len).ok_or("slot too small")?
-                            }
-                            None => resident_bytes(file, layer)?,
-                        };
-                        let w = layer_views(layer, bytes)?;
-                        let k = compact.get(i).copied().flatten().unwrap_or(i);
-                        forward_layer(k, &w, state)?;
-                        Ok(None)
-                    })
-                    .map_err(from_pipeline)?;
-                pstats = Some(stats);
-            }
-        }
-        state.end_batch();
-        let (norm, head) = (
-            global_view(file, &setup.layout.output_norm)?,
-            global_view(file, &setup.layout.lm_head)?,
-        );
-        let hidden = state.hidden();
-        let dim = setup.config.dim;
-        let rows = if all_rows { tokens.len() } else { 1 };
-        let mut out = Vec::new();
-        for r in (0..rows).rev() {
-            let end = hidden.len().saturating_sub(r * dim);
-            let row = logits(
-                &hidden[..end],
-                &norm,
-                &head,
-                setup.config.rms_eps,
-                state.kernel(),
-            )
-            .map_err(cpu_err)?;
-            out.extend_from_slice(&row);
-        }
-        Ok((out, pstats))
     }
 }

@@ -1,17 +1,24 @@
-//! The engine's typed errors: each names what went wrong and what to change.
+//! The engine's typed errors: each names what went wrong and what to change, and carries the
+//! error it came from as its `source()` (compute, CUDA, pipeline, planner and file errors are
+//! wrapped, not flattened into text). Messages name the setting to change (the device budget,
+//! the context), not a command-line flag: the library serves programs with other interfaces.
 
 use std::path::PathBuf;
 
+use tier_cache::units::format_bytes as show;
+
 /// Everything that can stop the streaming engine.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// The model file is missing or unreadable.
-    #[error("cannot open model {path}: {reason} (check the path given to --model)")]
+    #[error("cannot open model {path}: {source} (check the model path)")]
     ModelFile {
         /// The file.
         path: PathBuf,
-        /// What the operating system or the GGUF reader said.
-        reason: String,
+        /// What the GGUF reader (or the operating system under it) said.
+        #[source]
+        source: gguf::GgufError,
     },
     /// The GGUF is not a Llama model the engine can run.
     #[error("{path} is not a runnable Llama GGUF: {reason}")]
@@ -24,38 +31,43 @@ pub enum EngineError {
     /// A budget string did not parse.
     #[error("{flag} {text}: {reason} (write a size such as 24GiB, 512MiB or 0)")]
     BadSize {
-        /// The flag.
+        /// The setting it was given for.
         flag: &'static str,
         /// What was given.
         text: String,
         /// Why it did not parse.
         reason: String,
     },
-    /// The VRAM budget cannot hold what must stay on the device plus the streaming slots.
+    /// The device budget cannot hold what must stay on the device plus the streaming slots.
     #[error(
-        "--vram-budget {budget} is too small: the device needs {fixed} for the embedding, \
-         final norm and LM head, the KV cache of {ctx} positions and workspaces, plus {slots} \
-         streaming slots of {slot} each ({need} in all). Raise --vram-budget to at least {need}, \
-         or lower --ctx"
+        "the device budget {} is too small: the device needs {} for the embedding, final norm \
+         and LM head, the KV pool ({seqs} sequences x {ctx} positions = {}) and workspaces, plus \
+         {slots} streaming slots of {} each ({} in all). Raise the device budget to at least {}, \
+         or lower the context per sequence or the number of sequences",
+        show(*.budget), show(*.fixed), show(*.kv), show(*.slot), show(*.need), show(*.need)
     )]
     BudgetTooSmall {
-        /// The budget given.
-        budget: String,
-        /// Bytes that must be resident whatever the plan.
-        fixed: String,
-        /// Context positions asked for.
+        /// The budget given, bytes.
+        budget: u64,
+        /// Bytes that must be resident whatever the plan (the KV pool included).
+        fixed: u64,
+        /// Sequences the KV pool holds.
+        seqs: usize,
+        /// Context positions per sequence.
         ctx: usize,
+        /// Bytes of the KV pool.
+        kv: u64,
         /// Slot count.
         slots: usize,
         /// Bytes per slot (the largest layer).
-        slot: String,
-        /// The least budget that runs.
-        need: String,
+        slot: u64,
+        /// The least budget that runs, bytes.
+        need: u64,
     },
     /// The self-speculative draft's layers do not all fit on the device.
     #[error(
         "the draft's first {layers} layers ({bytes}) do not fit in the {room} the device budget \
-         leaves for resident layers: lower --draft-layers or raise --vram-budget"
+         leaves for resident layers: use fewer draft layers or a larger device budget"
     )]
     DraftNotResident {
         /// Draft layers asked for.
@@ -65,12 +77,15 @@ pub enum EngineError {
         /// Device bytes left for resident layers.
         room: String,
     },
-    /// A flag is inconsistent with the rest.
+    /// A setting or a call is inconsistent with the rest.
     #[error("{0}")]
     Usage(String),
+    /// A sequence cannot join the batch engine (empty prompt, too long, too many sequences).
+    #[error("{0}")]
+    Sequence(String),
     /// The tier planner refused.
     #[error("tier planning failed: {0}")]
-    Plan(String),
+    Plan(#[source] tier_cache::PlanError),
     /// The skip map could not be used.
     #[error("skip map {path}: {reason}")]
     SkipMap {
@@ -83,7 +98,7 @@ pub enum EngineError {
     #[error(
         "NVMe direct on {bdf}: {reason}. The controller must be bound to vfio-pci with the IOMMU \
          on, and the model's extents saved while it was mounted (nvme-read --extents-of MODEL \
-         --save-extents MODEL.extents); or drop --nvme-pci to read through the kernel"
+         --save-extents MODEL.extents); or read the model through the kernel instead"
     )]
     Nvme {
         /// The PCI address given.
@@ -92,7 +107,10 @@ pub enum EngineError {
         reason: String,
     },
     /// Allocating host or device memory failed.
-    #[error("out of memory allocating {what} ({bytes}): {reason}. Lower --vram-budget / --ram-budget or --ctx")]
+    #[error(
+        "out of memory allocating {what} ({bytes}): {reason}. Lower the device or pinned-RAM \
+         budget, the context or the number of sequences"
+    )]
     OutOfMemory {
         /// What was being allocated.
         what: String,
@@ -102,26 +120,70 @@ pub enum EngineError {
         reason: String,
     },
     /// A data path failed while streaming.
-    #[error("streaming failed at layer {layer}: {reason} (try another --path, or a larger --ram-budget to keep layers in RAM)")]
+    #[error(
+        "streaming failed at layer {layer}: {source} (try another data path, or a larger \
+         pinned-RAM budget to keep layers in RAM)"
+    )]
     Stream {
         /// The layer being streamed, when known.
         layer: String,
         /// What failed.
-        reason: String,
+        #[source]
+        source: slep_pipeline::PipelineError,
     },
-    /// The compute backend failed.
+    /// The CPU forward pass failed.
+    #[error("compute failed in {what}: {source}")]
+    Forward {
+        /// What was being computed.
+        what: String,
+        /// The forward pass's error.
+        #[source]
+        source: llama_model::cpu::ForwardError,
+    },
+    /// A CUDA call failed.
+    #[cfg(feature = "cuda")]
+    #[error("CUDA failed in {what}: {source}")]
+    Cuda {
+        /// What was being done.
+        what: String,
+        /// The backend's error.
+        #[source]
+        source: llama_model::cuda::CudaError,
+    },
+    /// Reading or writing a file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written.
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The compute backend failed in a way no other variant describes.
     #[error("compute failed: {0}")]
     Compute(String),
     /// CUDA was asked for but is not there.
-    #[error("CUDA is not available: {0} (build with --features cuda on a machine with an NVIDIA driver, or use --device cpu)")]
+    #[error(
+        "CUDA is not available: {0} (build with the `cuda` feature on a machine with an NVIDIA \
+         driver, or run on the CPU)"
+    )]
     NoCuda(String),
 }
 
 /// The engine's result type.
 pub type Result<T> = std::result::Result<T, EngineError>;
 
-/// A pipeline error turned into the engine's: allocation failures become [`EngineError::OutOfMemory`],
-/// the rest [`EngineError::Stream`].
+/// A CPU forward-pass error in `what`.
+pub fn forward_err(what: &str) -> impl Fn(llama_model::cpu::ForwardError) -> EngineError + '_ {
+    move |source| EngineError::Forward {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// A pipeline error turned into the engine's: allocation failures become
+/// [`EngineError::OutOfMemory`], the rest [`EngineError::Stream`] (with the layer when the
+/// consumer failed on one).
 pub fn from_pipeline(e: slep_pipeline::PipelineError) -> EngineError {
     use slep_pipeline::PipelineError as P;
     match e {
@@ -130,9 +192,9 @@ pub fn from_pipeline(e: slep_pipeline::PipelineError) -> EngineError {
             bytes: tier_cache::units::format_bytes(bytes as u64),
             reason: "allocation failed".into(),
         },
-        P::Consumer { key, source, .. } => EngineError::Stream {
+        P::Consumer { key, .. } => EngineError::Stream {
             layer: key.to_string(),
-            reason: source.to_string(),
+            source: e,
         },
         other => {
             let text = other.to_string();
@@ -145,7 +207,7 @@ pub fn from_pipeline(e: slep_pipeline::PipelineError) -> EngineError {
             } else {
                 EngineError::Stream {
                     layer: "?".into(),
-                    reason: text,
+                    source: other,
                 }
             }
         }
@@ -155,6 +217,7 @@ pub fn from_pipeline(e: slep_pipeline::PipelineError) -> EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error as _;
 
     #[test]
     fn allocation_failures_become_out_of_memory_that_names_the_budgets() {
@@ -169,13 +232,13 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("--vram-budget") && text.contains("--ram-budget"),
+            text.contains("device or pinned-RAM budget") && !text.contains("--"),
             "{text}"
         );
     }
 
     #[test]
-    fn stream_failures_name_the_layer_and_what_to_try() {
+    fn stream_failures_name_the_layer_keep_their_source_and_say_what_to_try() {
         let e = from_pipeline(slep_pipeline::PipelineError::Consumer {
             index: 3,
             key: 41,
@@ -187,6 +250,20 @@ mod tests {
             text.contains("layer 41") && text.contains("device lost"),
             "{text}"
         );
-        assert!(text.contains("--path"), "{text}");
+        assert!(
+            text.contains("another data path") && !text.contains("--"),
+            "{text}"
+        );
+        let source = e.source().expect("the pipeline error is the source");
+        assert!(source.to_string().contains("device lost"), "{source}");
+    }
+
+    #[test]
+    fn forward_errors_are_wrapped_not_flattened() {
+        let e = forward_err("layer 3")(llama_model::cpu::ForwardError::Batch("x".into()));
+        assert!(e.to_string().contains("layer 3"), "{e}");
+        assert!(e
+            .source()
+            .is_some_and(|s| s.downcast_ref::<llama_model::cpu::ForwardError>().is_some()));
     }
 }

@@ -1,7 +1,9 @@
 //! The engine on CUDA: resident layers uploaded to device buffers once, streamed layers copied
 //! into the pipeline's device slots on its copy stream; the compute stream waits on each slot's
-//! copy event, runs `cuda::forward_layer` on the slot, and records the release event after which
-//! the copy engine may overwrite the slot. Prompts run token by token.
+//! copy event, runs `cuda::forward_layer` (one token) or `cuda::forward_layer_batch` (a batch
+//! of tokens, tensor-core GEMMs) on the slot, and records the release event after which the copy
+//! engine may overwrite the slot. The batch path holds one `GpuState` per sequence and runs
+//! every sequence through each layer while the layer is on the device.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,21 +14,26 @@ use llama_model::cuda::{
     forward_layer, forward_layer_batch, CudaBackend, CudaError, DeviceLayerWeights, DeviceWeight,
     GpuBatch, GpuState, PREFILL_CHUNK,
 };
-use slep_pipeline::{CudaTransfer, Pipeline, PipelineStats, Source};
+use slep_pipeline::{CudaSignal, CudaTransfer, Source};
 
+use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
+use super::budget::kv_bytes;
 use super::error::{from_pipeline, EngineError, Result};
 use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
 use super::plan::Home;
 use super::setup::{setup, DeviceFacts, Setup};
-use super::sources::{build, bytes_bar, Sources};
+use super::sources::bytes_bar;
 use super::stats::EngineStats;
 
 /// Prompts of at least this many tokens go through batched prefill, as in `CudaModel::prefill`
 /// (llama-model's `cuda/model/prefill.rs`), so streamed and resident prefills run the same kernels.
 const BATCHED_MIN_TOKENS: usize = 4;
 
-/// A CUDA error as the engine's: allocation failures name the budget to lower.
+/// Bytes per KV value of the GPU cache (f16).
+pub const KV_VALUE_BYTES: u64 = 2;
+
+/// A CUDA error in `what` as the engine's: allocation failures name the budget to lower.
 fn gpu_err(what: &str) -> impl Fn(CudaError) -> EngineError + '_ {
     move |e| {
         let text = e.to_string();
@@ -37,7 +44,10 @@ fn gpu_err(what: &str) -> impl Fn(CudaError) -> EngineError + '_ {
                 bytes: "?".into(),
                 reason: text,
             },
-            _ => EngineError::Compute(format!("{what}: {text}")),
+            source => EngineError::Cuda {
+                what: what.to_string(),
+                source,
+            },
         }
     }
 }
@@ -87,38 +97,108 @@ fn layer_views<'a>(layer: &LayerLayout, buf: &'a CudaSlice<u8>) -> Result<Device
     Ok(DeviceLayerWeights::from_array(arr))
 }
 
-/// The CUDA engine.
-pub struct GpuEngine {
-    setup: Setup,
-    backend: Arc<CudaBackend>,
-    state: GpuState,
-    draft: Option<GpuState>,
-    vbatch: Option<GpuBatch>,
+/// The device buffers that never move: embedding, final norm, LM head, resident layers.
+struct Weights {
     embd: CudaSlice<u8>,
     norm: CudaSlice<u8>,
     head: Option<CudaSlice<u8>>,
     resident: HashMap<usize, CudaSlice<u8>>,
-    pipeline: Option<Pipeline<CudaTransfer>>,
-    sources: Sources,
-    stats: EngineStats,
+}
+
+impl Weights {
+    fn embd<'a>(&'a self, setup: &Setup) -> Result<DeviceWeight<'a>> {
+        global(&self.embd, &setup.layout.token_embd)
+    }
+
+    fn norm_head<'a>(&'a self, setup: &Setup) -> Result<(DeviceWeight<'a>, DeviceWeight<'a>)> {
+        let lay = &setup.layout;
+        Ok((
+            global(&self.norm, &lay.output_norm)?,
+            global(self.head.as_ref().unwrap_or(&self.embd), &lay.lm_head)?,
+        ))
+    }
+
+    fn resident(&self, i: usize) -> Result<&CudaSlice<u8>> {
+        self.resident
+            .get(&i)
+            .ok_or_else(|| EngineError::Compute(format!("layer {i} is not on the device")))
+    }
+
+    /// The device views of `layer` in this pass: its resident buffer, or the slot after the
+    /// compute stream waits for the slot's copy. Returns the views and, for a slot, the
+    /// transfer to release it with.
+    fn views<'a>(
+        &'a self,
+        layer: &LayerLayout,
+        data: &LayerData<'_, 'a, CudaTransfer>,
+        state_stream: &Arc<cudarc::driver::CudaStream>,
+    ) -> Result<DeviceLayerWeights<'a>> {
+        match data {
+            LayerData::Resident => layer_views(layer, self.resident(layer.index)?),
+            LayerData::Slot(ready, slot) => {
+                if let Some(ev) = ready.event() {
+                    state_stream
+                        .wait(ev.event())
+                        .map_err(|e| EngineError::Compute(e.to_string()))?;
+                }
+                layer_views(layer, slot.slice())
+            }
+        }
+    }
+}
+
+/// The event after which the compute stream is done with the slot of `data` (none for a
+/// resident layer).
+fn release(
+    data: &LayerData<'_, '_, CudaTransfer>,
+    stream: &Arc<cudarc::driver::CudaStream>,
+) -> Result<Option<CudaSignal>> {
+    match data {
+        LayerData::Resident => Ok(None),
+        LayerData::Slot(ready, _) => ready
+            .transfer()
+            .release_signal(stream)
+            .map(Some)
+            .map_err(from_pipeline),
+    }
+}
+
+/// One sequence of the batch path.
+struct GpuSeq {
+    state: GpuState,
+    batch: GpuBatch,
+}
+
+/// The CUDA engine.
+pub struct GpuEngine {
+    core: Core<CudaTransfer>,
+    backend: Arc<CudaBackend>,
+    weights: Weights,
+    state: GpuState,
+    draft: Option<GpuState>,
+    vbatch: Option<GpuBatch>,
+    seqs: Vec<Option<GpuSeq>>,
+    spare: Vec<GpuSeq>,
     h2d_gbps: f64,
 }
 
 impl std::fmt::Debug for GpuEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GpuEngine")
-            .field("path", &self.setup.path)
+            .field("path", &self.core.setup.path)
             .finish_non_exhaustive()
     }
 }
 
 impl GpuEngine {
     /// Opens `path` on GPU 0: measures the links, plans, uploads the resident tier, pins the RAM
-    /// tier and opens the storage path (`storage` overrides it).
+    /// tier and opens the storage path (`storage` overrides it); `batch`: for the
+    /// multi-sequence engine.
     pub fn open(
         path: &std::path::Path,
         opts: &EngineOptions,
         storage: Option<Box<dyn Source>>,
+        batch: bool,
     ) -> Result<Self> {
         let backend = Arc::new(CudaBackend::new(0).map_err(gpu_err("CUDA start"))?);
         let transfer = CudaTransfer::new(0).map_err(|e| EngineError::NoCuda(e.to_string()))?;
@@ -146,96 +226,40 @@ impl GpuEngine {
         }
         let facts = DeviceFacts {
             free_device: free,
-            kv_value_bytes: 2,
+            kv_value_bytes: KV_VALUE_BYTES,
             bandwidth: [d2d / 2.0, h2d_gbps * 1e9, opts.storage_bw],
         };
-        let setup = setup(path, opts, facts)?;
-        let file = setup.file.as_bytes();
-        let lay = &setup.layout;
-        let embd = upload(
-            &backend,
-            &file[lay.token_embd.range.clone()],
-            "token embedding",
-        )?;
-        let norm = upload(
-            &backend,
-            &file[lay.output_norm.range.clone()],
-            "output norm",
-        )?;
-        let head = if lay.lm_head.range == lay.token_embd.range {
-            None
-        } else {
-            Some(upload(
-                &backend,
-                &file[lay.lm_head.range.clone()],
-                "LM head",
-            )?)
-        };
-        let dev = setup.plan.layers(Home::Device);
-        let total: u64 = dev.iter().map(|&i| lay.layers[i].bytes).sum();
-        let bar = bytes_bar(opts.verbose, total, "uploading resident layers");
-        let mut resident = HashMap::new();
-        for &i in &dev {
-            let l = &lay.layers[i];
-            let buf = match l.spans.as_slice() {
-                [r] => upload(
-                    &backend,
-                    &file[r.start as usize..r.end as usize],
-                    "resident layer",
-                )?,
-                _ => upload(&backend, &l.pack(file)?, "resident layer")?,
-            };
-            resident.insert(i, buf);
-            bar.inc(l.bytes);
-        }
-        bar.finish_and_clear();
-        let sources = build(&setup, opts, &transfer, storage)?;
-        let pipeline = if setup.plan.streaming {
-            let slot = usize::try_from(setup.plan.slot_bytes).unwrap_or(usize::MAX);
-            Some(Pipeline::new(transfer, setup.plan.slots, slot).map_err(from_pipeline)?)
-        } else {
-            None
-        };
-        let state = GpuState::new(backend.clone(), &setup.run_config, opts.ctx)
+        let setup = setup(path, opts, facts, batch)?;
+        let weights = upload_weights(&backend, &setup, opts.verbose)?;
+        let core = Core::new(setup, opts, transfer, storage)?;
+        let setup = &core.setup;
+        // The batch path keeps its sequences' states; the single-sequence state is then a
+        // one-position stub.
+        let single_ctx = if batch { 1 } else { setup.ctx };
+        let state = GpuState::new(backend.clone(), &setup.run_config, single_ctx)
             .map_err(gpu_err("KV cache and activations"))?;
         let draft = if setup.draft.is_empty() {
             None
         } else {
             Some(
-                GpuState::new(backend.clone(), &setup.draft_config, opts.ctx)
+                GpuState::new(backend.clone(), &setup.draft_config, setup.ctx)
                     .map_err(gpu_err("the draft's KV cache and activations"))?,
             )
         };
-        let lb: Vec<u64> = lay.layers.iter().map(|l| l.bytes).collect();
-        let stats = EngineStats {
-            bytes_per_pass: [
-                setup.plan.bytes_from(Home::Device, &lb),
-                setup.plan.bytes_from(Home::Pinned, &lb),
-                setup.plan.bytes_from(Home::Storage, &lb),
-            ],
-            predicted_s: setup.plan.predicted_s,
-            ..EngineStats::default()
-        };
+        let seqs = (0..if batch { setup.max_seqs } else { 0 })
+            .map(|_| None)
+            .collect();
         Ok(Self {
-            setup,
+            core,
             backend,
+            weights,
             state,
             draft,
             vbatch: None,
-            embd,
-            norm,
-            head,
-            resident,
-            pipeline,
-            sources,
-            stats,
+            seqs,
+            spare: Vec::new(),
             h2d_gbps,
         })
-    }
-
-    /// The opened model.
-    pub fn setup(&self) -> &Setup {
-        &self.setup
     }
 
     /// The backend.
@@ -243,401 +267,383 @@ impl GpuEngine {
         &self.backend
     }
 
-    /// Pinned host-to-device bandwidth measured at start, GB/s.
-    pub fn h2d_gbps(&self) -> f64 {
-        self.h2d_gbps
+    /// Feeds one token of the single sequence through every layer (position committed).
+    fn token_pass(&mut self, token: u32) -> Result<()> {
+        let t0 = Instant::now();
+        let Self {
+            core,
+            weights,
+            state,
+            ..
+        } = self;
+        state
+            .begin_token(&weights.embd(&core.setup)?, token)
+            .map_err(gpu_err("embedding"))?;
+        let stream = state.backend().stream().clone();
+        let p = core.run_layers(|_, k, layer, data| {
+            let w = weights.views(layer, &data, &stream)?;
+            forward_layer(k, &w, state).map_err(gpu_err("layer"))?;
+            release(&data, &stream)
+        })?;
+        state.end_token().map_err(gpu_err("end of token"))?;
+        core.record(1, t0, p.as_ref());
+        Ok(())
     }
 
-    /// Statistics so far.
-    pub fn stats(&self) -> &EngineStats {
-        &self.stats
+    /// One batched pass of the single sequence over `tokens` (every streamed layer crosses the
+    /// bus once), then `head` on the batch's rows. On error the batch is cancelled.
+    fn batched_pass(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut> {
+        let t0 = Instant::now();
+        let mut batch = match self.vbatch.take() {
+            Some(b) => b,
+            None => GpuBatch::new(&self.state).map_err(gpu_err("batch"))?,
+        };
+        let Self {
+            core,
+            weights,
+            state,
+            ..
+        } = self;
+        let r = (|| {
+            batch
+                .begin(state, &weights.embd(&core.setup)?, tokens)
+                .map_err(gpu_err("batch embedding"))?;
+            let stream = state.backend().stream().clone();
+            let p = core.run_layers(|_, k, layer, data| {
+                let w = weights.views(layer, &data, &stream)?;
+                forward_layer_batch(k, &w, state, &mut batch).map_err(gpu_err("batch layer"))?;
+                release(&data, &stream)
+            })?;
+            batch.end(state).map_err(gpu_err("end of batch"))?;
+            let (n, h) = weights.norm_head(&core.setup)?;
+            let out = match head {
+                Head::None => HeadOut::None,
+                Head::Logits => HeadOut::Logits(state.head(&n, &h).map_err(gpu_err("LM head"))?),
+                Head::Argmax => HeadOut::Tokens(vec![state
+                    .head_argmax(&n, &h)
+                    .map_err(gpu_err("LM head"))?]),
+                Head::AllLogits => {
+                    HeadOut::Logits(batch.head_all(state, &n, &h).map_err(gpu_err("LM head"))?)
+                }
+                Head::AllArgmax => HeadOut::Tokens(
+                    batch
+                        .head_argmax_all(state, &n, &h)
+                        .map_err(gpu_err("LM head"))?,
+                ),
+            };
+            Ok((out, p))
+        })();
+        match r {
+            Ok((out, p)) => {
+                self.vbatch = Some(batch);
+                self.core.record(tokens.len(), t0, p.as_ref());
+                Ok(out)
+            }
+            Err(e) => {
+                batch.cancel(&mut self.state);
+                Err(e)
+            }
+        }
     }
 
-    /// Statistics, to clear them.
-    pub fn stats_mut(&mut self) -> &mut EngineStats {
-        &mut self.stats
+    /// The final norm and LM head on the single sequence's hidden state.
+    fn head(&mut self, head: Head) -> Result<HeadOut> {
+        let (n, h) = self.weights.norm_head(&self.core.setup)?;
+        Ok(match head {
+            Head::Logits => HeadOut::Logits(self.state.head(&n, &h).map_err(gpu_err("LM head"))?),
+            Head::Argmax => HeadOut::Tokens(vec![self
+                .state
+                .head_argmax(&n, &h)
+                .map_err(gpu_err("LM head"))?]),
+            _ => HeadOut::None,
+        })
+    }
+}
+
+/// Uploads the embedding, final norm, LM head and every resident layer.
+fn upload_weights(backend: &CudaBackend, setup: &Setup, verbose: bool) -> Result<Weights> {
+    let file = setup.file.as_bytes();
+    let lay = &setup.layout;
+    let embd = upload(
+        backend,
+        &file[lay.token_embd.range.clone()],
+        "token embedding",
+    )?;
+    let norm = upload(backend, &file[lay.output_norm.range.clone()], "output norm")?;
+    let head = if lay.lm_head.range == lay.token_embd.range {
+        None
+    } else {
+        Some(upload(
+            backend,
+            &file[lay.lm_head.range.clone()],
+            "LM head",
+        )?)
+    };
+    let dev = setup.plan.layers(Home::Device);
+    let total: u64 = dev.iter().map(|&i| lay.layers[i].bytes).sum();
+    let bar = bytes_bar(verbose, total, "uploading resident layers");
+    let mut resident = HashMap::new();
+    for &i in &dev {
+        let l = &lay.layers[i];
+        let buf = match l.spans.as_slice() {
+            [r] => upload(
+                backend,
+                &file[r.start as usize..r.end as usize],
+                "resident layer",
+            )?,
+            _ => upload(backend, &l.pack(file)?, "resident layer")?,
+        };
+        resident.insert(i, buf);
+        bar.inc(l.bytes);
+    }
+    bar.finish_and_clear();
+    Ok(Weights {
+        embd,
+        norm,
+        head,
+        resident,
+    })
+}
+
+impl Backend for GpuEngine {
+    fn setup(&self) -> &Setup {
+        &self.core.setup
     }
 
-    /// Positions in the KV cache.
-    pub fn n_past(&self) -> usize {
+    fn stats(&self) -> &EngineStats {
+        &self.core.stats
+    }
+
+    fn stats_mut(&mut self) -> &mut EngineStats {
+        &mut self.core.stats
+    }
+
+    fn h2d_gbps(&self) -> Option<f64> {
+        Some(self.h2d_gbps)
+    }
+
+    fn max_pass_tokens(&self) -> usize {
+        PREFILL_CHUNK
+    }
+
+    fn n_past(&self) -> usize {
         self.state.n_past()
     }
 
-    /// Positions the KV cache holds.
-    pub fn max_context(&self) -> usize {
+    fn max_context(&self) -> usize {
         self.state.max_context()
     }
 
-    /// Forgets the sequence.
-    pub fn reset(&mut self) {
+    fn truncate(&mut self, n: usize) {
+        self.state.truncate(n);
+    }
+
+    fn reset(&mut self) {
         self.state.reset();
         if let Some(d) = &mut self.draft {
             d.reset();
         }
     }
 
-    /// Positions in the draft's KV cache (0 without a draft).
-    pub fn draft_n_past(&self) -> usize {
+    fn pass(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut> {
+        if tokens.is_empty() || tokens.len() > PREFILL_CHUNK {
+            return Err(EngineError::Usage(format!(
+                "a pass takes 1 to {PREFILL_CHUNK} tokens, not {}",
+                tokens.len()
+            )));
+        }
+        if head.all_rows() || tokens.len() >= BATCHED_MIN_TOKENS {
+            return self.batched_pass(tokens, head);
+        }
+        for &t in tokens {
+            self.token_pass(t)?;
+        }
+        self.head(head)
+    }
+
+    fn draft_n_past(&self) -> usize {
         self.draft.as_ref().map_or(0, GpuState::n_past)
     }
 
-    /// Rolls the draft's cache back to its first `n` positions.
-    pub fn draft_truncate(&mut self, n: usize) {
+    fn draft_truncate(&mut self, n: usize) {
         if let Some(d) = &mut self.draft {
             d.truncate(n);
         }
     }
 
-    /// Feeds `tokens` one by one through the draft (its device-resident layers), then runs
-    /// `head` on the draft's hidden state. All or nothing.
-    fn draft_run<T>(
-        &mut self,
-        tokens: &[u32],
-        head: impl FnOnce(
-            &mut GpuState,
-            &DeviceWeight<'_>,
-            &DeviceWeight<'_>,
-        ) -> std::result::Result<T, CudaError>,
-    ) -> Result<T> {
+    fn draft_pass(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut> {
         let Self {
-            setup,
+            core,
             draft,
-            resident,
-            embd,
-            norm,
-            head: hbuf,
+            weights,
             ..
         } = self;
+        let setup = &core.setup;
         let state = draft.as_mut().ok_or_else(|| {
             EngineError::Usage("the engine was opened without draft layers".into())
         })?;
-        if tokens.is_empty() {
-            return Err(EngineError::Usage("no tokens to feed".into()));
-        }
-        let start = state.n_past();
-        let r = (|| {
-            let lay = &setup.layout;
-            let e = global(embd, &lay.token_embd)?;
-            for &t in tokens {
-                state
-                    .begin_token(&e, t)
-                    .map_err(gpu_err("draft embedding"))?;
-                for (k, &i) in setup.draft.iter().enumerate() {
-                    let buf = resident.get(&i).ok_or_else(|| {
-                        EngineError::Compute(format!("draft layer {i} is not on the device"))
-                    })?;
-                    forward_layer(k, &layer_views(&lay.layers[i], buf)?, state)
-                        .map_err(gpu_err("draft layer"))?;
-                }
-                state.end_token().map_err(gpu_err("draft end of token"))?;
+        let e = weights.embd(setup)?;
+        for &t in tokens {
+            state
+                .begin_token(&e, t)
+                .map_err(gpu_err("draft embedding"))?;
+            for (k, &i) in setup.draft.iter().enumerate() {
+                let w = layer_views(&setup.layout.layers[i], weights.resident(i)?)?;
+                forward_layer(k, &w, state).map_err(gpu_err("draft layer"))?;
             }
-            let n = global(norm, &lay.output_norm)?;
-            let h = global(hbuf.as_ref().unwrap_or(embd), &lay.lm_head)?;
-            head(state, &n, &h).map_err(gpu_err("draft LM head"))
-        })();
-        if r.is_err() {
-            state.truncate(start);
+            state.end_token().map_err(gpu_err("draft end of token"))?;
         }
-        r
+        let (n, h) = weights.norm_head(setup)?;
+        Ok(match head {
+            Head::Argmax => HeadOut::Tokens(vec![state
+                .head_argmax(&n, &h)
+                .map_err(gpu_err("draft LM head"))?]),
+            _ => HeadOut::Logits(state.head(&n, &h).map_err(gpu_err("draft LM head"))?),
+        })
     }
 
-    /// Feeds `tokens` through the draft; the logits after the last.
-    pub fn draft_feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.draft_run(tokens, |s, n, h| s.head(n, h))
+    fn seq_alloc(&mut self) -> Result<usize> {
+        let slot = self.seqs.iter().position(Option::is_none).ok_or_else(|| {
+            EngineError::Sequence(format!(
+                "the KV pool holds {} sequences and all are in use: finish or cancel one first",
+                self.seqs.len()
+            ))
+        })?;
+        let seq = match self.spare.pop() {
+            Some(s) => s,
+            None => {
+                let setup = &self.core.setup;
+                let state = GpuState::new(self.backend.clone(), &setup.run_config, setup.ctx)
+                    .map_err(gpu_err("a sequence's KV cache"))?;
+                let batch = GpuBatch::new(&state).map_err(gpu_err("a sequence's batch"))?;
+                GpuSeq { state, batch }
+            }
+        };
+        self.seqs[slot] = Some(seq);
+        Ok(slot)
     }
 
-    /// Feeds `tokens` through the draft; its greedy next token (argmax on the GPU).
-    pub fn draft_feed_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
-        self.draft_run(tokens, |s, n, h| s.head_argmax(n, h))
+    fn seq_free(&mut self, seq: usize) {
+        if let Some(mut s) = self.seqs.get_mut(seq).and_then(Option::take) {
+            s.batch.cancel(&mut s.state);
+            s.state.reset();
+            self.spare.push(s);
+        }
     }
 
-    /// One batched pass of the full model over `tokens` (every streamed layer crosses the bus
-    /// once), then `head` on the batch's rows. Positions stay committed; on error the cache
-    /// is rolled back.
-    fn verify_with<T>(
-        &mut self,
-        tokens: &[u32],
-        head: impl FnOnce(
-            &mut GpuBatch,
-            &GpuState,
-            &DeviceWeight<'_>,
-            &DeviceWeight<'_>,
-        ) -> std::result::Result<T, CudaError>,
-    ) -> Result<T> {
-        if tokens.is_empty() || tokens.len() > PREFILL_CHUNK {
-            return Err(EngineError::Usage(format!(
-                "a verify pass takes 1 to {PREFILL_CHUNK} tokens, not {}",
-                tokens.len()
-            )));
+    fn seq_len(&self, seq: usize) -> usize {
+        self.seqs
+            .get(seq)
+            .and_then(Option::as_ref)
+            .map_or(0, |s| s.state.n_past())
+    }
+
+    fn seq_truncate(&mut self, seq: usize, n: usize) {
+        if let Some(Some(s)) = self.seqs.get_mut(seq) {
+            s.batch.cancel(&mut s.state);
+            s.state.truncate(n);
+        }
+    }
+
+    fn batch_pass(&mut self, rows: &[SeqRows<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
         let t0 = Instant::now();
-        let start = self.state.n_past();
-        let mut batch = match self.vbatch.take() {
-            Some(b) => b,
-            None => GpuBatch::new(&self.state).map_err(gpu_err("batch"))?,
-        };
-        let r = (|| {
-            let embd = global(&self.embd, &self.setup.layout.token_embd)?;
-            batch
-                .begin(&mut self.state, &embd, tokens)
-                .map_err(gpu_err("batch embedding"))?;
-            let p = self.run_layers(|k, w, s| forward_layer_batch(k, w, s, &mut batch))?;
-            batch
-                .end(&mut self.state)
-                .map_err(gpu_err("end of batch"))?;
-            let lay = &self.setup.layout;
-            let n = global(&self.norm, &lay.output_norm)?;
-            let h = global(self.head.as_ref().unwrap_or(&self.embd), &lay.lm_head)?;
-            let v = head(&mut batch, &self.state, &n, &h).map_err(gpu_err("verify LM head"))?;
-            Ok((v, p))
-        })();
-        match r {
-            Ok((v, p)) => {
-                self.vbatch = Some(batch);
-                self.stats.add_pass(tokens.len(), t0.elapsed(), p.as_ref());
-                self.note_prefetch();
-                Ok(v)
-            }
-            Err(e) => {
-                batch.cancel(&mut self.state);
-                self.state.truncate(start);
-                Err(e)
-            }
-        }
-    }
-
-    /// One batched pass over `tokens`: the logits after each (`tokens.len()` rows).
-    pub fn verify(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.verify_with(tokens, |b, s, n, h| b.head_all(s, n, h))
-    }
-
-    /// One batched pass over `tokens`: the greedy next token after each.
-    pub fn verify_argmax(&mut self, tokens: &[u32]) -> Result<Vec<u32>> {
-        self.verify_with(tokens, |b, s, n, h| b.head_argmax_all(s, n, h))
-    }
-
-    /// Rolls back to the first `n` positions.
-    pub fn truncate(&mut self, n: usize) {
-        self.state.truncate(n);
-    }
-
-    /// Runs every running layer once, in order, through `f` (one token or a batch): resident
-    /// layers from their device buffers, streamed ones from the pipeline's slots (the compute
-    /// stream waits on the slot's copy event; the slot is released by an event recorded after
-    /// the layer's kernels).
-    fn run_layers(
-        &mut self,
-        mut f: impl FnMut(
-            usize,
-            &DeviceLayerWeights<'_>,
-            &mut GpuState,
-        ) -> std::result::Result<(), CudaError>,
-    ) -> Result<Option<PipelineStats>> {
         let Self {
-            setup,
-            state,
-            resident,
-            pipeline,
-            sources,
+            core,
+            weights,
+            seqs,
+            backend,
             ..
         } = self;
-        let lay = &setup.layout;
-        match pipeline {
-            None => {
-                for &i in &setup.running {
-                    let buf = resident.get(&i).ok_or_else(|| {
-                        EngineError::Compute(format!("layer {i} is not resident"))
-                    })?;
-                    let k = setup.compact[i].unwrap_or(i);
-                    f(k, &layer_views(&lay.layers[i], buf)?, state).map_err(gpu_err("layer"))?;
+        let mut taken: Vec<GpuSeq> = Vec::with_capacity(rows.len());
+        let mut bad = None;
+        for r in rows {
+            match seqs.get_mut(r.seq).and_then(Option::take) {
+                Some(s) if !r.tokens.is_empty() => taken.push(s),
+                other => {
+                    if let Some(s) = other {
+                        seqs[r.seq] = Some(s);
+                    }
+                    bad = Some(r.seq);
+                    break;
                 }
-                Ok(None)
-            }
-            Some(p) => {
-                let compact = &setup.compact;
-                let stats = p
-                    .run(&sources.schedule, &mut sources.routed, |ready| {
-                        let i = ready.item.key as usize;
-                        let layer = lay.layers.get(i).ok_or_else(|| format!("no layer {i}"))?;
-                        let k = compact.get(i).copied().flatten().unwrap_or(i);
-                        match ready.buffer() {
-                            None => {
-                                let buf = resident
-                                    .get(&i)
-                                    .ok_or_else(|| format!("layer {i} is not resident"))?;
-                                f(k, &layer_views(layer, buf)?, state)?;
-                                Ok(None)
-                            }
-                            Some(slot) => {
-                                let stream = state.backend().stream().clone();
-                                if let Some(ev) = ready.event() {
-                                    stream.wait(ev.event()).map_err(|e| e.to_string())?;
-                                }
-                                f(k, &layer_views(layer, slot.slice())?, state)?;
-                                Ok(Some(ready.transfer().release_signal(&stream)?))
-                            }
-                        }
-                    })
-                    .map_err(from_pipeline)?;
-                Ok(Some(stats))
             }
         }
-    }
-
-    /// Runs every layer for one token (embedding in, hidden state out, position committed).
-    fn layers(&mut self, token: u32) -> Result<Option<PipelineStats>> {
-        let embd = global(&self.embd, &self.setup.layout.token_embd)?;
-        self.state
-            .begin_token(&embd, token)
-            .map_err(gpu_err("embedding"))?;
-        let out = self.run_layers(forward_layer)?;
-        self.state.end_token().map_err(gpu_err("end of token"))?;
+        let r = match bad {
+            Some(s) => Err(EngineError::Usage(format!(
+                "batch pass: sequence slot {s} is not held or has no tokens"
+            ))),
+            None => (|| {
+                let embd = weights.embd(&core.setup)?;
+                for (r, s) in rows.iter().zip(taken.iter_mut()) {
+                    if let [t] = r.tokens {
+                        s.state
+                            .begin_token(&embd, *t)
+                            .map_err(gpu_err("embedding"))?;
+                    } else {
+                        s.batch
+                            .begin(&mut s.state, &embd, r.tokens)
+                            .map_err(gpu_err("batch embedding"))?;
+                    }
+                }
+                let stream = backend.stream().clone();
+                let p = core.run_layers(|_, k, layer, data| {
+                    let w = weights.views(layer, &data, &stream)?;
+                    for (r, s) in rows.iter().zip(taken.iter_mut()) {
+                        if r.tokens.len() == 1 {
+                            forward_layer(k, &w, &mut s.state).map_err(gpu_err("layer"))?;
+                        } else {
+                            forward_layer_batch(k, &w, &mut s.state, &mut s.batch)
+                                .map_err(gpu_err("batch layer"))?;
+                        }
+                    }
+                    release(&data, &stream)
+                })?;
+                let (n, h) = weights.norm_head(&core.setup)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (r, s) in rows.iter().zip(taken.iter_mut()) {
+                    if r.tokens.len() == 1 {
+                        s.state.end_token().map_err(gpu_err("end of token"))?;
+                    } else {
+                        s.batch.end(&mut s.state).map_err(gpu_err("end of batch"))?;
+                    }
+                    out.push(if r.logits {
+                        Some(s.state.head(&n, &h).map_err(gpu_err("LM head"))?)
+                    } else {
+                        None
+                    });
+                }
+                Ok((out, p))
+            })(),
+        };
+        let failed = r.is_err();
+        for (r, mut s) in rows.iter().zip(taken) {
+            if failed {
+                s.batch.cancel(&mut s.state);
+            }
+            seqs[r.seq] = Some(s);
+        }
+        let (out, p) = r?;
+        let n: usize = rows.iter().map(|r| r.tokens.len()).sum();
+        core.record(n, t0, p.as_ref());
         Ok(out)
     }
 
-    /// Feeds `tokens` as batches of up to `PREFILL_CHUNK` through the batched layer forward
-    /// (tensor-core GEMMs): every streamed layer crosses the bus once per batch, not once per
-    /// token. All or nothing: on error the cache is rolled back.
-    fn feed_batched(&mut self, tokens: &[u32]) -> Result<()> {
-        let start = self.state.n_past();
-        let mut batch = GpuBatch::new(&self.state).map_err(gpu_err("batch"))?;
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
-            let t0 = Instant::now();
-            let r = (|| {
-                let embd = global(&self.embd, &self.setup.layout.token_embd)?;
-                batch
-                    .begin(&mut self.state, &embd, chunk)
-                    .map_err(gpu_err("batch embedding"))?;
-                let p = self.run_layers(|k, w, s| forward_layer_batch(k, w, s, &mut batch))?;
-                batch
-                    .end(&mut self.state)
-                    .map_err(gpu_err("end of batch"))?;
-                Ok(p)
-            })();
-            match r {
-                Ok(p) => {
-                    self.stats.add_pass(chunk.len(), t0.elapsed(), p.as_ref());
-                    self.note_prefetch();
-                }
-                Err(e) => {
-                    batch.cancel(&mut self.state);
-                    self.state.truncate(start);
-                    return Err(e);
-                }
-            }
+    fn kv_usage(&self) -> KvUsage {
+        let setup = &self.core.setup;
+        KvUsage {
+            used: self.seqs.iter().filter(|s| s.is_some()).count(),
+            total: self.seqs.len(),
+            bytes_per_block: kv_bytes(
+                setup.running.len(),
+                setup.config.kv_dim(),
+                setup.ctx,
+                KV_VALUE_BYTES,
+            ),
+            block_positions: setup.ctx,
         }
-        Ok(())
-    }
-
-    fn note_prefetch(&mut self) {
-        if let Some(t) = self
-            .sources
-            .prefetch
-            .as_ref()
-            .and_then(|t| t.lock().ok().map(|g| *g))
-        {
-            self.stats.add_prefetch(t);
-        }
-    }
-
-    /// The final norm and LM head on the current hidden state.
-    fn head_of<T>(
-        &mut self,
-        head: impl FnOnce(
-            &mut GpuState,
-            &DeviceWeight<'_>,
-            &DeviceWeight<'_>,
-        ) -> std::result::Result<T, CudaError>,
-    ) -> Result<T> {
-        let lay = &self.setup.layout;
-        let norm = global(&self.norm, &lay.output_norm)?;
-        let hbuf = self.head.as_ref().unwrap_or(&self.embd);
-        let hw = global(hbuf, &lay.lm_head)?;
-        head(&mut self.state, &norm, &hw).map_err(gpu_err("LM head"))
-    }
-
-    fn step<T>(
-        &mut self,
-        token: u32,
-        head: impl FnOnce(
-            &mut GpuState,
-            &DeviceWeight<'_>,
-            &DeviceWeight<'_>,
-        ) -> std::result::Result<T, CudaError>,
-    ) -> Result<T> {
-        let t0 = Instant::now();
-        let start = self.state.n_past();
-        let r = self
-            .layers(token)
-            .and_then(|p| Ok((self.head_of(head)?, p)));
-        match r {
-            Ok((v, p)) => {
-                self.stats.add_pass(1, t0.elapsed(), p.as_ref());
-                self.note_prefetch();
-                Ok(v)
-            }
-            Err(e) => {
-                self.state.truncate(start);
-                Err(e)
-            }
-        }
-    }
-
-    /// Feeds one token, returns the logits after it.
-    pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
-        self.step(token, |s, n, h| s.head(n, h))
-    }
-
-    /// Feeds one token, returns the greedy next token (argmax on the GPU).
-    pub fn decode_argmax(&mut self, token: u32) -> Result<u32> {
-        self.step(token, |s, n, h| s.head_argmax(n, h))
-    }
-
-    /// Feeds tokens (4 or more as batches, fewer one by one, as `CudaModel`), returns the
-    /// logits after the last.
-    pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        if tokens.len() >= BATCHED_MIN_TOKENS {
-            let start = self.state.n_past();
-            self.feed_batched(tokens)?;
-            return self
-                .head_of(|s, n, h| s.head(n, h))
-                .inspect_err(|_| self.state.truncate(start));
-        }
-        let (last, rest) = tokens
-            .split_last()
-            .ok_or_else(|| EngineError::Usage("no tokens to feed".into()))?;
-        let start = self.state.n_past();
-        for &t in rest {
-            if let Err(e) = self.step(t, |_, _, _| Ok(())) {
-                self.state.truncate(start);
-                return Err(e);
-            }
-        }
-        self.decode(*last)
-            .inspect_err(|_| self.state.truncate(start))
-    }
-
-    /// As [`GpuEngine::prefill`], returning the greedy next token.
-    pub fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
-        if tokens.len() >= BATCHED_MIN_TOKENS {
-            let start = self.state.n_past();
-            self.feed_batched(tokens)?;
-            return self
-                .head_of(|s, n, h| s.head_argmax(n, h))
-                .inspect_err(|_| self.state.truncate(start));
-        }
-        let (last, rest) = tokens
-            .split_last()
-            .ok_or_else(|| EngineError::Usage("no tokens to feed".into()))?;
-        let start = self.state.n_past();
-        for &t in rest {
-            if let Err(e) = self.step(t, |_, _, _| Ok(())) {
-                self.state.truncate(start);
-                return Err(e);
-            }
-        }
-        self.decode_argmax(*last)
-            .inspect_err(|_| self.state.truncate(start))
     }
 }
 

@@ -7,8 +7,12 @@
 //! tiers, opens the data paths ([`sources`]: `slep-pipeline` sources, NVMe direct through
 //! `nvme-direct` ([`nvme`])), and runs every token layer by layer: resident layers in place,
 //! streamed ones from the pipeline's slots. Backends: the CPU reference ([`cpu`]) and CUDA
-//! (`gpu`, feature `cuda`). [`stats`] measures what the plan predicted.
+//! (`gpu`, feature `cuda`), both behind one trait ([`backend::Backend`]). [`Engine`] runs one
+//! sequence; [`BatchEngine`] ([`batch`]) many at once, one pass over the layers per step for all
+//! of them. [`stats`] measures what the plan predicted.
 
+pub mod backend;
+pub mod batch;
 pub mod budget;
 pub mod cli;
 pub mod cpu;
@@ -31,21 +35,36 @@ use gguf::GgufFile;
 use llama_model::config::LlamaConfig;
 use slep_pipeline::Source;
 
+use backend::{Backend, Head, HeadOut};
+
+pub use batch::{BatchEngine, FinishReason, SeqEvent, SeqId, SeqRequest};
 pub use error::{EngineError, Result};
 pub use options::{DataPath, Device, EngineOptions, Skip};
 pub use plan::{Home, Plan};
 pub use speculative::{SpecOptions, SpecRun};
 pub use stats::EngineStats;
 
-enum Backend {
-    Cpu(Box<cpu::CpuEngine>),
-    #[cfg(feature = "cuda")]
-    Cuda(Box<gpu::GpuEngine>),
+/// Opens the backend for `opts.device`.
+fn open_backend(
+    path: &Path,
+    opts: &EngineOptions,
+    storage: Option<Box<dyn Source>>,
+    batch: bool,
+) -> Result<Box<dyn Backend>> {
+    match opts.device {
+        Device::Cpu => Ok(Box::new(cpu::CpuEngine::open(path, opts, storage, batch)?)),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => Ok(Box::new(gpu::GpuEngine::open(path, opts, storage, batch)?)),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(EngineError::NoCuda(
+            "this program was built without the `cuda` feature".into(),
+        )),
+    }
 }
 
 /// A model opened by the engine on one device, with one sequence's state.
 pub struct Engine {
-    backend: Backend,
+    backend: Box<dyn Backend>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -54,19 +73,10 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-macro_rules! each {
-    ($self:expr, $e:ident => $body:expr) => {
-        match $self {
-            Backend::Cpu($e) => $body,
-            #[cfg(feature = "cuda")]
-            Backend::Cuda($e) => $body,
-        }
-    };
-}
-
 impl Engine {
-    /// Opens `path` on `opts.device`, plans the tiers, loads the resident and pinned tiers and
-    /// opens the data paths. Prints the plan when `opts.verbose`.
+    /// Opens `path` on `opts.device`, plans the tiers (with the KV cache of one sequence of
+    /// `opts.ctx` positions), loads the resident and pinned tiers and opens the data paths.
+    /// Prints the plan when `opts.verbose`.
     pub fn open(path: &Path, opts: &EngineOptions) -> Result<Self> {
         Self::open_with_storage(path, opts, None)
     }
@@ -78,22 +88,13 @@ impl Engine {
         opts: &EngineOptions,
         storage: Option<Box<dyn Source>>,
     ) -> Result<Self> {
-        let backend = match opts.device {
-            Device::Cpu => Backend::Cpu(Box::new(cpu::CpuEngine::open(path, opts, storage)?)),
-            #[cfg(feature = "cuda")]
-            Device::Cuda => Backend::Cuda(Box::new(gpu::GpuEngine::open(path, opts, storage)?)),
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda => {
-                return Err(EngineError::NoCuda(
-                    "this program was built without the `cuda` feature".into(),
-                ))
-            }
-        };
-        Ok(Self { backend })
+        Ok(Self {
+            backend: open_backend(path, opts, storage, false)?,
+        })
     }
 
     fn setup(&self) -> &setup::Setup {
-        each!(&self.backend, e => e.setup())
+        self.backend.setup()
     }
 
     /// The GGUF (tokenizer metadata).
@@ -123,69 +124,104 @@ impl Engine {
 
     /// Statistics so far.
     pub fn stats(&self) -> &EngineStats {
-        each!(&self.backend, e => e.stats())
+        self.backend.stats()
     }
 
     /// Forgets the statistics.
     pub fn clear_stats(&mut self) {
-        each!(&mut self.backend, e => e.stats_mut().clear())
+        self.backend.stats_mut().clear()
     }
 
     /// Pinned host-to-device bandwidth measured at start (GB/s; CUDA only).
     pub fn h2d_gbps(&self) -> Option<f64> {
-        match &self.backend {
-            Backend::Cpu(_) => None,
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(e) => Some(e.h2d_gbps()),
+        self.backend.h2d_gbps()
+    }
+
+    /// Feeds `tokens` in passes of at most the backend's pass size, `head` on the last; all or
+    /// nothing (on error the cache is rolled back to where it was).
+    fn feed(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut> {
+        if tokens.is_empty() {
+            return Err(EngineError::Usage("no tokens to feed".into()));
         }
+        let start = self.backend.n_past();
+        let chunk = self.backend.max_pass_tokens().max(1);
+        let n = tokens.len().div_ceil(chunk);
+        let mut out = HeadOut::None;
+        for (c, part) in tokens.chunks(chunk).enumerate() {
+            let h = if c + 1 == n { head } else { Head::None };
+            match self.backend.pass(part, h) {
+                Ok(o) => out = o,
+                Err(e) => {
+                    self.backend.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One pass over at most one pass's worth of tokens with every row's head.
+    fn verify_with(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut> {
+        let max = self.backend.max_pass_tokens();
+        if tokens.is_empty() || tokens.len() > max {
+            return Err(EngineError::Usage(format!(
+                "a verify pass takes 1 to {max} tokens, not {}",
+                tokens.len()
+            )));
+        }
+        self.feed(tokens, head)
+    }
+
+    fn vocab(&self) -> usize {
+        self.setup().config.vocab_size
+    }
+
+    fn one_token(&self, out: HeadOut) -> Result<u32> {
+        out.into_tokens(self.vocab())
+            .last()
+            .copied()
+            .ok_or_else(|| EngineError::Compute("the pass returned no token".into()))
     }
 
     /// Feeds tokens, returns the logits after the last.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        each!(&mut self.backend, e => e.prefill(tokens))
+        Ok(self.feed(tokens, Head::Logits)?.into_logits())
     }
 
     /// Feeds one token, returns the logits after it.
     pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
-        each!(&mut self.backend, e => e.decode(token))
+        self.prefill(&[token])
     }
 
     /// Feeds tokens, returns the greedy next token (on the GPU only the id crosses the bus).
     pub fn prefill_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
-        match &mut self.backend {
-            Backend::Cpu(e) => Ok(argmax(&e.prefill(tokens)?)),
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(e) => e.prefill_argmax(tokens),
-        }
+        let out = self.feed(tokens, Head::Argmax)?;
+        self.one_token(out)
     }
 
     /// Feeds one token, returns the greedy next token.
     pub fn decode_argmax(&mut self, token: u32) -> Result<u32> {
-        match &mut self.backend {
-            Backend::Cpu(e) => Ok(argmax(&e.decode(token)?)),
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(e) => e.decode_argmax(token),
-        }
+        self.prefill_argmax(&[token])
     }
 
     /// Positions in the KV cache.
     pub fn n_past(&self) -> usize {
-        each!(&self.backend, e => e.n_past())
+        self.backend.n_past()
     }
 
     /// Positions the KV cache holds.
     pub fn max_context(&self) -> usize {
-        each!(&self.backend, e => e.max_context())
+        self.backend.max_context()
     }
 
     /// Forgets the sequence.
     pub fn reset(&mut self) {
-        each!(&mut self.backend, e => e.reset())
+        self.backend.reset()
     }
 
     /// Rolls back to the first `n` positions.
     pub fn truncate(&mut self, n: usize) {
-        each!(&mut self.backend, e => e.truncate(n))
+        self.backend.truncate(n)
     }
 
     /// Running layers of the self-speculative draft (0: opened without one).
@@ -195,47 +231,48 @@ impl Engine {
 
     /// Positions in the draft's KV cache.
     pub fn draft_n_past(&self) -> usize {
-        each!(&self.backend, e => e.draft_n_past())
+        self.backend.draft_n_past()
     }
 
     /// Rolls the draft's cache back to its first `n` positions.
     pub fn draft_truncate(&mut self, n: usize) {
-        each!(&mut self.backend, e => e.draft_truncate(n))
+        self.backend.draft_truncate(n)
+    }
+
+    /// Feeds `tokens` through the draft, all or nothing.
+    fn draft_with(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut> {
+        if tokens.is_empty() {
+            return Err(EngineError::Usage("no tokens to feed".into()));
+        }
+        let start = self.backend.draft_n_past();
+        self.backend
+            .draft_pass(tokens, head)
+            .inspect_err(|_| self.backend.draft_truncate(start))
     }
 
     /// Feeds `tokens` through the draft layers (into the draft's own cache); the logits after
     /// the last.
     pub fn draft_feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        each!(&mut self.backend, e => e.draft_feed(tokens))
+        Ok(self.draft_with(tokens, Head::Logits)?.into_logits())
     }
 
     /// Feeds `tokens` through the draft layers; the draft's greedy next token.
     pub fn draft_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
-        match &mut self.backend {
-            Backend::Cpu(e) => Ok(argmax(&e.draft_feed(tokens)?)),
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(e) => e.draft_feed_argmax(tokens),
-        }
+        let out = self.draft_with(tokens, Head::Argmax)?;
+        self.one_token(out)
     }
 
     /// One full-model pass over `tokens` (on CUDA batched: each streamed layer crosses the bus
     /// once): the logits after every token, `tokens.len()` rows of the vocabulary. The
     /// positions stay in the cache (roll back with [`Engine::truncate`]).
     pub fn verify_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        each!(&mut self.backend, e => e.verify(tokens))
+        Ok(self.verify_with(tokens, Head::AllLogits)?.into_logits())
     }
 
     /// As [`Engine::verify_logits`], returning the greedy next token after every token.
     pub fn verify_argmax(&mut self, tokens: &[u32]) -> Result<Vec<u32>> {
-        match &mut self.backend {
-            Backend::Cpu(e) => {
-                let l = e.verify(tokens)?;
-                let vocab = (l.len() / tokens.len().max(1)).max(1);
-                Ok(l.chunks_exact(vocab).map(argmax).collect())
-            }
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(e) => e.verify_argmax(tokens),
-        }
+        let v = self.vocab();
+        Ok(self.verify_with(tokens, Head::AllArgmax)?.into_tokens(v))
     }
 
     /// Greedy generation: feeds `prompt`, then returns up to `n` tokens (stops at none).

@@ -76,8 +76,12 @@ pub struct EngineOptions {
     pub nvme_lba: Option<u64>,
     /// Layers to skip.
     pub skip: Skip,
-    /// KV cache positions.
+    /// KV cache positions per sequence (0: the model's context length).
     pub ctx: usize,
+    /// Sequences the multi-sequence engine holds at once (its KV pool is sized for this many
+    /// sequences of `ctx` positions and budgeted with the weights). The single-sequence engine
+    /// ignores it.
+    pub max_seqs: usize,
     /// Streaming slots (>= 2).
     pub slots: usize,
     /// CPU worker threads for file reads.
@@ -105,6 +109,7 @@ impl Default for EngineOptions {
             nvme_lba: None,
             skip: Skip::None,
             ctx: 4096,
+            max_seqs: 8,
             slots: 3,
             io_threads: 4,
             storage_bw: 2.0e9,

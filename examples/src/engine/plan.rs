@@ -43,14 +43,23 @@ pub struct PlanInput {
     pub skipped: Vec<usize>,
     /// The device budget.
     pub device_budget: u64,
-    /// Bytes the device holds whatever the plan (non-layer tensors, KV cache, workspaces).
+    /// Bytes the device holds whatever the plan besides the KV pool (non-layer tensors,
+    /// workspaces).
     pub device_fixed: u64,
     /// Pinned-RAM budget for layers.
     pub ram_budget: u64,
     /// Streaming slots when some layer streams.
     pub slots: usize,
-    /// Context positions (for messages).
+    /// Context positions per sequence.
     pub ctx: usize,
+    /// Sequences the KV pool holds.
+    pub max_seqs: usize,
+    /// KV pool bytes of one running layer (all sequences, all positions).
+    pub kv_per_layer: u64,
+    /// Bytes per KV value (for the write-back of new positions).
+    pub kv_value_bytes: u64,
+    /// Key (= value) width per position.
+    pub kv_dim: usize,
     /// Bandwidths (bytes/s): device memory, pinned host to device, storage to device.
     pub bandwidth: [f64; 3],
     /// The running layers below this index must be on the device (the self-speculative
@@ -73,6 +82,15 @@ pub struct Plan {
     pub predicted_s: f64,
     /// Predicted seconds per token with nothing overlapped.
     pub predicted_serial_s: f64,
+    /// Bytes of the KV pool (on the device).
+    pub kv_pool_bytes: u64,
+    /// Layers the KV pool pushed off the device (resident without it, streamed with it).
+    pub displaced: Vec<usize>,
+    /// Weight bytes streamed per step with this plan.
+    pub streamed_per_step: u64,
+    /// Bytes per step that would move if the KV of streamed layers lived in pinned RAM and
+    /// travelled with its layer (`None` when no layer streams or that placement does not fit).
+    pub kv_travel_per_step: Option<u64>,
     /// Human-readable account: budgets, counts and reasons.
     pub report: String,
 }
@@ -144,8 +162,92 @@ fn spread(n: usize, counts: [usize; 3]) -> Vec<usize> {
     out
 }
 
-/// Plans the tiers.
+/// Plans the tiers: places the layers with the KV pool on the device, says which layers the pool
+/// displaced, and weighs the other KV placement (travelling with the streamed layers from pinned
+/// RAM) by bytes moved per step.
 pub fn plan(input: &PlanInput) -> Result<Plan> {
+    let running = input.layer_bytes.len() - input.skipped.len().min(input.layer_bytes.len());
+    let pool = input.kv_per_layer.saturating_mul(running as u64);
+    let fixed = input.device_fixed.saturating_add(pool);
+    let mut p = place(input, &input.layer_bytes, fixed, pool)?;
+    p.kv_pool_bytes = pool;
+    p.streamed_per_step = p.bytes_from(Home::Pinned, &input.layer_bytes)
+        + p.bytes_from(Home::Storage, &input.layer_bytes);
+    let per_seq = pool / input.max_seqs.max(1) as u64;
+    let _ = writeln!(
+        p.report,
+        "plan: KV pool {} sequences x {} positions = {} ({} per sequence), on the device",
+        input.max_seqs,
+        input.ctx,
+        show(pool),
+        show(per_seq)
+    );
+    if pool > 0 {
+        let without = place(input, &input.layer_bytes, input.device_fixed, 0)?;
+        p.displaced = (0..p.homes.len())
+            .filter(|&i| without.homes[i] == Home::Device && p.homes[i] != Home::Device)
+            .collect();
+        if p.displaced.is_empty() {
+            let _ = writeln!(
+                p.report,
+                "plan: the KV pool displaced no layer from the device"
+            );
+        } else {
+            let bytes: u64 = p.displaced.iter().map(|&i| input.layer_bytes[i]).sum();
+            let _ = writeln!(
+                p.report,
+                "plan: the KV pool displaced {} layers ({}) from the device: {} (they stream instead)",
+                p.displaced.len(),
+                show(bytes),
+                ranges(&p.displaced)
+            );
+        }
+    }
+    if p.streaming && pool > 0 {
+        // The alternative: each layer's KV travels with it (the item is layer + its KV), so
+        // only resident layers keep KV on the device; the new positions are written back.
+        let carried: Vec<u64> = input
+            .layer_bytes
+            .iter()
+            .map(|b| b + input.kv_per_layer)
+            .collect();
+        let back = 2 * input.kv_dim as u64 * input.kv_value_bytes * input.max_seqs as u64;
+        p.kv_travel_per_step = place(input, &carried, input.device_fixed, 0).ok().map(|t| {
+            let streamed: Vec<usize> = (0..t.homes.len())
+                .filter(|&i| matches!(t.homes[i], Home::Pinned | Home::Storage))
+                .collect();
+            streamed.iter().map(|&i| carried[i] + back).sum()
+        });
+        let _ = match p.kv_travel_per_step {
+            Some(t) if t < p.streamed_per_step => writeln!(
+                p.report,
+                "plan: KV placement by bytes moved per step: KV on the device {} / step, KV of streamed layers travelling from pinned RAM {} / step: travelling would move less, but this engine keeps the KV pool on the device",
+                show(p.streamed_per_step),
+                show(t)
+            ),
+            Some(t) => writeln!(
+                p.report,
+                "plan: KV placement by bytes moved per step: KV on the device {} / step, KV of streamed layers travelling from pinned RAM {} / step (their KV in, new positions out): the KV pool stays on the device",
+                show(p.streamed_per_step),
+                show(t)
+            ),
+            None => writeln!(
+                p.report,
+                "plan: KV placement: the KV pool stays on the device (KV travelling with the streamed layers does not fit the budget)"
+            ),
+        };
+    }
+    Ok(p)
+}
+
+/// Places the layers of sizes `layer_bytes` with `fixed` device bytes taken (`kv` of them the
+/// KV pool, for messages).
+fn place(input: &PlanInput, layer_bytes: &[u64], fixed: u64, kv: u64) -> Result<Plan> {
+    let input = &PlanInput {
+        layer_bytes: layer_bytes.to_vec(),
+        device_fixed: fixed,
+        ..input.clone()
+    };
     let n = input.layer_bytes.len();
     let running: Vec<usize> = (0..n).filter(|i| !input.skipped.contains(i)).collect();
     let run_bytes: u64 = running.iter().map(|&i| input.layer_bytes[i]).sum();
@@ -157,9 +259,10 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "plan: device budget {}, of which {} fixed (embedding, norm, LM head, KV cache of {} positions, workspaces); pinned-RAM budget {}",
+        "plan: device budget {}, of which {} fixed (embedding, norm, LM head, KV pool of {} sequences x {} positions, workspaces); pinned-RAM budget {}",
         show(input.device_budget),
         show(input.device_fixed),
+        input.max_seqs,
         input.ctx,
         show(input.ram_budget)
     );
@@ -189,6 +292,10 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             slot_bytes: 0,
             predicted_s: s,
             predicted_serial_s: s,
+            kv_pool_bytes: kv,
+            displaced: Vec::new(),
+            streamed_per_step: 0,
+            kv_travel_per_step: None,
             report,
         });
     }
@@ -197,12 +304,14 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
     let need = input.device_fixed.saturating_add(slot_total);
     if need > input.device_budget {
         return Err(EngineError::BudgetTooSmall {
-            budget: show(input.device_budget),
-            fixed: show(input.device_fixed),
+            budget: input.device_budget,
+            fixed: input.device_fixed,
+            seqs: input.max_seqs,
             ctx: input.ctx,
+            kv,
             slots,
-            slot: show(max_layer),
-            need: show(need),
+            slot: max_layer,
+            need,
         });
     }
     let vram = input.device_budget - need;
@@ -211,16 +320,14 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         Tier::new("pinned RAM", input.ram_budget, input.bandwidth[1]),
         Tier::unlimited("storage", input.bandwidth[2]),
     ];
-    let planner = Planner::new(tiers).map_err(|e| EngineError::Plan(e.to_string()))?;
+    let planner = Planner::new(tiers).map_err(EngineError::Plan)?;
     let items: Vec<Item<usize>> = (0..n)
         .map(|i| {
             let w = if input.skipped.contains(&i) { 0.0 } else { 1.0 };
             Item::new(i, input.layer_bytes[i], w)
         })
         .collect();
-    let placement = planner
-        .plan(&items)
-        .map_err(|e| EngineError::Plan(e.to_string()))?;
+    let placement = planner.plan(&items).map_err(EngineError::Plan)?;
     let tier_home = [Home::Device, Home::Pinned, Home::Storage];
     for &i in &running {
         let t = placement.tier_of(&i).map_or(2, |t| t.0.min(2));
@@ -329,6 +436,10 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         slot_bytes: max_layer,
         predicted_s: over.seconds_per_step,
         predicted_serial_s: serial.seconds_per_step,
+        kv_pool_bytes: kv,
+        displaced: Vec::new(),
+        streamed_per_step: 0,
+        kv_travel_per_step: None,
         report,
     })
 }
@@ -389,6 +500,10 @@ mod tests {
             ram_budget: ram,
             slots: 2,
             ctx: 16,
+            max_seqs: 1,
+            kv_per_layer: 0,
+            kv_value_bytes: 2,
+            kv_dim: 4,
             bandwidth: [1000.0, 100.0, 10.0],
             pin_first: 0,
         }
@@ -447,7 +562,7 @@ mod tests {
     fn budget_below_slots_is_a_typed_error() {
         let e = plan(&input(10, 200, 0)).unwrap_err();
         assert!(matches!(e, EngineError::BudgetTooSmall { .. }), "{e}");
-        assert!(e.to_string().contains("Raise --vram-budget"));
+        assert!(e.to_string().contains("Raise the device budget"), "{e}");
     }
 
     #[test]

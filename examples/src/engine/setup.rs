@@ -36,6 +36,12 @@ pub struct Setup {
     pub draft_config: LlamaConfig,
     /// The plan.
     pub plan: Plan,
+    /// Positions per sequence (the model's context length when the options ask for 0).
+    pub ctx: usize,
+    /// Sequences the KV pool holds (1 for the single-sequence engine).
+    pub max_seqs: usize,
+    /// Opened for the multi-sequence engine (the single sequence's state is not allocated).
+    pub batch: bool,
     /// The budgets used.
     pub budgets: (u64, u64),
 }
@@ -53,9 +59,9 @@ pub struct DeviceFacts {
 
 /// Opens the GGUF and its layout.
 pub fn open_model(path: &Path) -> Result<(GgufFile, LlamaConfig, ModelLayout)> {
-    let file = GgufFile::open(path).map_err(|e| EngineError::ModelFile {
+    let file = GgufFile::open(path).map_err(|source| EngineError::ModelFile {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     })?;
     let bad = |reason: String| EngineError::Model {
         path: path.to_path_buf(),
@@ -90,7 +96,8 @@ fn skipped_layers(path: &Path, skip: &Skip, n: usize) -> Result<Vec<usize>> {
 }
 
 /// Opens and plans `path` for a device described by `facts`.
-pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Setup> {
+/// `batch`: for the multi-sequence engine (`opts.max_seqs` sequences in the KV pool; else one).
+pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts, batch: bool) -> Result<Setup> {
     let (file, config, layout) = open_model(path)?;
     let n = config.n_layers;
     let skipped = skipped_layers(path, &opts.skip, n)?;
@@ -108,7 +115,7 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
     };
     if opts.draft_layers > n {
         return Err(EngineError::Usage(format!(
-            "--draft-layers {}: the model has {n} layers",
+            "{} draft layers asked for: the model has {n} layers",
             opts.draft_layers
         )));
     }
@@ -128,9 +135,20 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
     } else {
         0
     };
+    let max_seqs = if batch { opts.max_seqs.max(1) } else { 1 };
+    // The KV pool: every sequence's keys and values of every running layer.
+    let kv_per_layer = max_seqs as u64 * kv_bytes(1, config.kv_dim(), ctx, facts.kv_value_bytes);
     let fixed = draft_fixed
         + layout.global_bytes()
-        + kv_bytes(running.len(), config.kv_dim(), ctx, facts.kv_value_bytes)
+        + (max_seqs as u64).saturating_sub(1)
+            * (workspace_bytes(
+                config.vocab_size,
+                config.dim,
+                config.ffn_dim,
+                ctx,
+                config.n_heads,
+            )
+            .saturating_sub(64 << 20))
         + workspace_bytes(
             config.vocab_size,
             config.dim,
@@ -145,7 +163,7 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
             .map(|f| f.saturating_sub(super::budget::VRAM_HEADROOM))
             .ok_or_else(|| {
                 EngineError::Usage(
-                    "cannot tell how much device memory is free: give --vram-budget".into(),
+                    "cannot tell how much device memory is free: give a device budget".into(),
                 )
             })?,
     };
@@ -166,6 +184,10 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
         ram_budget,
         slots: opts.slots,
         ctx,
+        max_seqs,
+        kv_per_layer,
+        kv_value_bytes: facts.kv_value_bytes,
+        kv_dim: config.kv_dim(),
         bandwidth: facts.bandwidth,
         pin_first: opts.draft_layers,
     };
@@ -199,6 +221,9 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts) -> Result<Se
         draft,
         draft_config,
         plan,
+        ctx,
+        max_seqs,
+        batch,
         budgets: (device_budget, ram_budget),
     })
 }

@@ -92,10 +92,10 @@ pub fn build<T: Transfer>(
             pinned
                 .load_from_file(transfer, path, &item)
                 .map_err(|e| match from_pipeline(e) {
-                    EngineError::Stream { reason, .. } => EngineError::OutOfMemory {
+                    EngineError::Stream { source, .. } => EngineError::OutOfMemory {
                         what: format!("pinned RAM for layer {i}"),
                         bytes: super::budget::show(setup.layout.layers[i].bytes),
-                        reason,
+                        reason: source.to_string(),
                     },
                     other => other,
                 })?;

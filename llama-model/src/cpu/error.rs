@@ -59,4 +59,7 @@ pub enum ForwardError {
     /// The model config is unusable.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The paged KV pool refused a multi-sequence step (exhausted, unknown sequence, ...).
+    #[error(transparent)]
+    Kv(#[from] crate::paged::KvError),
 }

@@ -158,6 +158,17 @@ impl Model {
         Ok(LayerWeights::from_array(arr))
     }
 
+    /// The token embedding table, borrowed from the mapped file.
+    pub fn token_embd(&self) -> Result<TensorView<'_>, ForwardError> {
+        self.view(&self.token_embd)
+    }
+
+    /// The final norm weight and the LM head (the embedding table when tied), borrowed from
+    /// the mapped file.
+    pub fn head_weights(&self) -> Result<(TensorView<'_>, TensorView<'_>), ForwardError> {
+        Ok((self.view(&self.output_norm)?, self.view(&self.lm_head)?))
+    }
+
     /// The model config.
     pub fn config(&self) -> &LlamaConfig {
         &self.config

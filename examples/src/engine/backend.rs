@@ -1,0 +1,278 @@
+//! The one interface the engine's compute backends implement ([`Backend`]: the CPU reference in
+//! `cpu`, CUDA in `gpu`), and the logic they share ([`Core`]): the opened model and plan, the
+//! pipeline pass over the running layers (resident ones in place, streamed ones from the
+//! pipeline's slots), the statistics. Prefill chunking, all-or-nothing rollback and the batch
+//! scheduler are written once above this trait ([`super::Engine`], [`super::batch`]).
+
+use std::time::Instant;
+
+use slep_pipeline::{Pipeline, PipelineStats, Ready, Source, Transfer};
+
+use super::error::{from_pipeline, EngineError, Result};
+use super::layout::LayerLayout;
+use super::options::EngineOptions;
+use super::plan::Home;
+use super::setup::Setup;
+use super::sources::{build, Sources};
+use super::stats::EngineStats;
+
+/// What a pass computes after the last layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Nothing (a prompt chunk that is not the last).
+    None,
+    /// The logits after the last token.
+    Logits,
+    /// The logits after every token (`tokens.len()` rows of the vocabulary).
+    AllLogits,
+    /// The greedy next token after the last token.
+    Argmax,
+    /// The greedy next token after every token.
+    AllArgmax,
+}
+
+impl Head {
+    /// True when the head wants every token's row.
+    pub fn all_rows(self) -> bool {
+        matches!(self, Head::AllLogits | Head::AllArgmax)
+    }
+}
+
+/// What a pass returned (per [`Head`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadOut {
+    /// Nothing was asked for.
+    None,
+    /// Logits (one or more rows of the vocabulary).
+    Logits(Vec<f32>),
+    /// Greedy tokens (one per row asked for).
+    Tokens(Vec<u32>),
+}
+
+impl HeadOut {
+    /// The logits (empty when none were computed).
+    pub fn into_logits(self) -> Vec<f32> {
+        match self {
+            HeadOut::Logits(l) => l,
+            _ => Vec::new(),
+        }
+    }
+
+    /// The greedy tokens: argmax of each `vocab`-wide row of logits, or the tokens themselves.
+    pub fn into_tokens(self, vocab: usize) -> Vec<u32> {
+        match self {
+            HeadOut::None => Vec::new(),
+            HeadOut::Tokens(t) => t,
+            HeadOut::Logits(l) => l.chunks_exact(vocab.max(1)).map(super::argmax).collect(),
+        }
+    }
+}
+
+/// One sequence's part of a batched pass: `tokens` at positions `seq_len(seq)..` of sequence
+/// slot `seq` (one decode token, or a prompt chunk), and whether the logits after its last
+/// token are wanted.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqRows<'a> {
+    /// The sequence's slot (from [`Backend::seq_alloc`]).
+    pub seq: usize,
+    /// The new tokens.
+    pub tokens: &'a [u32],
+    /// Compute the logits after the last of them.
+    pub logits: bool,
+}
+
+/// KV pool accounting of the batch path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KvUsage {
+    /// Blocks held by sequences.
+    pub used: usize,
+    /// Blocks in the pool.
+    pub total: usize,
+    /// Bytes per block (all layers).
+    pub bytes_per_block: u64,
+    /// Positions per block.
+    pub block_positions: usize,
+}
+
+/// A compute backend of the engine. Object-safe and `Send`, so an engine can live on its own
+/// thread. Calls that fail leave the caches where the caller can roll them back with
+/// [`Backend::truncate`] / [`Backend::seq_truncate`].
+pub trait Backend: Send {
+    /// The opened model and its plan.
+    fn setup(&self) -> &Setup;
+    /// Statistics so far.
+    fn stats(&self) -> &EngineStats;
+    /// Statistics, to clear them.
+    fn stats_mut(&mut self) -> &mut EngineStats;
+    /// Pinned host-to-device bandwidth measured at start (GB/s; devices with a bus only).
+    fn h2d_gbps(&self) -> Option<f64> {
+        None
+    }
+    /// Most tokens one pass takes.
+    fn max_pass_tokens(&self) -> usize;
+
+    /// Positions in the single sequence's KV cache.
+    fn n_past(&self) -> usize;
+    /// Positions the single sequence's KV cache holds.
+    fn max_context(&self) -> usize;
+    /// Rolls the single sequence back to its first `n` positions.
+    fn truncate(&mut self, n: usize);
+    /// Forgets the single sequence (and the draft's).
+    fn reset(&mut self);
+    /// One pass of the full model over `tokens` (at most [`Backend::max_pass_tokens`]) of the
+    /// single sequence; the positions stay committed.
+    fn pass(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut>;
+
+    /// Positions in the draft's KV cache (0 without a draft).
+    fn draft_n_past(&self) -> usize;
+    /// Rolls the draft's cache back to its first `n` positions.
+    fn draft_truncate(&mut self, n: usize);
+    /// Feeds `tokens` through the draft layers into the draft's cache; `head` is
+    /// [`Head::Logits`] or [`Head::Argmax`].
+    fn draft_pass(&mut self, tokens: &[u32], head: Head) -> Result<HeadOut>;
+
+    /// Reserves the KV of a new sequence for the batch path; its slot. Fails with a typed error
+    /// when the pool is exhausted.
+    fn seq_alloc(&mut self) -> Result<usize>;
+    /// Frees a sequence's KV (unknown slots: no-op).
+    fn seq_free(&mut self, seq: usize);
+    /// Positions a batch sequence holds.
+    fn seq_len(&self, seq: usize) -> usize;
+    /// Rolls a batch sequence back to its first `n` positions.
+    fn seq_truncate(&mut self, seq: usize, n: usize);
+    /// One pass over the running layers for every entry of `rows` (each layer read once for all
+    /// of them); the logits after the last token of each entry that asked for them.
+    fn batch_pass(&mut self, rows: &[SeqRows<'_>]) -> Result<Vec<Option<Vec<f32>>>>;
+    /// The batch KV pool's accounting.
+    fn kv_usage(&self) -> KvUsage;
+}
+
+/// What both backends share: the opened model, the pipeline and its sources, the statistics.
+pub struct Core<T: Transfer> {
+    /// The opened and planned model.
+    pub setup: Setup,
+    /// The streaming pipeline (`None` when every running layer is resident).
+    pub pipeline: Option<Pipeline<T>>,
+    /// The data paths.
+    pub sources: Sources,
+    /// Statistics so far.
+    pub stats: EngineStats,
+}
+
+impl<T: Transfer> std::fmt::Debug for Core<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("path", &self.setup.path)
+            .field("streaming", &self.pipeline.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a layer reaches the compute in one pass.
+pub enum LayerData<'r, 'a, T: Transfer> {
+    /// Resident: the backend finds it in its own buffers.
+    Resident,
+    /// In a pipeline slot (wait for its event before reading).
+    Slot(&'r Ready<'a, T>, &'a T::Slot),
+}
+
+impl<T: Transfer> Core<T> {
+    /// Opens the data paths of `setup`'s plan through `transfer` (the pinned tier loaded, the
+    /// storage path opened; `storage` overrides it) and the pipeline when some layer streams.
+    pub fn new(
+        setup: Setup,
+        opts: &EngineOptions,
+        transfer: T,
+        storage: Option<Box<dyn Source>>,
+    ) -> Result<Self> {
+        let sources = build(&setup, opts, &transfer, storage)?;
+        let pipeline = if setup.plan.streaming {
+            let slot = usize::try_from(setup.plan.slot_bytes).unwrap_or(usize::MAX);
+            Some(Pipeline::new(transfer, setup.plan.slots, slot).map_err(from_pipeline)?)
+        } else {
+            None
+        };
+        let lb: Vec<u64> = setup.layout.layers.iter().map(|l| l.bytes).collect();
+        let stats = EngineStats {
+            bytes_per_pass: [
+                setup.plan.bytes_from(Home::Device, &lb),
+                setup.plan.bytes_from(Home::Pinned, &lb),
+                setup.plan.bytes_from(Home::Storage, &lb),
+            ],
+            predicted_s: setup.plan.predicted_s,
+            ..EngineStats::default()
+        };
+        Ok(Self {
+            setup,
+            pipeline,
+            sources,
+            stats,
+        })
+    }
+
+    /// Runs every running layer once, in order, through `f(setup, compact index, layer, data)`:
+    /// resident layers in place, streamed ones from the pipeline's slots. `f` returns the event
+    /// after which the slot may be overwritten (device-side compute) or `None` when it is done
+    /// with it. An error of `f` comes back as itself; a data path's as [`EngineError::Stream`].
+    pub fn run_layers<F>(&mut self, mut f: F) -> Result<Option<PipelineStats>>
+    where
+        F: FnMut(&Setup, usize, &LayerLayout, LayerData<'_, '_, T>) -> Result<Option<T::Event>>,
+    {
+        let Self {
+            setup,
+            pipeline,
+            sources,
+            ..
+        } = self;
+        let setup = &*setup;
+        match pipeline {
+            None => {
+                for &i in &setup.running {
+                    let k = setup.compact[i].unwrap_or(i);
+                    f(setup, k, &setup.layout.layers[i], LayerData::Resident)?;
+                }
+                Ok(None)
+            }
+            Some(p) => {
+                let mut failed: Option<EngineError> = None;
+                let r = p.run(&sources.schedule, &mut sources.routed, |ready| {
+                    let i = ready.item.key as usize;
+                    let layer = setup.layout.layers.get(i).ok_or_else(|| {
+                        format!("the schedule names layer {i}, which the model lacks")
+                    })?;
+                    let k = setup.compact.get(i).copied().flatten().unwrap_or(i);
+                    let data = match ready.buffer() {
+                        Some(slot) => LayerData::Slot(&ready, slot),
+                        None => LayerData::Resident,
+                    };
+                    match f(setup, k, layer, data) {
+                        Ok(ev) => Ok(ev),
+                        Err(e) => {
+                            let text = e.to_string();
+                            failed = Some(e);
+                            Err(text.into())
+                        }
+                    }
+                });
+                match (r, failed) {
+                    (_, Some(e)) => Err(e),
+                    (Ok(stats), None) => Ok(Some(stats)),
+                    (Err(e), None) => Err(from_pipeline(e)),
+                }
+            }
+        }
+    }
+
+    /// Records one pass of `tokens` tokens started at `t0`.
+    pub fn record(&mut self, tokens: usize, t0: Instant, p: Option<&PipelineStats>) {
+        self.stats.add_pass(tokens, t0.elapsed(), p);
+        if let Some(t) = self
+            .sources
+            .prefetch
+            .as_ref()
+            .and_then(|t| t.lock().ok().map(|g| *g))
+        {
+            self.stats.add_prefetch(t);
+        }
+    }
+}
