@@ -9,6 +9,7 @@
 //! events ([`sse`]).
 
 pub mod api;
+pub mod batch;
 pub mod errors;
 pub mod handlers;
 pub mod metrics;

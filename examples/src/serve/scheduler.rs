@@ -225,13 +225,13 @@ impl std::fmt::Debug for EngineThread {
 }
 
 /// Starts the engine thread: `open` runs on it (so a GPU context belongs to it), then the step
-/// loop. Returns once the model is open, with `info(&engine)` computed there.
+/// loop. Returns once the model is open, with its tokenizer and `info(&engine)` computed there.
 pub fn start<E, I, F, G>(
     open: F,
     info: G,
     max_queue: usize,
     metrics: Arc<Metrics>,
-) -> Result<(Scheduler, EngineThread, I), String>
+) -> Result<(Scheduler, EngineThread, Arc<Tokenizer>, I), String>
 where
     E: StepEngine + 'static,
     I: Send + 'static,
@@ -239,7 +239,7 @@ where
     G: FnOnce(&E) -> I + Send + 'static,
 {
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>();
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, I), String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(usize, Arc<Tokenizer>, I), String>>();
     let m = Arc::clone(&metrics);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let held = Arc::clone(&in_flight);
@@ -254,11 +254,12 @@ where
                 }
             };
             let i = info(&opened.engine);
-            let _ = ready_tx.send(Ok((opened.engine.max_seqs(), i)));
+            let tok = Arc::clone(&opened.tokenizer);
+            let _ = ready_tx.send(Ok((opened.engine.max_seqs(), tok, i)));
             step_loop(opened.engine, &opened.tokenizer, cmd_rx, &m, &held);
         })
         .map_err(|e| format!("cannot start the engine thread: {e}"))?;
-    let (max_seqs, i) = match ready_rx.recv() {
+    let (max_seqs, tokenizer, i) = match ready_rx.recv() {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
             let _ = handle.join();
@@ -288,6 +289,7 @@ where
             handle: Some(handle),
             shared,
         },
+        tokenizer,
         i,
     ))
 }
@@ -755,7 +757,7 @@ mod tests {
         let log = Arc::new(Mutex::new(Log::default()));
         let metrics = Arc::new(Metrics::default());
         let l = Arc::clone(&log);
-        let (s, t, ()) = start(
+        let (s, t, _, ()) = start(
             move || {
                 Ok(Opened {
                     engine: Scripted {
