@@ -90,10 +90,10 @@ async fn answer(
     let room = app.max_context.saturating_sub(prompt.len());
     let max_new = req.max_tokens.unwrap_or(room);
     if prompt.len() + max_new > app.max_context || max_new == 0 {
-        let param = if req.max_tokens.is_some() {
-            "max_tokens"
-        } else {
-            "messages"
+        let param = match (req.max_tokens, endpoint) {
+            (Some(_), _) => "max_tokens",
+            (None, Endpoint::Chat) => "messages",
+            (None, Endpoint::Completions) => "prompt",
         };
         return Err(ApiError::invalid_param(
             param,
