@@ -20,8 +20,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug, Clone)]
-#[command(about = "Load generator for OpenAI-compatible servers: concurrent streaming clients, \
-                   aggregate tok/s and time to first token")]
+#[command(
+    about = "Load generator for OpenAI-compatible servers: concurrent streaming clients, \
+                   aggregate tok/s and time to first token"
+)]
 struct Args {
     /// Server address (http only).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -74,7 +76,8 @@ fn parse_url(url: &str) -> Result<(String, u16), String> {
     match hostport.rsplit_once(':') {
         Some((h, p)) => Ok((
             h.to_owned(),
-            p.parse().map_err(|_| format!("--url {url}: bad port `{p}`"))?,
+            p.parse()
+                .map_err(|_| format!("--url {url}: bad port `{p}`"))?,
         )),
         None => Ok((hostport.to_owned(), 80)),
     }
@@ -96,7 +99,12 @@ async fn connect(t: &Target) -> Result<Sender, String> {
     Ok(sender)
 }
 
-fn request(t: &Target, method: &str, path: &str, body: Option<&Value>) -> Result<hyper::Request<Full<Bytes>>, String> {
+fn request(
+    t: &Target,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<hyper::Request<Full<Bytes>>, String> {
     let mut b = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -111,7 +119,10 @@ fn request(t: &Target, method: &str, path: &str, body: Option<&Value>) -> Result
 
 /// One streaming request on `sender`; reads the SSE answer to `[DONE]`.
 async fn one(sender: &mut Sender, t: &Target, body: &Value) -> Result<Sample, String> {
-    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
     let start = Instant::now();
     let resp = sender
         .send_request(request(t, "POST", "/v1/chat/completions", Some(body))?)
@@ -120,7 +131,11 @@ async fn one(sender: &mut Sender, t: &Target, body: &Value) -> Result<Sample, St
     let status = resp.status();
     let mut body = resp.into_body();
     if !status.is_success() {
-        let text = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let text = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&text)));
     }
     let mut s = Sample::default();
@@ -128,18 +143,23 @@ async fn one(sender: &mut Sender, t: &Target, body: &Value) -> Result<Sample, St
     let mut first = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("reading the stream: {e}"))?;
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         buf.extend_from_slice(data);
         while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
             let event: Vec<u8> = buf.drain(..end + 2).collect();
             for line in String::from_utf8_lossy(&event).lines() {
-                let Some(d) = line.strip_prefix("data: ") else { continue };
+                let Some(d) = line.strip_prefix("data: ") else {
+                    continue;
+                };
                 if d == "[DONE]" {
                     s.total = start.elapsed();
                     s.ttft = first.unwrap_or(s.total);
                     return Ok(s);
                 }
-                let v: Value = serde_json::from_str(d).map_err(|e| format!("bad chunk {d}: {e}"))?;
+                let v: Value =
+                    serde_json::from_str(d).map_err(|e| format!("bad chunk {d}: {e}"))?;
                 if let Some(e) = v.get("error") {
                     return Err(format!("server error: {e}"));
                 }
@@ -171,7 +191,12 @@ async fn model_id(t: &Target) -> Result<String, String> {
         .await
         .map_err(|e| format!("GET /v1/models: {e}"))?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let v: Value = serde_json::from_slice(&body).map_err(|e| format!("GET /v1/models: {e}"))?;
     if !status.is_success() {
         return Err(format!("GET /v1/models: HTTP {status}: {v}"));
@@ -182,7 +207,12 @@ async fn model_id(t: &Target) -> Result<String, String> {
         .ok_or_else(|| format!("GET /v1/models lists no model: {v}"))
 }
 
-async fn run_one(args: &Args, t: &std::sync::Arc<Target>, model: &str, clients: usize) -> Result<Value, String> {
+async fn run_one(
+    args: &Args,
+    t: &std::sync::Arc<Target>,
+    model: &str,
+    clients: usize,
+) -> Result<Value, String> {
     let requests = args.requests.unwrap_or(clients * 4).max(clients);
     let body = json!({
         "model": model,
@@ -272,13 +302,19 @@ async fn run_one(args: &Args, t: &std::sync::Arc<Target>, model: &str, clients: 
 
 async fn run(args: Args) -> Result<bool, String> {
     let (host, port) = parse_url(&args.url)?;
-    let key = args.api_key.clone().or_else(|| std::env::var("VRAMLESS_API_KEY").ok());
+    let key = args
+        .api_key
+        .clone()
+        .or_else(|| std::env::var("VRAMLESS_API_KEY").ok());
     let t = std::sync::Arc::new(Target { host, port, key });
     let model = match &args.model {
         Some(m) => m.clone(),
         None => model_id(&t).await?,
     };
-    println!("serve-load: {} model `{model}`, {} tokens per request", args.url, args.max_tokens);
+    println!(
+        "serve-load: {} model `{model}`, {} tokens per request",
+        args.url, args.max_tokens
+    );
     let mut runs = Vec::new();
     let mut ok = true;
     for &c in &args.clients {
@@ -291,14 +327,18 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     if let Some(p) = &args.json {
         let doc = json!({"url": args.url, "model": model, "runs": runs});
-        std::fs::write(p, format!("{doc:#}\n")).map_err(|e| format!("writing {}: {e}", p.display()))?;
+        std::fs::write(p, format!("{doc:#}\n"))
+            .map_err(|e| format!("writing {}: {e}", p.display()))?;
     }
     Ok(ok)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("serve-load: cannot start the async runtime: {e}");
