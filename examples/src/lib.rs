@@ -1,6 +1,7 @@
 //! The engine that composes the vramless crates, and the OpenAI-compatible server over it;
 //! shared by the example binaries.
 
+pub mod batch_run;
 pub mod engine;
 pub mod serve;
 

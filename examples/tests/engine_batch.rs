@@ -247,7 +247,14 @@ fn add_refuses_what_cannot_run_with_typed_errors() {
     b.add(req(&[1, 2], 4, vec![])).unwrap();
     b.add(req(&[1, 2], 4, vec![])).unwrap();
     assert!(err(b.add(req(&[1, 2], 4, vec![]))).contains("all 2 sequences are in use"));
-    assert_eq!(b.kv_usage().0, 2);
+    assert_eq!(b.active(), 2);
+    assert_eq!(b.kv_usage().0, 0, "blocks are taken when the prompt is fed");
+    b.step().unwrap();
+    let (used, total, per_block) = b.kv_usage();
+    assert!(
+        used == 2 && total == 2 * CTX / 16 && per_block > 0,
+        "{used} {total}"
+    );
     // Nothing held: step returns at once.
     let mut idle = BatchEngine::open(&model, &o).unwrap();
     assert_eq!(idle.step().unwrap(), vec![]);

@@ -54,6 +54,16 @@ struct Args {
     /// Compute device: cpu, or cuda (needs a build with `--features cuda` and an NVIDIA GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Multi-sequence mode: batch sizes (`1,8,32`, or `1..64` for the powers of two) decoding
+    /// together through the engine's BatchEngine (all layers resident when they fit); each
+    /// prompt is --prompt-len tokens and --gen steps are timed per batch size, against B x the
+    /// batch-1 figure of the same run.
+    #[arg(long)]
+    batch: Option<String>,
+    /// With --batch: also run this many steps with sequences joining and leaving and print
+    /// host RSS and free device memory before/after (0: off).
+    #[arg(long, default_value_t = 0)]
+    churn_steps: usize,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +109,9 @@ fn run(args: Args) -> Result<(), String> {
         .and_then(|n| n.checked_add(8))
         .ok_or("--prompt-len + --gen is too large")?;
     let path = vramless_engine::model_path("bench-decode", args.model.clone())?;
+    if let Some(list) = &args.batch {
+        return batch_mode(&args, &path, list, ctx);
+    }
     #[cfg(feature = "cuda")]
     if args.device == "cuda" {
         let f = bench_cuda(&path, &args, ctx)?;
@@ -106,6 +119,89 @@ fn run(args: Args) -> Result<(), String> {
     }
     let f = bench_cpu(&path, &args, ctx)?;
     report(&args, &path, &f)
+}
+
+/// `--batch`: the multi-sequence engine at each batch size.
+fn batch_mode(args: &Args, path: &Path, list: &str, ctx: usize) -> Result<(), String> {
+    use vramless_engine::batch_run::{bench_batches, churn, parse_batches};
+    use vramless_engine::engine::{cli::parse_device, BatchEngine, EngineOptions};
+    let sizes = parse_batches(list)?;
+    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let opts = EngineOptions {
+        device,
+        ctx,
+        max_seqs: sizes.iter().copied().max().unwrap_or(1),
+        ..EngineOptions::default()
+    };
+    let mut engine = BatchEngine::open(path, &opts).map_err(|e| e.to_string())?;
+    let c = engine.config();
+    let weight_bytes = weight_bytes_per_token(engine.gguf(), c.n_layers, c.tied_output)?;
+    let tok = Tokenizer::from_gguf(engine.gguf().metadata()).map_err(|e| e.to_string())?;
+    let prompt = synthetic_prompt(&tok, args.prompt_len)?;
+    let pool = engine.kv_pool();
+    let per_seq = ctx.div_ceil(pool.block_positions.max(1)) as u64 * pool.bytes_per_block;
+    let pool_bytes = pool.total as u64 * pool.bytes_per_block;
+    eprintln!(
+        "bench-decode: KV pool {:.1} MB ({} blocks), {:.2} MB per sequence of {ctx} positions; {:.1} MB of weights read per step",
+        pool_bytes as f64 / 1e6,
+        pool.total,
+        per_seq as f64 / 1e6,
+        weight_bytes as f64 / 1e6
+    );
+    let figs = bench_batches(&mut engine, &prompt, &sizes, args.gen).map_err(|e| e.to_string())?;
+    eprintln!(
+        "{:>5} {:>12} {:>12} {:>10} {:>14}",
+        "B", "agg tok/s", "tok/s/seq", "agg/(B*1)", "weights GB/s"
+    );
+    for f in &figs {
+        eprintln!(
+            "{:>5} {:>12.2} {:>12.2} {:>10.3} {:>14.1}",
+            f.batch,
+            f.aggregate_tok_s,
+            f.per_seq_tok_s,
+            f.ratio_to_b_x_single,
+            weight_bytes as f64 * f.per_seq_tok_s / 1e9
+        );
+    }
+    let mem = if args.churn_steps > 0 {
+        let free = move || -> Option<u64> {
+            #[cfg(feature = "cuda")]
+            if device == vramless_engine::engine::Device::Cuda {
+                return vramless_engine::engine::gpu::free_device_memory();
+            }
+            None
+        };
+        let m = churn(&mut engine, &prompt, args.churn_steps, opts.max_seqs, free)
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "bench-decode: memory check, {} steps, {} sequences joined and left: host RSS {:.1} -> {:.1} MB; device free {:?} -> {:?} bytes",
+            m.steps,
+            m.sequences,
+            m.rss_before as f64 / 1e6,
+            m.rss_after as f64 / 1e6,
+            m.device_free_before,
+            m.device_free_after
+        );
+        serde_json::to_value(&m).unwrap_or_default()
+    } else {
+        serde_json::Value::Null
+    };
+    let v = serde_json::json!({
+        "model": path.display().to_string(),
+        "device": args.device,
+        "mode": "batch",
+        "prompt_len": args.prompt_len,
+        "gen": args.gen,
+        "ctx": ctx,
+        "weight_bytes_per_step": weight_bytes,
+        "kv_pool_bytes": pool_bytes,
+        "kv_bytes_per_seq": per_seq,
+        "resident": !engine.plan().streaming,
+        "batches": figs,
+        "memory": mem,
+    });
+    println!("{v}");
+    Ok(())
 }
 
 /// `n` deterministic non-special token ids (see the module docs).

@@ -8,6 +8,11 @@
 //! Measures pinned host-to-device bandwidth (on the CPU device: host memcpy bandwidth), feeds a
 //! short prompt, times `--tokens` greedy decode steps, and prints tok/s, the PCIe limit
 //! (H2D GB/s / streamed bytes per token), the ratio, and one JSON line on stdout.
+//!
+//! `--batch 1,8,32` times many sequences decoding together through one BatchEngine: aggregate
+//! and per-sequence tok/s, the ratio to B x the batch-1 figure of the same run, bytes streamed
+//! per step and the KV pool; `--churn-steps 1000` adds the memory check (sequences joining and
+//! leaving, host RSS and free device memory before/after).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,8 +21,9 @@ use std::time::Instant;
 use clap::Parser;
 use llama_model::skip::{model_fingerprint, SkipMap};
 use llama_model::tokenizer::Tokenizer;
+use vramless_engine::batch_run::{bench_batches, churn, parse_batches};
 use vramless_engine::engine::cli::{parse_device, EngineArgs};
-use vramless_engine::engine::{Device, Engine, Home, Skip};
+use vramless_engine::engine::{BatchEngine, Device, Engine, Home, Skip};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +69,15 @@ struct Args {
     /// Acceptance rates at which to predict speculative tok/s (comma-separated).
     #[arg(long, default_value = "0.3,0.5,0.7,0.9")]
     accept: String,
+    /// Multi-sequence mode: batch sizes to time (`1,8,32`, or `1..64` for the powers of two),
+    /// each against B x the batch-1 figure of the same run, through one BatchEngine opened for
+    /// the largest (or --max-seqs) sequences of --ctx positions.
+    #[arg(long)]
+    batch: Option<String>,
+    /// With --batch: also run this many steps with sequences joining and leaving and print
+    /// host RSS and free device memory before/after (0: off).
+    #[arg(long, default_value_t = 0)]
+    churn_steps: usize,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -133,6 +148,9 @@ fn run(a: Args) -> Result<(), String> {
             out.display()
         );
         opts.skip = Skip::Map(out);
+    }
+    if let Some(list) = &a.batch {
+        return batch_mode(&a, &model, opts, list, device);
     }
     let t0 = Instant::now();
     let mut engine = Engine::open(&model, &opts).map_err(|e| e.to_string())?;
@@ -218,6 +236,134 @@ fn run(a: Args) -> Result<(), String> {
     });
     println!("{v}");
     Ok(())
+}
+
+/// `--batch`: aggregate and per-sequence tok/s at each batch size, the ratio to B x batch 1,
+/// bytes streamed per step, the KV pool, and (with --churn-steps) the memory check.
+fn batch_mode(
+    a: &Args,
+    model: &std::path::Path,
+    mut opts: vramless_engine::engine::EngineOptions,
+    list: &str,
+    device: Device,
+) -> Result<(), String> {
+    let sizes = parse_batches(list)?;
+    let largest = sizes.iter().copied().max().unwrap_or(1);
+    if opts.max_seqs < largest {
+        opts.max_seqs = largest;
+    }
+    let t0 = Instant::now();
+    let mut engine = BatchEngine::open(model, &opts).map_err(|e| e.to_string())?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let tok = Tokenizer::from_gguf(engine.gguf().metadata()).map_err(|e| e.to_string())?;
+    let prompt = tok.encode_prompt(&a.prompt).map_err(|e| e.to_string())?;
+    let pool = engine.kv_pool();
+    let per_seq_blocks = opts.ctx.div_ceil(pool.block_positions.max(1));
+    eprintln!(
+        "bench-stream-model: KV pool {} blocks of {} positions x {} = {:.1} MB; {:.1} MB per sequence of {} positions; {} sequences at most",
+        pool.total,
+        pool.block_positions,
+        pool.bytes_per_block,
+        (pool.total as u64 * pool.bytes_per_block) as f64 / 1e6,
+        (per_seq_blocks as u64 * pool.bytes_per_block) as f64 / 1e6,
+        opts.ctx,
+        engine.max_seqs()
+    );
+    let figs = bench_batches(&mut engine, &prompt, &sizes, a.tokens).map_err(|e| e.to_string())?;
+    let h2d = match device {
+        Device::Cuda => engine.h2d_gbps().unwrap_or(0.0),
+        Device::Cpu => memcpy_gbps(),
+    };
+    eprintln!(
+        "{:>5} {:>12} {:>12} {:>10} {:>14} {:>10}",
+        "B", "agg tok/s", "tok/s/seq", "agg/(B*1)", "streamed/step", "KV blocks"
+    );
+    for f in &figs {
+        eprintln!(
+            "{:>5} {:>12.3} {:>12.3} {:>10.3} {:>11.2} GB {:>10}",
+            f.batch,
+            f.aggregate_tok_s,
+            f.per_seq_tok_s,
+            f.ratio_to_b_x_single,
+            f.streamed_bytes_per_step as f64 / 1e9,
+            f.kv_blocks_used
+        );
+    }
+    let streamed = engine.stats().streamed_per_pass();
+    let limit = if streamed > 0 {
+        h2d * 1e9 / streamed as f64
+    } else {
+        f64::INFINITY
+    };
+    eprintln!(
+        "bench-stream-model: bus limit {limit:.3} steps/s ({h2d:.2} GB/s over {:.2} GB streamed per step)",
+        streamed as f64 / 1e9
+    );
+    let mem = if a.churn_steps > 0 {
+        let m = churn(
+            &mut engine,
+            &prompt,
+            a.churn_steps,
+            largest,
+            device_free(device),
+        )
+        .map_err(|e| e.to_string())?;
+        eprintln!(
+            "bench-stream-model: memory check, {} steps, {} sequences joined and left: host RSS {:.1} -> {:.1} MB ({:+.1} MB){}",
+            m.steps,
+            m.sequences,
+            m.rss_before as f64 / 1e6,
+            m.rss_after as f64 / 1e6,
+            (m.rss_after as f64 - m.rss_before as f64) / 1e6,
+            match (m.device_free_before, m.device_free_after) {
+                (Some(b), Some(e)) => format!(
+                    "; device free {:.1} -> {:.1} MB ({:+.1} MB)",
+                    b as f64 / 1e6,
+                    e as f64 / 1e6,
+                    (e as f64 - b as f64) / 1e6
+                ),
+                _ => String::new(),
+            }
+        );
+        serde_json::to_value(&m).unwrap_or_default()
+    } else {
+        serde_json::Value::Null
+    };
+    let plan = engine.plan();
+    let v = serde_json::json!({
+        "label": a.label,
+        "model": model.display().to_string(),
+        "device": a.device,
+        "mode": "batch",
+        "ctx": opts.ctx,
+        "max_seqs": engine.max_seqs(),
+        "load_s": load_s,
+        "vram_budget": opts.vram_budget,
+        "layers_device": plan.layers(Home::Device).len(),
+        "layers_pinned": plan.layers(Home::Pinned).len(),
+        "layers_storage": plan.layers(Home::Storage).len(),
+        "kv_displaced_layers": plan.displaced,
+        "kv_pool_bytes": pool.total as u64 * pool.bytes_per_block,
+        "kv_bytes_per_seq": per_seq_blocks as u64 * pool.bytes_per_block,
+        "streamed_bytes_per_step": streamed,
+        "h2d_gb_s": h2d,
+        "bus_limit_steps_s": limit,
+        "batches": figs,
+        "memory": mem,
+    });
+    println!("{v}");
+    Ok(())
+}
+
+/// Free device memory, read the way the memory check needs it.
+fn device_free(device: Device) -> impl Fn() -> Option<u64> {
+    move || match device {
+        Device::Cpu => None,
+        #[cfg(feature = "cuda")]
+        Device::Cuda => vramless_engine::engine::gpu::free_device_memory(),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => None,
+    }
 }
 
 /// Mean seconds of `reps` calls of `f`.

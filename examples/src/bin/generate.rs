@@ -24,6 +24,7 @@ use llama_model::sampler::{Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
 use vramless_engine::engine::cli::{parse_device, EngineArgs};
 use vramless_engine::engine::Engine as StreamEngine;
+use vramless_engine::engine::{BatchEngine, FinishReason};
 
 #[derive(Parser, Debug)]
 #[command(about = "Generate text from a Llama GGUF (CPU reference backend or CUDA)")]
@@ -35,13 +36,18 @@ struct Args {
     /// prompt, a short built-in prompt is used.
     #[arg(
         long,
-        conflicts_with = "prompt_file",
-        required_unless_present_any = ["prompt_file", "bench"]
+        conflicts_with_all = ["prompt_file", "batch_file"],
+        required_unless_present_any = ["prompt_file", "bench", "batch_file"]
     )]
     prompt: Option<String>,
     /// Read the prompt from this file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "batch_file")]
     prompt_file: Option<PathBuf>,
+    /// Many prompts, one a line (empty lines skipped), generated together as one batch through
+    /// the multi-sequence engine (at most --max-seqs at once, the rest join as others finish);
+    /// each result is printed after its prompt's number once all are done.
+    #[arg(long)]
+    batch_file: Option<PathBuf>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
@@ -256,6 +262,9 @@ fn run(args: Args) -> Result<(), String> {
         d => return Err(format!("unknown device `{d}`: use cpu or cuda")),
     }
     let path = vramless_engine::model_path("generate", args.model.clone())?;
+    if let Some(file) = &args.batch_file {
+        return batch(&args, &path, file);
+    }
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => p.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -311,6 +320,100 @@ fn run(args: Args) -> Result<(), String> {
     let prompt_tokens = generate(&mut model, &args, &prompt, &path, loaded, &threads)?;
     if args.bench {
         bench(&mut model, &prompt_tokens)?;
+    }
+    Ok(())
+}
+
+/// `--batch-file`: every line a prompt, all through one BatchEngine; prints each result.
+fn batch(args: &Args, path: &Path, file: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read batch file {}: {e}", file.display()))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return Err(format!("{} holds no prompts (one a line)", file.display()));
+    }
+    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let opts = args
+        .engine
+        .options(device, args.ctx)
+        .map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let mut engine = BatchEngine::open(path, &opts).map_err(|e| e.to_string())?;
+    let tok = Tokenizer::from_gguf(engine.gguf().metadata()).map_err(|e| e.to_string())?;
+    let prompts = lines
+        .iter()
+        .map(|l| tok.encode_prompt(l).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        return Err(format!("prompt {} encodes to no tokens", i + 1));
+    }
+    eprintln!(
+        "generate: {} prompts through the multi-sequence engine ({} at once, {} positions each; loaded in {:.2} s)",
+        prompts.len(),
+        engine.max_seqs(),
+        engine.max_context(),
+        t0.elapsed().as_secs_f64()
+    );
+    let sampler = SamplerConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        seed: args.seed,
+        ..SamplerConfig::default()
+    };
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let room = engine.max_context().saturating_sub(longest);
+    if room == 0 {
+        return Err(format!(
+            "a prompt of {longest} tokens leaves no room in the context of {} positions: raise --ctx",
+            engine.max_context()
+        ));
+    }
+    let max_new = args.max_tokens.min(room).max(1);
+    let t = Instant::now();
+    let done = vramless_engine::batch_run::run_prompts(
+        &mut engine,
+        &prompts,
+        &sampler,
+        max_new,
+        &tok.eog_ids(),
+        |_, _| {},
+    )
+    .map_err(|e| e.to_string())?;
+    let secs = t.elapsed().as_secs_f64();
+    let total: usize = done.iter().map(|c| c.tokens.len()).sum();
+    let mut stdout = std::io::stdout();
+    for (i, (line, c)) in lines.iter().zip(&done).enumerate() {
+        let _ = writeln!(
+            stdout,
+            "=== {} ({} tokens, {:?}) {line}\n{}",
+            i + 1,
+            c.tokens.len(),
+            c.finish.unwrap_or(FinishReason::Length),
+            tok.decode(&c.tokens)
+        );
+    }
+    eprintln!(
+        "generate: {total} tokens for {} prompts in {secs:.2} s = {:.2} tok/s aggregate ({} steps)",
+        prompts.len(),
+        total as f64 / secs.max(1e-12),
+        engine.stats().passes
+    );
+    if args.engine.stats {
+        eprint!("{}", engine.stats().report());
+    }
+    if let Some(j) = &args.json {
+        let v: Vec<serde_json::Value> = prompts
+            .iter()
+            .zip(&done)
+            .map(|(p, c)| {
+                serde_json::json!({"prompt_tokens": p, "tokens": c.tokens, "text": tok.decode(&c.tokens)})
+            })
+            .collect();
+        std::fs::write(j, serde_json::Value::Array(v).to_string())
+            .map_err(|e| format!("cannot write {}: {e}", j.display()))?;
     }
     Ok(())
 }

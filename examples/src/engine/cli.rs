@@ -40,6 +40,10 @@ pub struct EngineArgs {
     /// Read-ahead buffers for layers read from storage (0: off).
     #[arg(long, default_value_t = 3)]
     pub prefetch: usize,
+    /// Sequences the multi-sequence engine holds at once (its KV pool, budgeted with the
+    /// weights, holds this many sequences of the context length).
+    #[arg(long, default_value_t = 8)]
+    pub max_seqs: usize,
     /// Print live statistics (tok/s, bytes per token per tier, GB/s per stage, stalls, the
     /// plan's prediction).
     #[arg(long)]
@@ -104,6 +108,7 @@ impl EngineArgs {
             slots: self.slots,
             storage_bw,
             prefetch: self.prefetch,
+            max_seqs: self.max_seqs.max(1),
             ..EngineOptions::default()
         })
     }

@@ -1,17 +1,20 @@
 //! The engine on the CPU reference backend: resident layers are read in place from the mapped
 //! file, streamed layers arrive in host slots through the pipeline's CPU transfer, and
 //! `cpu::forward_layer` runs on whichever buffer holds the layer. A pass feeds a batch of tokens
-//! (each streamed layer crosses once per pass), exactly like `cpu::Model`. The batch path holds
-//! one `State` per sequence and runs every sequence through each layer while it is in hand, so
-//! each sequence computes exactly what it computes alone.
+//! (each streamed layer crosses once per pass), exactly like `cpu::Model`. The batch path runs
+//! `cpu::forward_layer_multi` over llama-model's paged KV pool (`MultiState`): every sequence's
+//! rows through each layer at once, the weights read once.
 
 use std::time::Instant;
 
-use llama_model::cpu::{embed, forward_layer, logits, Kernel, LayerWeights, State, TensorView};
+use llama_model::cpu::{
+    embed, forward_layer, forward_layer_multi, logits, Kernel, LayerWeights, MultiState, State,
+    TensorView,
+};
+use llama_model::paged::{KvPool, KvPoolOptions, KvSeq, StepPart, KV_BLOCK};
 use slep_pipeline::{CpuTransfer, Source};
 
 use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
-use super::budget::kv_bytes;
 use super::error::{forward_err, EngineError, Result};
 use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
@@ -29,7 +32,8 @@ pub struct CpuEngine {
     core: Core<CpuTransfer>,
     state: State,
     draft: Option<State>,
-    seqs: SeqStates,
+    /// The batch path: every sequence's paged KV and the step's rows (batch engines only).
+    multi: Option<MultiState>,
 }
 
 impl std::fmt::Debug for CpuEngine {
@@ -38,26 +42,6 @@ impl std::fmt::Debug for CpuEngine {
             .field("path", &self.core.setup.path)
             .field("n_past", &self.state.n_past())
             .finish_non_exhaustive()
-    }
-}
-
-/// The batch path's sequences: one state per slot, at most `max` at once; freed states are
-/// kept and reused, so sequences joining and leaving do not grow memory.
-#[derive(Debug)]
-struct SeqStates {
-    slots: Vec<Option<State>>,
-    spare: Vec<State>,
-    ctx: usize,
-    bytes_per_seq: u64,
-}
-
-impl SeqStates {
-    fn used(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
-    }
-
-    fn get(&self, seq: usize) -> Option<&State> {
-        self.slots.get(seq).and_then(Option::as_ref)
     }
 }
 
@@ -124,6 +108,10 @@ fn layer_bytes<'a>(
     }
 }
 
+fn no_pool() -> EngineError {
+    EngineError::Usage("the engine was opened for one sequence; open a batch engine".into())
+}
+
 /// Undoes a batch begun at `start` that failed inside the layers (some layers already hold its
 /// keys and values): commits it, then truncates every layer back to `start`.
 fn rollback(state: &mut State, start: usize) {
@@ -186,22 +174,23 @@ impl CpuEngine {
         let state = State::new(&setup.run_config, setup.ctx, Kernel::default());
         let draft = (!setup.draft.is_empty())
             .then(|| State::new(&setup.draft_config, setup.ctx, Kernel::default()));
-        let seqs = SeqStates {
-            slots: (0..setup.max_seqs).map(|_| None).collect(),
-            spare: Vec::new(),
-            ctx: setup.ctx,
-            bytes_per_seq: kv_bytes(
-                setup.running.len(),
-                setup.config.kv_dim(),
-                setup.ctx,
-                KV_VALUE_BYTES,
-            ),
+        let multi = if batch {
+            Some(
+                MultiState::new(
+                    &setup.run_config,
+                    KvPoolOptions::for_sequences(setup.max_seqs, setup.ctx),
+                    Kernel::default(),
+                )
+                .map_err(forward_err("the KV pool"))?,
+            )
+        } else {
+            None
         };
         Ok(Self {
             core,
             state,
             draft,
-            seqs,
+            multi,
         })
     }
 }
@@ -317,35 +306,33 @@ impl Backend for CpuEngine {
     }
 
     fn seq_alloc(&mut self) -> Result<usize> {
-        let s = &mut self.seqs;
-        let slot = s.slots.iter().position(Option::is_none).ok_or_else(|| {
-            EngineError::Sequence(format!(
-                "the KV pool holds {} sequences and all are in use: finish or cancel one first",
-                s.slots.len()
-            ))
+        let multi = self.multi.as_mut().ok_or_else(no_pool)?;
+        let seq = multi.add_seq().map_err(|e| match e {
+            llama_model::cpu::ForwardError::Kv(k) => {
+                EngineError::Sequence(format!("{k}: finish or cancel a sequence first"))
+            }
+            other => forward_err("adding a sequence")(other),
         })?;
-        let state = match s.spare.pop() {
-            Some(st) => st,
-            None => State::new(&self.core.setup.run_config, s.ctx, Kernel::default()),
-        };
-        s.slots[slot] = Some(state);
-        Ok(slot)
+        Ok(seq.0 as usize)
     }
 
     fn seq_free(&mut self, seq: usize) {
-        if let Some(mut st) = self.seqs.slots.get_mut(seq).and_then(Option::take) {
-            st.reset();
-            self.seqs.spare.push(st);
+        if let Some(m) = &mut self.multi {
+            m.remove_seq(KvSeq(seq as u32));
         }
     }
 
     fn seq_len(&self, seq: usize) -> usize {
-        self.seqs.get(seq).map_or(0, State::n_past)
+        self.multi
+            .as_ref()
+            .and_then(|m| m.seq_len(KvSeq(seq as u32)))
+            .unwrap_or(0)
     }
 
     fn seq_truncate(&mut self, seq: usize, n: usize) {
-        if let Some(Some(st)) = self.seqs.slots.get_mut(seq) {
-            st.truncate(n);
+        if let Some(m) = &mut self.multi {
+            m.cancel_step();
+            m.truncate(KvSeq(seq as u32), n);
         }
     }
 
@@ -354,83 +341,63 @@ impl Backend for CpuEngine {
             return Ok(Vec::new());
         }
         let t0 = Instant::now();
-        let Self { core, seqs, .. } = self;
-        // Take the states out of their slots for the pass (each entry names a distinct slot).
-        let mut states: Vec<State> = Vec::with_capacity(rows.len());
-        let give_back = |states: Vec<State>, seqs: &mut SeqStates| {
-            for (r, st) in rows.iter().zip(states) {
-                seqs.slots[r.seq] = Some(st);
-            }
-        };
-        for r in rows {
-            match seqs.slots.get_mut(r.seq).and_then(Option::take) {
-                Some(st) if !r.tokens.is_empty() => states.push(st),
-                other => {
-                    if let Some(st) = other {
-                        seqs.slots[r.seq] = Some(st);
-                    }
-                    give_back(states, seqs);
-                    return Err(EngineError::Usage(format!(
-                        "batch pass: sequence slot {} is not held or has no tokens",
-                        r.seq
-                    )));
-                }
-            }
-        }
-        let starts: Vec<usize> = states.iter().map(State::n_past).collect();
-        let mut began = 0;
+        let Self { core, multi, .. } = self;
+        let multi = multi.as_mut().ok_or_else(no_pool)?;
+        let parts: Vec<StepPart> = rows
+            .iter()
+            .map(|r| StepPart {
+                seq: KvSeq(r.seq as u32),
+                tokens: r.tokens.to_vec(),
+                want_logits: r.logits,
+            })
+            .collect();
         let r = (|| {
-            let file = core.setup.file.as_bytes();
-            let embd = global_view(file, &core.setup.layout.token_embd)?;
-            for (r, st) in rows.iter().zip(states.iter_mut()) {
-                let hidden = embed(&embd, r.tokens).map_err(forward_err("the embedding"))?;
-                st.begin_batch(hidden).map_err(forward_err("the batch"))?;
-                began += 1;
+            {
+                let file = core.setup.file.as_bytes();
+                let embd = global_view(file, &core.setup.layout.token_embd)?;
+                multi
+                    .begin_step(&embd, &parts)
+                    .map_err(forward_err("the step's embedding"))?;
             }
             let p = core.run_layers(|setup, k, layer, data| {
                 let file = setup.file.as_bytes();
                 let w = layer_views(layer, layer_bytes(file, layer, &data)?)?;
-                for st in states.iter_mut() {
-                    forward_layer(k, &w, st)
-                        .map_err(forward_err(&format!("layer {}", layer.index)))?;
-                }
+                forward_layer_multi(k, &w, multi)
+                    .map_err(forward_err(&format!("layer {}", layer.index)))?;
                 Ok(None)
             })?;
-            for st in states.iter_mut() {
-                st.end_batch();
-            }
-            began = 0;
-            let mut out = Vec::with_capacity(rows.len());
-            for (r, st) in rows.iter().zip(states.iter_mut()) {
-                out.push(if r.logits {
-                    Some(head_row(&core.setup, st.hidden(), st.kernel())?)
-                } else {
-                    None
-                });
-            }
-            Ok((out, p))
+            multi.end_step().map_err(forward_err("the step's end"))?;
+            let file = core.setup.file.as_bytes();
+            let lay = &core.setup.layout;
+            let got = multi
+                .logits(
+                    &global_view(file, &lay.output_norm)?,
+                    &global_view(file, &lay.lm_head)?,
+                )
+                .map_err(forward_err("the LM head"))?;
+            Ok((got, p))
         })();
-        if r.is_err() {
-            for (st, &start) in states.iter_mut().zip(&starts).take(began) {
-                rollback(st, start);
-            }
-            for (st, &start) in states.iter_mut().zip(&starts) {
-                st.truncate(start);
+        let (got, p) = r.inspect_err(|_| multi.cancel_step())?;
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; rows.len()];
+        for (seq, l) in got {
+            if let Some(i) = rows.iter().position(|r| r.seq == seq.0 as usize) {
+                out[i] = Some(l);
             }
         }
-        give_back(states, seqs);
-        let (out, p) = r?;
         let n: usize = rows.iter().map(|r| r.tokens.len()).sum();
         core.record(n, t0, p.as_ref());
         Ok(out)
     }
 
     fn kv_usage(&self) -> KvUsage {
-        KvUsage {
-            used: self.seqs.used(),
-            total: self.seqs.slots.len(),
-            bytes_per_block: self.seqs.bytes_per_seq,
-            block_positions: self.seqs.ctx,
+        match &self.multi {
+            Some(m) => KvUsage {
+                used: m.pool().used_blocks(),
+                total: m.pool().total_blocks(),
+                bytes_per_block: KvPool::bytes_per_block(m.config()),
+                block_positions: KV_BLOCK,
+            },
+            None => KvUsage::default(),
         }
     }
 }

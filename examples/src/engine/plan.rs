@@ -187,18 +187,23 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
         p.displaced = (0..p.homes.len())
             .filter(|&i| without.homes[i] == Home::Device && p.homes[i] != Home::Device)
             .collect();
-        if p.displaced.is_empty() {
+        let (with, alone) = (
+            p.layers(Home::Device).len(),
+            without.layers(Home::Device).len(),
+        );
+        if alone <= with {
             let _ = writeln!(
                 p.report,
                 "plan: the KV pool displaced no layer from the device"
             );
         } else {
-            let bytes: u64 = p.displaced.iter().map(|&i| input.layer_bytes[i]).sum();
+            let took: u64 = without.bytes_from(Home::Device, &input.layer_bytes)
+                - p.bytes_from(Home::Device, &input.layer_bytes);
             let _ = writeln!(
                 p.report,
-                "plan: the KV pool displaced {} layers ({}) from the device: {} (they stream instead)",
-                p.displaced.len(),
-                show(bytes),
+                "plan: the KV pool took the room of {} layers ({}): {with} layers on the device instead of {alone}; resident without it, streamed now: {}",
+                alone - with,
+                show(took),
                 ranges(&p.displaced)
             );
         }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use gguf::GgufFile;
 use llama_model::config::LlamaConfig;
+use llama_model::paged::{KvPool, KvPoolOptions};
 use llama_model::skip::SkipMap;
 
 use super::budget::{kv_bytes, show, workspace_bytes};
@@ -137,7 +138,17 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts, batch: bool)
     };
     let max_seqs = if batch { opts.max_seqs.max(1) } else { 1 };
     // The KV pool: every sequence's keys and values of every running layer.
-    let kv_per_layer = max_seqs as u64 * kv_bytes(1, config.kv_dim(), ctx, facts.kv_value_bytes);
+    // The batch engine's pool is llama-model's paged one (f16 blocks of KV_BLOCK positions).
+    let kv_per_layer = if batch {
+        let blocks = KvPoolOptions::for_sequences(max_seqs, ctx).n_blocks as u64;
+        let one_layer = LlamaConfig {
+            n_layers: 1,
+            ..run_config.clone()
+        };
+        blocks * KvPool::bytes_per_block(&one_layer)
+    } else {
+        kv_bytes(1, config.kv_dim(), ctx, facts.kv_value_bytes)
+    };
     let fixed = draft_fixed
         + layout.global_bytes()
         + (max_seqs as u64).saturating_sub(1)
