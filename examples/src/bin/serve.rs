@@ -52,12 +52,10 @@ struct Args {
     /// Compute device: cpu, or cuda (needs a build with `--features cuda` and an NVIDIA GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Positions per request (prompt + answer); the KV pool holds --max-seqs of them.
+    /// Positions per request (prompt + answer); the KV pool holds --max-seqs (the running
+    /// batch, an engine flag) of them.
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
-    /// Most requests generating at once (the running batch).
-    #[arg(long, default_value_t = 8)]
-    max_seqs: usize,
     /// Most requests waiting for a slot; more get 503 with Retry-After.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
@@ -106,7 +104,7 @@ fn model_id(engine: &BatchEngine, path: &Path) -> String {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    if args.max_seqs == 0 {
+    if args.engine.max_seqs == 0 {
         return Err("--max-seqs 0: at least one request must be able to run".into());
     }
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
@@ -128,11 +126,10 @@ fn run(args: Args) -> Result<(), String> {
         .or_else(|| std::env::var("VRAMLESS_API_KEY").ok())
         .filter(|k| !k.is_empty());
     let device = parse_device(&args.device).map_err(|e| e.to_string())?;
-    let mut opts = args
+    let opts = args
         .engine
         .options(device, args.ctx)
         .map_err(|e| e.to_string())?;
-    opts.max_seqs = args.max_seqs;
     let path = vramless_engine::model_path("serve", args.model.clone())?;
     let stats = args.engine.stats;
     let chunk = args.prefill_chunk;
@@ -183,7 +180,7 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!(
             "serving `{model_id}` on http://{local} ({} sequences of {max_context} positions, \
              queue {}, {})",
-            args.max_seqs,
+            args.engine.max_seqs,
             args.max_queue,
             if api_key.is_some() { "API key required" } else { "no API key" }
         );
