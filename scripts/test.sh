@@ -52,6 +52,9 @@ cargo clippy -p vramless-llama-model -p vramless-slep-pipeline -p vramless-examp
 echo "==> cargo test"
 cargo test --workspace
 
+echo "==> serve: OpenAI-compatible server driven by the official openai client (real SmolLM2, CPU)"
+scripts/serve-test.sh
+
 echo "==> CUDA kernels: NVRTC compile for sm_80/sm_90 (GPU tests skip loudly without a GPU)"
 cargo test -p vramless-llama-model --features cuda --test cuda_nvrtc --test cuda_kernels --test cuda_forward \
     --test cuda_fused --test cuda_synth --test cuda_batch --test cuda_options --test cuda_multi --test cuda_multi_bench

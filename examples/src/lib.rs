@@ -1,8 +1,10 @@
-//! The engine that composes the vramless crates; shared by the example binaries.
+//! The engine that composes the vramless crates, and the OpenAI-compatible server over it;
+//! shared by the example binaries.
 #![forbid(unsafe_code)]
 
 pub mod batch_run;
 pub mod engine;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,7 +1,9 @@
-//! Choosing the next token from logits: greedy, or random with temperature after repetition
-//! penalty, top-k, top-p and min-p filtering; seeded and deterministic.
+//! Choosing the next token from logits: greedy, or random with temperature after repetition,
+//! presence and frequency penalties, top-k, top-p and min-p filtering; seeded and deterministic.
 //!
-//! Order, as llama.cpp's default chain: repetition penalty, top-k, top-p, min-p (the three
+//! Order, as llama.cpp's default chain: penalties (repetition, then frequency and presence, all
+//! over the last `repeat_last_n` history tokens, as llama.cpp's penalties sampler), top-k,
+//! top-p, min-p (the three
 //! filters judge the probabilities `softmax(logits)` before temperature), then temperature and
 //! a draw from `softmax(logits / temperature)` over the surviving tokens.
 
@@ -23,8 +25,14 @@ pub struct SamplerConfig {
     /// Repetition penalty (1.0: off): a logit of a recently seen token is divided by it when
     /// positive and multiplied by it when negative.
     pub repeat_penalty: f32,
-    /// How many of the most recent history tokens the penalty looks at.
+    /// How many of the most recent history tokens the penalties look at.
     pub repeat_last_n: usize,
+    /// OpenAI's presence penalty (0: off): subtracted once from the logit of every token seen
+    /// in the window.
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty (0: off): subtracted from a token's logit once per time it
+    /// occurs in the window.
+    pub frequency_penalty: f32,
     /// Random seed.
     pub seed: u64,
 }
@@ -38,6 +46,8 @@ impl Default for SamplerConfig {
             min_p: 0.0,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
         }
     }
@@ -87,21 +97,29 @@ impl Sampler {
             .enumerate()
             .map(|(i, &l)| (i as u32, if l.is_nan() { f32::NEG_INFINITY } else { l }))
             .collect();
-        if c.repeat_penalty != 1.0 && c.repeat_penalty > 0.0 {
+        let repeat = c.repeat_penalty != 1.0 && c.repeat_penalty > 0.0;
+        let additive = c.presence_penalty != 0.0 || c.frequency_penalty != 0.0;
+        if repeat || additive {
             let recent = &history[history.len().saturating_sub(c.repeat_last_n)..];
-            let mut seen = vec![false; cand.len()];
+            let mut count = vec![0u32; cand.len()];
             for &t in recent {
-                if let Some(s) = seen.get_mut(t as usize) {
-                    *s = true;
+                if let Some(n) = count.get_mut(t as usize) {
+                    *n += 1;
                 }
             }
-            for (s, (_, l)) in seen.iter().zip(cand.iter_mut()) {
-                if *s {
+            for (&n, (_, l)) in count.iter().zip(cand.iter_mut()) {
+                if n == 0 {
+                    continue;
+                }
+                if repeat {
                     *l = if *l > 0.0 {
                         *l / c.repeat_penalty
                     } else {
                         *l * c.repeat_penalty
                     };
+                }
+                if additive {
+                    *l -= n as f32 * c.frequency_penalty + c.presence_penalty;
                 }
             }
         }

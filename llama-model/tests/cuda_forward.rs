@@ -242,6 +242,7 @@ fn gpu_top_k_sampling_equals_the_cpu_sampler_on_gpu_logits() {
         repeat_penalty: 1.2,
         repeat_last_n: 64,
         seed: 99,
+        ..SamplerConfig::default()
     };
     let (host_cfg, k) = gpu_sampling_plan(&config);
     let mut cpu_sampler = Sampler::new(config.clone());

@@ -331,6 +331,7 @@ fn top_k_and_penalty_match_the_cpu_sampler() {
             repeat_penalty: 1.3,
             repeat_last_n: 64,
             seed: 1234,
+            ..SamplerConfig::default()
         };
         let recent = &history[history.len() - config.repeat_last_n..];
         let mut d = s.clone_htod(&logits).expect("logits");

@@ -118,6 +118,7 @@ fn gpu_decode_matches_cpu_on_synthetic_models() {
             repeat_penalty: 1.1,
             repeat_last_n: 64,
             seed: 5,
+            ..SamplerConfig::default()
         };
         let (host_cfg, k) = gpu_sampling_plan(&config);
         let (mut cs, mut gs) = (Sampler::new(config.clone()), Sampler::new(host_cfg));

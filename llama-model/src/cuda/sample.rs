@@ -137,7 +137,8 @@ pub fn finish_sample(
 
 /// The sampler settings for [`finish_sample`]: `config` with the repetition penalty off (it
 /// is applied on the GPU), and the `k` to ask the GPU for: `top_k` when it is in
-/// 1..=[`MAX_TOP_K`], else [`MAX_TOP_K`].
+/// 1..=[`MAX_TOP_K`], else [`MAX_TOP_K`]. The GPU applies no presence or frequency penalty:
+/// with either non-zero, sample on the host from the full logits instead.
 pub fn gpu_sampling_plan(config: &SamplerConfig) -> (SamplerConfig, usize) {
     let k = if config.top_k > 0 && config.top_k <= MAX_TOP_K {
         config.top_k
