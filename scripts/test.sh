@@ -37,6 +37,17 @@ cargo clippy -p vramless-llama-model -p vramless-slep-pipeline -p vramless-examp
 echo "==> cargo test"
 cargo test --workspace
 
+echo "==> cargo doc (every public item documented, no broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet -p vramless-nvme-direct -p vramless-slep-pipeline \
+    -p vramless-llama-model --features vramless-nvme-direct/emulator,vramless-slep-pipeline/nvme-direct,vramless-slep-pipeline/cuda,vramless-llama-model/cuda
+
+echo "==> minimum Rust versions (each crate built with the toolchain its rust-version names)"
+scripts/msrv-check.sh
+
+echo "==> packaged crates: cargo package, outside consumers, the crates' tests from the .crate files"
+scripts/package-check.sh
+
 echo "==> CUDA kernels: NVRTC compile for sm_80/sm_90 (GPU tests skip loudly without a GPU)"
 cargo test -p vramless-llama-model --features cuda --test cuda_nvrtc --test cuda_kernels --test cuda_forward \
     --test cuda_fused --test cuda_synth --test cuda_batch

@@ -19,3 +19,8 @@ pub mod tokenizer;
 pub use chat::{ChatMessage, ChatTemplate, Conversation};
 pub use generation::{GenerateError, TextGenerator, BATCHED_MIN_TOKENS, PREFILL_CHUNK};
 pub use tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The library crates as crates.io would receive them, checked from the outside:
+#  1. `cargo package --workspace --no-verify` writes one .crate per publishable crate;
+#  2. each .crate is unpacked into tests/consumers/packaged/ (a workspace of its own, outside
+#     the main one, whose [patch.crates-io] makes the vramless crates resolve to these unpacked
+#     copies, as crates.io would serve them);
+#  3. the outside consumers (tests/consumers/*: each depends on one or two packaged crates only)
+#     are built and run, checked against outside references;
+#  4. the packaged crates' own tests run from the unpacked sources.
+# Dependencies are compiled into the main target directory, so what `cargo test --workspace`
+# built is reused. Needs VRAMLESS_MODEL (the default model) and the `gguf` Python package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+C=tests/consumers
+
+echo "==> cargo package --workspace --no-verify"
+cargo package --workspace --no-verify --allow-dirty --quiet
+rm -rf "$C/packaged"
+mkdir -p "$C/packaged"
+n=0
+for crate in "$CARGO_TARGET_DIR"/package/vramless-*-0.1.0.crate; do
+    tar -xzf "$crate" -C "$C/packaged"
+    n=$((n + 1))
+done
+[ "$n" -eq 5 ] || { echo "expected 5 packaged crates, found $n"; exit 1; }
+# The main lock file pins the same dependency versions the workspace was tested with.
+cp Cargo.lock "$C/Cargo.lock"
+
+echo "==> outside consumers against the packaged crates"
+cargo build --manifest-path "$C/Cargo.toml" --quiet \
+    -p consumer-gguf-read -p consumer-nvme-emulator -p consumer-stream-plan
+BIN="$CARGO_TARGET_DIR/debug"
+MODEL="${VRAMLESS_MODEL:?VRAMLESS_MODEL must name the default model (scripts/fetch-model.sh)}"
+for t in blk.0.attn_q.weight output_norm.weight; do
+    "$BIN/consumer-gguf-read" "$MODEL" "$t" | python3 "$C/check_gguf.py" "$MODEL" "$t"
+done
+"$BIN/consumer-nvme-emulator"
+"$BIN/consumer-stream-plan"
+
+echo "==> the packaged crates' own tests, from the unpacked .crate files"
+# mutated_llama3_vocab reads a fixture of llama-model's, which vramless-gguf's package does
+# not contain; the workspace run covers it.
+cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-gguf -- --skip mutated_llama3_vocab
+cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-nvme-direct --features vramless-nvme-direct/emulator
+cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-tier-cache
+cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-slep-pipeline --features vramless-slep-pipeline/nvme-direct
+cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-llama-model
+echo "==> packaged crates and outside consumers: OK"
