@@ -1,7 +1,11 @@
 //! Llama 3.x model: config, tokenizer, chat templates, sampler and the per-layer forward pass.
 //!
-//! The forward pass never owns its weights: callers hand it [`LayerWeights`]-style views
+//! The forward pass never owns its weights: callers hand it [`cpu::LayerWeights`]-style views
 //! into buffers they own (resident or freshly streamed).
+
+// `x % n == 0` reads like the kernels' index arithmetic it mirrors; `is_multiple_of` (Rust 1.87,
+// this crate's minimum) is not required.
+#![allow(clippy::manual_is_multiple_of)]
 
 pub mod chat;
 pub mod config;

@@ -111,7 +111,7 @@ fn run(args: Args) -> Result<(), String> {
         println!("skipped  PPL       delta    layers");
         for count in counts {
             let plan = LayerPlan::full(n).without(&ranking[..count]);
-            let r = perplexity(&model, &tok, &text, &plan, opts, &mut |_, _| {})
+            let r = perplexity(&model, &tok, text, &plan, opts, &mut |_, _| {})
                 .map_err(|e| e.to_string())?;
             let b = *base.get_or_insert(r.ppl);
             let mut skipped = ranking[..count].to_vec();

@@ -25,7 +25,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .tensor(&name)
         .ok_or_else(|| format!("no tensor {name} in {path}"))?;
     let dims: Vec<String> = info.dims.iter().map(|d| d.to_string()).collect();
-    println!("tensor {} {:?} {}", info.name, info.ggml_type, dims.join(" "));
+    println!(
+        "tensor {} {:?} {}",
+        info.name,
+        info.ggml_type,
+        dims.join(" ")
+    );
     let values = gguf::quant::dequantize_to_vec(info.ggml_type, file.tensor_data(info))?;
     println!("count {}", values.len());
     let head: Vec<String> = values.iter().take(64).map(|v| format!("{v:e}")).collect();

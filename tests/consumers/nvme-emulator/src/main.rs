@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use nvme_direct::emu::{EmuConfig, Emulator};
 use nvme_direct::extent::LbaExtent;
-use nvme_direct::{BlockRange, Config, Controller, DmaBuffer, DmaMemory, ExtentList, ExtentReader, FileLocation};
+use nvme_direct::{
+    BlockRange, Config, Controller, DmaBuffer, DmaMemory, ExtentList, ExtentReader, FileLocation,
+};
 
 const BLOCK: u64 = 512;
 
@@ -56,10 +58,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if whole != img {
         return Err("the namespace read back differs from the image".into());
     }
-    println!("read the whole namespace ({} bytes): equal to the image", img.len());
+    println!(
+        "read the whole namespace ({} bytes): equal to the image",
+        img.len()
+    );
 
     // A 1 MiB + 123-byte file in three extents, listed in a .extents text as a user saves it.
-    let list = ExtentList::parse("# file_len 1048699\n0 6000 1024\n524288 100 600\n831488 3000 600\n")?;
+    let list =
+        ExtentList::parse("# file_len 1048699\n0 6000 1024\n524288 100 600\n831488 3000 600\n")?;
     let len = list.file_len.ok_or("no file_len")?;
     let mut want = Vec::new();
     for e in &list.extents {
@@ -74,7 +80,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if got != want {
         return Err("the file read by its extents differs from the image at those extents".into());
     }
-    println!("read a {len}-byte file by its {} extents: equal to the image", list.extents.len());
+    println!(
+        "read a {len}-byte file by its {} extents: equal to the image",
+        list.extents.len()
+    );
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use slep_pipeline::{
-    ByteRange, CpuTransfer, FileSource, IoEngine, Item, Pipeline, PinnedRamSource, ReadMode,
+    ByteRange, CpuTransfer, FileSource, IoEngine, Item, PinnedRamSource, Pipeline, ReadMode,
     ResidentSource, RoutedSource, Schedule,
 };
 use tier_cache::{Planner, Tier, TierId};
@@ -16,8 +16,11 @@ const LAYERS: u64 = 12;
 const LAYER: u64 = 256 * 1024 + 77; // odd size: unaligned offsets for O_DIRECT
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::temp_dir().join(format!("consumer-stream-plan-{}.bin", std::process::id()));
-    let bytes: Vec<u8> = (0..LAYERS * LAYER).map(|i| (i % 251) as u8 ^ (i >> 11) as u8).collect();
+    let path =
+        std::env::temp_dir().join(format!("consumer-stream-plan-{}.bin", std::process::id()));
+    let bytes: Vec<u8> = (0..LAYERS * LAYER)
+        .map(|i| (i % 251) as u8 ^ (i >> 11) as u8)
+        .collect();
     std::fs::write(&path, &bytes)?;
     let file = std::fs::read(&path)?;
 
@@ -26,12 +29,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Tier::new("pinned RAM", 4 * LAYER, 25.0e9),
         Tier::unlimited("file", 3.0e9),
     ])?;
-    let items: Vec<tier_cache::Item<u64>> = (0..LAYERS).map(|i| tier_cache::Item::new(i, LAYER, 1.0)).collect();
+    let items: Vec<tier_cache::Item<u64>> = (0..LAYERS)
+        .map(|i| tier_cache::Item::new(i, LAYER, 1.0))
+        .collect();
     let plan = planner.plan(&items)?;
-    let tiers: Vec<Vec<u64>> = (0..3).map(|t| plan.items_in(TierId(t)).into_iter().copied().collect()).collect();
-    println!("plan: device {:?}, pinned RAM {:?}, file {:?}", tiers[0], tiers[1], tiers[2]);
+    let tiers: Vec<Vec<u64>> = (0..3)
+        .map(|t| plan.items_in(TierId(t)).into_iter().copied().collect())
+        .collect();
+    println!(
+        "plan: device {:?}, pinned RAM {:?}, file {:?}",
+        tiers[0], tiers[1], tiers[2]
+    );
     if tiers[0].len() != 3 || tiers[1].len() != 4 || tiers[2].len() != 5 {
-        return Err(format!("unexpected plan sizes {:?}", tiers.iter().map(Vec::len).collect::<Vec<_>>()).into());
+        return Err(format!(
+            "unexpected plan sizes {:?}",
+            tiers.iter().map(Vec::len).collect::<Vec<_>>()
+        )
+        .into());
     }
 
     let item = |k: u64| Item::single(k, ByteRange::new(k * LAYER, LAYER));
@@ -43,7 +57,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         pinned.load_from_file(&transfer, &path, &item(k))?;
     }
     let pinned = routed.add(Box::new(pinned));
-    let from_file = routed.add(Box::new(FileSource::open(&path, ReadMode::Direct, IoEngine::Auto)?));
+    let from_file = routed.add(Box::new(FileSource::open(
+        &path,
+        ReadMode::Direct,
+        IoEngine::Auto,
+    )?));
     for (tier, index) in [(0usize, resident), (1, pinned), (2, from_file)] {
         for &k in &tiers[tier] {
             routed.route(k, index);
@@ -60,8 +78,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let want = &file[(k * LAYER) as usize..((k + 1) * LAYER) as usize];
             match ready.buffer() {
                 // A resident layer: the consumer reads its own copy (here, the file's bytes).
-                None => assert!(tiers[0].contains(&k), "layer {k} has no slot but is not resident"),
-                Some(slot) => assert!(slot.as_slice()[..ready.len] == *want, "layer {k} differs from the file"),
+                None => assert!(
+                    tiers[0].contains(&k),
+                    "layer {k} has no slot but is not resident"
+                ),
+                Some(slot) => assert!(
+                    slot.as_slice()[..ready.len] == *want,
+                    "layer {k} differs from the file"
+                ),
             }
             checked += 1;
             Ok(None)
