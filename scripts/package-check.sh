@@ -15,12 +15,14 @@ ROOT=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 C=tests/consumers
 
-echo "==> cargo package --workspace --no-verify"
-cargo package --workspace --no-verify --allow-dirty --quiet
+echo "==> cargo package --workspace --no-verify (the publishable crates)"
+cargo package --workspace --exclude vramless-examples --exclude vramless-benches \
+    --no-verify --allow-dirty --quiet
 rm -rf "$C/packaged"
 mkdir -p "$C/packaged"
 n=0
-for crate in "$CARGO_TARGET_DIR"/package/vramless-*-0.1.0.crate; do
+for name in gguf nvme-direct tier-cache slep-pipeline llama-model; do
+    crate="$CARGO_TARGET_DIR/package/vramless-$name-0.1.0.crate"
     tar -xzf "$crate" -C "$C/packaged"
     n=$((n + 1))
 done
