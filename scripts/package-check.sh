@@ -21,12 +21,12 @@ cargo package --workspace --exclude vramless-examples --exclude vramless-benches
 rm -rf "$C/packaged"
 mkdir -p "$C/packaged"
 n=0
-for name in gguf nvme-direct tier-cache slep-pipeline llama-model; do
+for name in test-support gguf nvme-direct tier-cache slep-pipeline llama-model; do
     crate="$CARGO_TARGET_DIR/package/vramless-$name-0.1.0.crate"
     tar -xzf "$crate" -C "$C/packaged"
     n=$((n + 1))
 done
-[ "$n" -eq 5 ] || { echo "expected 5 packaged crates, found $n"; exit 1; }
+[ "$n" -eq 6 ] || { echo "expected 6 packaged crates, found $n"; exit 1; }
 # The main lock file pins the same dependency versions the workspace was tested with.
 cp Cargo.lock "$C/Cargo.lock"
 
@@ -47,6 +47,7 @@ echo "==> the packaged crates' own tests, from the unpacked .crate files"
 cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-gguf -- --skip mutated_llama3_vocab
 cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-nvme-direct --features vramless-nvme-direct/emulator
 cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-tier-cache
+cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-test-support
 cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-slep-pipeline --features vramless-slep-pipeline/nvme-direct
 cargo test --manifest-path "$C/Cargo.toml" --quiet -p vramless-llama-model
 echo "==> packaged crates and outside consumers: OK"

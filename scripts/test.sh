@@ -4,6 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every test that skips (missing model, NVRTC, GPU, ...) appends a line here (test-support);
+# the list is printed at the end, pass or fail, so no skip goes unseen.
+VRAMLESS_SKIP_LOG=$(mktemp "${TMPDIR:-/tmp}/vramless-skips.XXXXXX")
+export VRAMLESS_SKIP_LOG
+report_skips() {
+    if [ -s "$VRAMLESS_SKIP_LOG" ]; then
+        echo "==> $(wc -l <"$VRAMLESS_SKIP_LOG") test(s) SKIPPED or not applicable here (CI=${CI:-unset}):"
+        sort "$VRAMLESS_SKIP_LOG" | uniq -c | sed 's/^/    /'
+    else
+        echo "==> no test skipped"
+    fi
+    rm -f "$VRAMLESS_SKIP_LOG"
+}
+trap report_skips EXIT
+
 echo "==> fetching the default model"
 VRAMLESS_MODEL=$(scripts/fetch-model.sh)
 export VRAMLESS_MODEL

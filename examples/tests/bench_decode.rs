@@ -4,31 +4,10 @@
 //! `output.weight`, or `token_embd.weight` when the file has no separate output matrix), each
 //! tensor's size from its type's block layout and element count.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gguf::GgufFile;
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The default model: VRAMLESS_MODEL, else scripts/fetch-model.sh; None (skip) if neither works.
-fn default_model() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/fetch-model.sh"))
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let p = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    p.exists().then_some(p)
-}
 
 /// Bytes of every tensor one decode step reads, from the element counts and block layouts.
 fn expected_weight_bytes(file: &GgufFile) -> u64 {
@@ -51,11 +30,7 @@ fn expected_weight_bytes(file: &GgufFile) -> u64 {
 
 #[test]
 fn cpu_run_reports_positive_figures_and_the_weight_bytes_of_the_file() {
-    let Some(model) = default_model() else {
-        eprintln!(
-            "SKIPPED bench_decode: no default model (set VRAMLESS_MODEL or make \
-             scripts/fetch-model.sh work)"
-        );
+    let Some(model) = test_support::model_or_skip() else {
         return;
     };
     let out = Command::new(env!("CARGO_BIN_EXE_bench-decode"))

@@ -82,33 +82,13 @@ fn check_json(json: &Value, reference: &str) {
     assert!(keys.next().is_none(), "more keys than the reference");
 }
 
-fn default_model() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let out = Command::new(repo().join("scripts/fetch-model.sh"))
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "fetch-model.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    Some(PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()))
-}
-
 fn vocab() -> PathBuf {
-    repo().join("llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf")
+    test_support::fixture(repo().join("llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf"))
 }
 
 #[test]
 fn default_model_text_and_json() {
-    let Some(model) = default_model() else {
-        eprintln!(
-            "SKIPPED: default model unavailable (set VRAMLESS_MODEL or run scripts/fetch-model.sh)"
-        );
+    let Some(model) = test_support::model_or_skip() else {
         return;
     };
     let json = json_of(&model);

@@ -8,7 +8,7 @@
 //!
 //! Skips loudly without python3 + `gguf` or the real model; with `CI=true` both are mandatory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// The check, run as `python3 -c CHECK SYNTH REAL QUANT`; prints what it checked, exits 1 on
@@ -114,26 +114,6 @@ print(f"{quant}: {len(got)} tensors, {len([k for k in s.fields if not k.startswi
       f"read by gguf {importlib.metadata.version('gguf')}: ok")
 "#;
 
-/// Skips (loudly) outside CI, fails in CI.
-fn skip(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why} (mandatory when CI=true: scripts/test.sh installs it)");
-    }
-    eprintln!("\n*** SKIPPED synth_gguf_py: {why} ***\n");
-}
-
-/// The real SmolLM2 GGUF: `VRAMLESS_MODEL`, else the default model's cache path.
-fn real_model() -> Option<PathBuf> {
-    let p = std::env::var_os("VRAMLESS_MODEL")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| {
-                Path::new(&h).join(".cache/vramless/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            })
-        })?;
-    p.exists().then_some(p)
-}
-
 #[test]
 fn synth_smollm2_files_pass_llama_cpp_gguf_reader() {
     let has_gguf = Command::new("python3")
@@ -141,13 +121,18 @@ fn synth_smollm2_files_pass_llama_cpp_gguf_reader() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_gguf {
-        return skip("python3 with the `gguf` package is missing");
+        return test_support::skip(
+            "python3 with llama.cpp's `gguf` package is missing \
+             (python3 -m pip install gguf==0.19.0; scripts/test.sh installs it)",
+        );
     }
-    let Some(real) = real_model() else {
-        return skip("the real SmolLM2 GGUF is missing (set VRAMLESS_MODEL)");
+    let Some(real) = test_support::model_or_skip() else {
+        return;
     };
-    let vocab = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf");
+    let vocab = test_support::fixture(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf"),
+    );
     let dir = std::env::temp_dir().join(format!("vramless-synth-py-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for quant in ["q4_k_m", "q8_0"] {

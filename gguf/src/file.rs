@@ -68,20 +68,39 @@ impl fmt::Debug for GgufFile {
     }
 }
 
+fn io_at(path: &Path) -> impl Fn(std::io::Error) -> GgufError + '_ {
+    move |source| GgufError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 impl GgufFile {
-    /// Opens and memory-maps the file at `path` and parses its header.
+    /// Opens the file at `path` by memory-mapping it (a private, read-only mapping: nothing is
+    /// copied until read) and parses its header.
     ///
-    /// The file must not be modified by anyone while the `GgufFile` is alive (the data is
-    /// mapped, not copied).
+    /// # The file must not change while open
+    ///
+    /// The bytes stay in the file: if any process truncates or rewrites it while this
+    /// `GgufFile` (or a slice borrowed from it) is alive, reads of the affected pages fault
+    /// (the process is killed by `SIGBUS`) or return the new bytes. Rust cannot rule that out
+    /// for a mapped file, so it is a requirement on the caller, as with every mmap-based model
+    /// loader: open model files that nobody writes. For a file that may change, use
+    /// [`GgufFile::read`], which copies it into memory first.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let map = crate::mmap::map_readonly(&file).map_err(io)?;
+        let file = std::fs::File::open(path).map_err(io_at(path))?;
+        let map = crate::sys::map_readonly(&file).map_err(io_at(path))?;
         Self::with_backing(Backing::Mmap(map))
+    }
+
+    /// Reads the whole file at `path` into memory and parses its header: no mapping, so later
+    /// changes to the file cannot affect this `GgufFile` (at the cost of the copy and of
+    /// memory for the whole file).
+    pub fn read(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(io_at(path))?;
+        Self::from_bytes(bytes)
     }
 
     /// Parses a GGUF held in an owned buffer.

@@ -8,12 +8,16 @@
 //! Malformed input (truncated, corrupted, hostile) gives a [`GgufError`], never a panic or an
 //! allocation larger than a small multiple of the input size.
 
+// `unsafe` only in `sys` (the memory map), with its SAFETY comment.
+#![deny(unsafe_code)]
+
 pub mod error;
 pub mod file;
 pub mod metadata;
-mod mmap;
 pub mod quant;
 pub mod reader;
+#[allow(unsafe_code)]
+mod sys;
 pub mod tensor;
 pub mod types;
 pub mod value;

@@ -137,16 +137,16 @@ proptest! {
     }
 }
 
-fn vocab_bytes() -> Option<Vec<u8>> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf");
-    match std::fs::read(&p) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            eprintln!("SKIPPED: cannot read {}: {e}", p.display());
-            None
-        }
-    }
+/// The Llama 3 vocabulary GGUF (part of the repository: missing fails), read once.
+fn vocab_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        let p = test_support::fixture(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf"),
+        );
+        std::fs::read(p).unwrap()
+    })
 }
 
 proptest! {
@@ -155,21 +155,19 @@ proptest! {
 
     #[test]
     fn mutated_llama3_vocab_never_panics(m in mutation(7_818_140)) {
-        if let Some(bytes) = vocab_bytes() {
-            prop_assume!(match &m {
-                Mutation::Truncate(at) => *at <= bytes.len(),
-                Mutation::Flip(f) => f.iter().all(|&(at, _)| at < bytes.len()),
-                Mutation::Huge(at, _) => *at < bytes.len(),
-            });
-            parse_bounded(&apply(&bytes, &m))?;
-        }
+        let bytes = vocab_bytes();
+        prop_assume!(match &m {
+            Mutation::Truncate(at) => *at <= bytes.len(),
+            Mutation::Flip(f) => f.iter().all(|&(at, _)| at < bytes.len()),
+            Mutation::Huge(at, _) => *at < bytes.len(),
+        });
+        parse_bounded(&apply(bytes, &m))?;
     }
 }
 
 #[test]
 fn default_model_header_mutations_never_panic() {
-    let Ok(path) = std::env::var("VRAMLESS_MODEL") else {
-        eprintln!("SKIPPED: VRAMLESS_MODEL not set (scripts/test.sh sets it)");
+    let Some(path) = test_support::model_or_skip() else {
         return;
     };
     let bytes = std::fs::read(&path).unwrap();

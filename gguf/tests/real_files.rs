@@ -2,30 +2,11 @@
 //! `gguf` Python package (llama.cpp's gguf-py; see `fixtures/dump_reference.py`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use gguf::{GgufFile, MetadataValueType, Value};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The default model: $VRAMLESS_MODEL, else whatever scripts/fetch-model.sh prints.
-fn default_model() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let out = Command::new(repo_root().join("scripts/fetch-model.sh"))
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "fetch-model.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    Some(PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()))
 }
 
 fn vocab_fixture() -> PathBuf {
@@ -92,10 +73,7 @@ fn check_against_reference(file: &GgufFile, reference: &str) {
 
 #[test]
 fn default_model_matches_reference_dump() {
-    let Some(path) = default_model() else {
-        eprintln!(
-            "SKIPPED: default model unavailable (set VRAMLESS_MODEL or run scripts/fetch-model.sh)"
-        );
+    let Some(path) = test_support::model_or_skip() else {
         return;
     };
     let file = GgufFile::open(&path).unwrap();
@@ -165,14 +143,7 @@ fn default_model_matches_reference_dump() {
 
 #[test]
 fn llama3_vocab_matches_reference_dump() {
-    let path = vocab_fixture();
-    if !path.exists() {
-        eprintln!(
-            "SKIPPED: {} missing (it is part of the repository)",
-            path.display()
-        );
-        return;
-    }
+    let path = test_support::fixture(vocab_fixture());
     let file = GgufFile::open(&path).unwrap();
     check_against_reference(
         &file,
@@ -197,19 +168,32 @@ fn llama3_vocab_matches_reference_dump() {
 #[test]
 fn quant_fixtures_match_reference_dumps() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut checked = 0;
-    for ty in [
+    const TYPES: [&str; 12] = [
         "BF16", "F16", "Q2_K", "Q3_K", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K",
         "Q8_0",
-    ] {
-        let path = dir.join(format!("quants/{ty}.gguf"));
-        if !path.exists() {
-            eprintln!("SKIPPED: {} missing", path.display());
-            continue;
-        }
-        let reference =
-            std::fs::read_to_string(dir.join(format!("quant-references/{ty}.reference.txt")))
-                .unwrap();
+    ];
+    // Every fixture in the folder is one of TYPES (a new one must be added here to be checked).
+    // Provenance and regeneration commands of the fixtures.
+    test_support::fixture(dir.join("README.md"));
+    test_support::fixture(dir.join("quants/README.md"));
+    let on_disk = std::fs::read_dir(test_support::fixture(dir.join("quants")))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "gguf")
+        })
+        .count();
+    assert_eq!(on_disk, TYPES.len(), "quants/ holds {on_disk} GGUFs");
+    let mut checked = 0;
+    for ty in TYPES {
+        let path = test_support::fixture(dir.join(format!("quants/{ty}.gguf")));
+        let reference = std::fs::read_to_string(test_support::fixture(
+            dir.join(format!("quant-references/{ty}.reference.txt")),
+        ))
+        .unwrap();
         let file = GgufFile::open(&path).unwrap();
         check_against_reference(&file, &reference);
         assert_eq!(
@@ -218,5 +202,5 @@ fn quant_fixtures_match_reference_dumps() {
         );
         checked += 1;
     }
-    eprintln!("checked {checked} quant fixtures");
+    assert_eq!(checked, TYPES.len());
 }

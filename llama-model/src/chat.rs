@@ -34,6 +34,7 @@ pub const LLAMA3_TEMPLATE: &str =
 
 /// Errors rendering chats.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChatError {
     /// The model ships no chat template.
     #[error(

@@ -13,6 +13,7 @@ const MAX_COUNT: u64 = 1 << 16;
 
 /// An error reading the model configuration.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file is not a Llama-architecture model.
     #[error(

@@ -8,7 +8,7 @@
 use gguf::GgufFile;
 
 use crate::config::LlamaConfig;
-use crate::sampler::Sampler;
+use crate::sampler::{argmax, Sampler};
 
 /// Most tokens fed through the layers as one batch: longer prompts are prefilled in consecutive
 /// batches of at most this many (bounds the scratch memory; larger batches gain little once
@@ -116,11 +116,6 @@ pub trait TextGenerator {
     fn stats_report(&self) -> Option<String> {
         None
     }
-}
-
-/// Index of the largest logit (the first on ties; NaN never wins).
-fn argmax(logits: &[f32]) -> u32 {
-    crate::speculative::argmax(logits) as u32
 }
 
 impl TextGenerator for crate::cpu::Model {

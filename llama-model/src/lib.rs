@@ -6,6 +6,8 @@
 // `x % n == 0` reads like the kernels' index arithmetic it mirrors; `is_multiple_of` (Rust 1.87,
 // this crate's minimum) is not required.
 #![allow(clippy::manual_is_multiple_of)]
+// `unsafe` only in `sys` (SIMD kernels, CUDA/NVRTC FFI), each block with its SAFETY comment.
+#![deny(unsafe_code)]
 
 pub mod chat;
 pub mod config;
@@ -17,6 +19,7 @@ pub mod perplexity;
 pub mod sampler;
 pub mod skip;
 pub mod speculative;
+#[allow(unsafe_code)]
 mod sys;
 pub mod tokenizer;
 

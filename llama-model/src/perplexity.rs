@@ -13,6 +13,7 @@ use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Why perplexity could not be computed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PerplexityError {
     /// The text is too short for even one chunk (llama.cpp asks for two chunks' worth).
     #[error(

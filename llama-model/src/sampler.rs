@@ -45,6 +45,7 @@ impl Default for SamplerConfig {
 
 /// Why no token could be sampled.
 #[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
 pub enum SamplerError {
     /// The logits slice is empty.
     #[error("no logits to sample from")]
@@ -148,6 +149,20 @@ impl Sampler {
         // Rounding left r just above the total: the last candidate.
         Ok(cand[cand.len() - 1].0)
     }
+}
+
+/// The greedy choice: the index of the largest logit, the lowest index among equal maxima.
+/// A NaN never wins (it is skipped; `-inf` is an ordinary, smallest value). 0 when `logits` is
+/// empty or all NaN. The one argmax of the CPU side (engine, sampler, speculative decoding,
+/// tests); the CUDA `argmax` / `bt_argmax_rows` kernels follow the same rules.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in logits.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map_or(0, |(i, _)| i as u32)
 }
 
 /// Probabilities of `logits / temperature`, computed in f64 (sorted input: first is the max).

@@ -16,6 +16,7 @@ pub use runner::{LayerObserver, LayerPlan, Logits, Runner};
 
 /// Why a skip map could not be made, read or used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SkipError {
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]

@@ -33,6 +33,7 @@ use special::Fragment;
 
 /// Errors building a tokenizer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenizerError {
     /// `tokenizer.ggml.model` names a tokenizer family this crate does not implement.
     #[error(

@@ -161,7 +161,7 @@ fn conversation_restarts_when_the_template_rewrites_history() {
 
 #[test]
 fn smollm2_template_renders_the_fixture_prompt() {
-    let Some(file) = smollm2_file("smollm2_template_renders_the_fixture_prompt") else {
+    let Some(file) = smollm2_file() else {
         return;
     };
     // llama.cpp's fixture prompt chat.txt is SmolLM2's template applied to one user message

@@ -2,7 +2,6 @@
 //! SmolLM2 model when available.
 
 use std::f64::consts::PI;
-use std::path::PathBuf;
 
 use gguf::{GgmlType, GgufFile, GgufWriter, Metadata, TensorDecl, Value};
 use llama_model::config::{ConfigError, LlamaConfig};
@@ -149,24 +148,8 @@ fn inconsistent_values_are_errors() {
 
 #[test]
 fn smollm2_config_matches_its_published_shape() {
-    let path = match std::env::var("VRAMLESS_MODEL") {
-        Ok(p) => PathBuf::from(p),
-        Err(_) => {
-            let script =
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-            match std::process::Command::new("bash").arg(script).output() {
-                Ok(o) if o.status.success() => {
-                    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
-                }
-                _ => {
-                    eprintln!(
-                        "\n*** SKIPPED smollm2_config: no model (set VRAMLESS_MODEL or let \
-                         scripts/fetch-model.sh download it) ***\n"
-                    );
-                    return;
-                }
-            }
-        }
+    let Some(path) = test_support::model_or_skip() else {
+        return;
     };
     let c = LlamaConfig::from_gguf(&GgufFile::open(path).unwrap()).unwrap();
     // SmolLM2-135M: 30 layers, 576 wide, 9 heads / 3 KV heads, tied embeddings (fixture README),

@@ -10,8 +10,6 @@
 //! `VRAMLESS_REQUIRE_GPU=1`, where a missing GPU or model fails them.
 #![cfg(feature = "cuda")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 mod cuda_common;
@@ -34,53 +32,31 @@ const MIN_MARGIN: f32 = 0.5;
 const CTX: usize = 512;
 
 fn loud(msg: String) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-fn require_gpu() -> bool {
-    std::env::var("VRAMLESS_REQUIRE_GPU").as_deref() == Ok("1")
-}
-
-fn model_path() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
-    let out = Command::new("bash").arg(&script).output().ok()?;
-    if !out.status.success() {
-        loud(String::from_utf8_lossy(&out.stderr).into_owned());
-        return None;
-    }
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    p.exists().then_some(p)
+    test_support::loud(msg);
 }
 
 /// The GPU model and the CPU reference model, or None (with a loud message) to skip.
 fn open_both() -> Option<(CudaModel, Model)> {
     let backend = match CudaBackend::new(0) {
         Ok(b) => Arc::new(b),
-        Err(e) if require_gpu() => panic!("VRAMLESS_REQUIRE_GPU=1 but CUDA failed: {e}"),
         Err(e) => {
-            loud(format!("!!! SKIPPED GPU forward tests: {e}"));
+            test_support::skip_gpu(format!("GPU forward tests: CUDA failed: {e}"));
             return None;
         }
     };
-    let Some(path) = model_path() else {
-        if require_gpu() {
-            panic!(
-                "VRAMLESS_REQUIRE_GPU=1 but the SmolLM2 model is unavailable (set VRAMLESS_MODEL)"
-            );
+    // With a GPU, a missing model is a missing resource (a failure under CI or
+    // VRAMLESS_REQUIRE_GPU=1).
+    let path = match test_support::default_model() {
+        Ok(p) => p,
+        Err(why) if test_support::gpu_required() => panic!("VRAMLESS_REQUIRE_GPU=1: {why}"),
+        Err(why) => {
+            test_support::skip(why);
+            return None;
         }
-        loud(
-            "!!! SKIPPED GPU forward tests: the SmolLM2 model is unavailable (set VRAMLESS_MODEL)"
-                .into(),
-        );
-        return None;
     };
-    let gpu = CudaModel::open_on(backend, &path, CTX).expect("open the model on the GPU");
+    let gpu = CudaModel::open_on(backend, path, CTX).expect("open the model on the GPU");
     let cpu = Model::open_with(
-        &path,
+        path,
         ModelOptions {
             max_context: CTX,
             kernel: Kernel::F32,

@@ -37,20 +37,15 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn gpu_decode_matches_cpu_on_synthetic_models() {
-    let require = std::env::var("VRAMLESS_REQUIRE_GPU").as_deref() == Ok("1");
     let Ok(list) = std::env::var("VRAMLESS_SYNTH_MODELS") else {
-        assert!(
-            !require,
-            "VRAMLESS_REQUIRE_GPU=1 but VRAMLESS_SYNTH_MODELS is not set"
-        );
-        loud("!!! SKIPPED synthetic-model GPU test: set VRAMLESS_SYNTH_MODELS".into());
+        // The synthetic models are made on the GPU machine (GPU-only, like the test itself).
+        test_support::skip_gpu("synthetic-model GPU test: set VRAMLESS_SYNTH_MODELS");
         return;
     };
     let backend = match CudaBackend::new(0) {
         Ok(b) => Arc::new(b),
-        Err(e) if require => panic!("VRAMLESS_REQUIRE_GPU=1 but CUDA failed: {e}"),
         Err(e) => {
-            loud(format!("!!! SKIPPED synthetic-model GPU test: {e}"));
+            test_support::skip_gpu(format!("synthetic-model GPU test: CUDA failed: {e}"));
             return;
         }
     };

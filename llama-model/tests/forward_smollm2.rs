@@ -5,13 +5,11 @@
 //! prompt and the ten highest logits before every greedy step, to the six decimals the
 //! fixture prints. Fixtures: `tests/fixtures/smollm2/` (llama.cpp output).
 
-mod default_model;
-use default_model::model_path;
-
 mod smollm2_fixture;
 use smollm2_fixture::{compare, fixture, Fixture};
 
 use llama_model::cpu::{Kernel, Model, ModelOptions};
+use llama_model::sampler::argmax;
 
 const PROMPTS: [&str; 3] = ["capital", "story", "chat"];
 
@@ -46,28 +44,12 @@ const MIN_COSINE_F32: f64 = 0.998;
 const MIN_MARGIN_F32: f32 = 0.5;
 
 fn open(kernel: Kernel) -> Option<Model> {
-    let Some(path) = model_path() else {
-        eprintln!(
-            "\n*** SKIPPED: the SmolLM2 model is unavailable (set VRAMLESS_MODEL or let \
-             scripts/fetch-model.sh download it) ***\n"
-        );
-        return None;
-    };
+    let path = test_support::model_or_skip()?;
     let opts = ModelOptions {
         max_context: 512,
         kernel,
     };
     Some(Model::open_with(&path, opts).expect("open the model"))
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// How closely a kernel must follow llama.cpp.
@@ -200,8 +182,7 @@ fn decode_path_and_rollback_match_llama_cpp() {
 
 #[test]
 fn bad_tokens_and_full_context_are_errors() {
-    let Some(path) = model_path() else {
-        eprintln!("\n*** SKIPPED: SmolLM2 model unavailable ***\n");
+    let Some(path) = test_support::model_or_skip() else {
         return;
     };
     let opts = ModelOptions {

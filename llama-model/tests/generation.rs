@@ -2,9 +2,6 @@
 //! only through `&mut dyn TextGenerator`: greedy tokens equal llama.cpp's (the fixture's greedy
 //! steps, up to the first near-tie), and rolling back replays them.
 
-mod default_model;
-use default_model::model_path;
-
 mod smollm2_fixture;
 use smollm2_fixture::fixture;
 
@@ -16,17 +13,7 @@ use llama_model::TextGenerator;
 const MIN_MARGIN: f32 = 0.1;
 
 fn open() -> Option<Model> {
-    let Some(path) = model_path() else {
-        eprintln!(
-            "\n*** SKIPPED: the SmolLM2 model is unavailable (set VRAMLESS_MODEL or let \
-             scripts/fetch-model.sh download it) ***\n"
-        );
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true: the SmolLM2 model is required"
-        );
-        return None;
-    };
+    let path = test_support::model_or_skip()?;
     let opts = ModelOptions {
         max_context: 256,
         ..ModelOptions::default()

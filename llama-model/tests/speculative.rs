@@ -165,7 +165,7 @@ fn plain_greedy(model: &mut llama_model::cpu::Model, prompt: &[u32], n: usize) -
     let mut out = Vec::new();
     let mut logits = model.prefill(prompt).unwrap();
     while out.len() < n {
-        let t = argmax(&logits) as u32;
+        let t = argmax(&logits);
         out.push(t);
         if out.len() < n {
             logits = model.decode(t).unwrap();

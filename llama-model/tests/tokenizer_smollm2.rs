@@ -21,13 +21,13 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-fn smollm2(test: &str) -> Option<Tokenizer> {
-    smollm2_file(test).map(|f| Tokenizer::from_gguf(f.metadata()).expect("SmolLM2 tokenizer"))
+fn smollm2() -> Option<Tokenizer> {
+    smollm2_file().map(|f| Tokenizer::from_gguf(f.metadata()).expect("SmolLM2 tokenizer"))
 }
 
 #[test]
 fn prompt_tokens_equal_llama_cpp() {
-    let Some(tok) = smollm2("prompt_tokens_equal_llama_cpp") else {
+    let Some(tok) = smollm2() else {
         return;
     };
     // The model says tokenizer.ggml.add_bos_token = false (the fixtures have no BOS).
@@ -56,7 +56,7 @@ fn prompt_tokens_equal_llama_cpp() {
 
 #[test]
 fn generated_pieces_equal_llama_cpp() {
-    let Some(tok) = smollm2("generated_pieces_equal_llama_cpp") else {
+    let Some(tok) = smollm2() else {
         return;
     };
     for name in ["capital", "story", "chat"] {
@@ -83,7 +83,7 @@ fn generated_pieces_equal_llama_cpp() {
 
 #[test]
 fn end_of_generation_tokens() {
-    let Some(tok) = smollm2("end_of_generation_tokens") else {
+    let Some(tok) = smollm2() else {
         return;
     };
     // The chat fixture ends with `<|im_end|>` (id 2, the model's EOS); `<|endoftext|>` is id 0.

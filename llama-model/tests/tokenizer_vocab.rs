@@ -33,7 +33,7 @@ fn llama3_vocab_matches_llama_cpp() {
 
 #[test]
 fn smollm2_vocab_matches_llama_cpp() {
-    let Some(file) = smollm2_file("smollm2_vocab_matches_llama_cpp") else {
+    let Some(file) = smollm2_file() else {
         return;
     };
     let tok =

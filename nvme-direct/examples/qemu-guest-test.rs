@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use nvme_direct::vfio::{Bar0, HugePages, IommuMode, VfioDevice, VfioDma};
+use nvme_direct::vfio::{Bar0, HugePages, IommuMode, VfioDevice, VfioDma, VfioOptions};
 use nvme_direct::{BlockRange, Config, Controller, DmaBuffer, DmaMemory, NamespaceIdentity};
 use sha2::{Digest, Sha256};
 
@@ -105,7 +105,13 @@ fn iommufd_suite(
             "type1"
         }
     );
-    let dev = match VfioDevice::open_with(bdf, IommuMode::Iommufd) {
+    let dev = match VfioDevice::open_with(
+        bdf,
+        VfioOptions {
+            iommu: IommuMode::Iommufd,
+            ..VfioOptions::default()
+        },
+    ) {
         Ok(d) => d,
         Err(e) => {
             println!("IOMMUFD-SKIPPED: the guest kernel cannot open {bdf} through iommufd: {e}");
@@ -258,7 +264,14 @@ fn run() -> Result<(), String> {
         println!("error: {e}");
         println!("IOMMUFD-RESULT: FAIL");
     }
-    let dev = VfioDevice::open_with(bdf, IommuMode::Type1).map_err(|e| e.to_string())?;
+    let dev = VfioDevice::open_with(
+        bdf,
+        VfioOptions {
+            iommu: IommuMode::Type1,
+            ..VfioOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     println!("vfio: IOMMU interface {}", dev.iommu_mode());
     let (w0, w1) = dev.iova_window();
     let ranges: Vec<String> = dev

@@ -88,6 +88,7 @@ impl std::fmt::Display for NvmeStatus {
 
 /// Everything that can go wrong in the driver.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The controller completed a command with an error status.
     #[error("NVMe command (opcode {opcode:#04x}, queue {qid}) failed: {status}")]
@@ -184,6 +185,18 @@ pub enum Error {
         path: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// An extent list (a `.extents` file, FIEMAP's answer) or the block size it is used with
+    /// is inconsistent: reading through it would compute wrong LBAs.
+    #[error(
+        "invalid extent list: {}{reason}; make the extent list again from the mounted file (FIEMAP)",
+        index.map_or(String::new(), |i| format!("extent {i}: "))
+    )]
+    BadExtent {
+        /// Which extent of the list (0-based); `None` for a problem of the whole list.
+        index: Option<usize>,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A file extent cannot be read raw (inline, encoded, delayed allocation...).
     #[error("extent at file offset {logical} cannot be read raw (flags {flags:#x}); run sync or copy the file without compression/reflinks")]

@@ -43,6 +43,92 @@ pub struct LbaExtent {
     pub blocks: u64,
 }
 
+/// Checks extents that came from outside (a user's `.extents` file, FIEMAP, a device's block
+/// size) before any LBA is computed from them: the block size is a power of two of at least
+/// 512 bytes; each extent is non-empty, starts block-aligned in the file, and its byte and
+/// block ends fit in `u64`; it lies inside the namespace's `namespace_blocks`; extents are in
+/// file order without overlap. After this, [`locate`] cannot overflow.
+pub fn check_extents(list: &[LbaExtent], block_size: u32, namespace_blocks: u64) -> Result<()> {
+    if block_size < 512 || !block_size.is_power_of_two() {
+        return Err(Error::BadExtent {
+            index: None,
+            reason: format!("block size {block_size} is not a power of two >= 512"),
+        });
+    }
+    let bs = u64::from(block_size);
+    let bad = |i: usize, reason: String| Error::BadExtent {
+        index: Some(i),
+        reason,
+    };
+    let mut file_end = 0u64;
+    for (i, e) in list.iter().enumerate() {
+        if e.blocks == 0 {
+            return Err(bad(i, "it has no blocks".into()));
+        }
+        if e.logical % bs != 0 {
+            return Err(bad(
+                i,
+                format!(
+                    "file offset {} is not a multiple of the {bs}-byte block",
+                    e.logical
+                ),
+            ));
+        }
+        let end = e
+            .blocks
+            .checked_mul(bs)
+            .and_then(|len| e.logical.checked_add(len))
+            .ok_or_else(|| {
+                bad(
+                    i,
+                    format!("file offset {} + {} blocks overflows", e.logical, e.blocks),
+                )
+            })?;
+        let last = e
+            .lba
+            .checked_add(e.blocks)
+            .ok_or_else(|| bad(i, format!("LBA {} + {} blocks overflows", e.lba, e.blocks)))?;
+        if last > namespace_blocks {
+            return Err(bad(
+                i,
+                format!(
+                    "LBAs {}..{last} end past the namespace's {namespace_blocks} blocks",
+                    e.lba
+                ),
+            ));
+        }
+        if e.logical < file_end {
+            return Err(bad(
+                i,
+                format!(
+                    "file offset {} overlaps or precedes the previous extent (ends at {file_end})",
+                    e.logical
+                ),
+            ));
+        }
+        file_end = end;
+    }
+    Ok(())
+}
+
+/// The LBA holding file byte `pos` and how many file bytes follow it contiguously there (a
+/// multiple of the block size), or `None` when no extent covers `pos` (or `block_size` is 0).
+/// Checked arithmetic throughout: hostile extents give `None`, never a wrong LBA.
+pub fn locate(list: &[LbaExtent], pos: u64, block_size: u32) -> Option<(u64, u64)> {
+    let bs = u64::from(block_size);
+    if bs == 0 {
+        return None;
+    }
+    list.iter().find_map(|e| {
+        let len = e.blocks.checked_mul(bs)?;
+        let rel = pos.checked_sub(e.logical)?;
+        if rel >= len {
+            return None;
+        }
+        Some((e.lba.checked_add(rel / bs)?, len - rel))
+    })
+}
+
 /// All extents of the file at `path` (synced first), in file order.
 pub fn file_extents(path: &Path) -> Result<Vec<FileExtent>> {
     let file = File::open(path).map_err(|source| Error::Sys {

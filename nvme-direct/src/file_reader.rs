@@ -4,7 +4,7 @@
 
 use crate::dma::{DmaBuffer, DmaMemory, RegisterIo};
 use crate::error::{Error, Result};
-use crate::extent::LbaExtent;
+use crate::extent::{check_extents, locate, LbaExtent};
 use crate::io::BlockRange;
 use crate::{Controller, NamespaceIdentity};
 
@@ -58,6 +58,9 @@ impl<R: RegisterIo, M: DmaMemory> ExtentReader<R, M> {
                 ns.block_size
             )));
         }
+        // The location comes from a user's file and the block size from the device: check
+        // both before any LBA is computed from them.
+        check_location(&location, file_len, ns.block_size, ns.size_blocks)?;
         let bounce = ctrl.memory().alloc(FILE_READ_CHUNK)?;
         Ok(Self {
             ctrl,
@@ -96,8 +99,15 @@ impl<R: RegisterIo, M: DmaMemory> ExtentReader<R, M> {
     }
 
     /// Replaces where the file lies (e.g. once the namespace's block size is known).
-    pub fn set_location(&mut self, location: FileLocation) {
+    pub fn set_location(&mut self, location: FileLocation) -> Result<()> {
+        check_location(
+            &location,
+            self.file_len,
+            self.ns.block_size,
+            self.ns.size_blocks,
+        )?;
         self.location = location;
+        Ok(())
     }
 
     /// The controller, for statistics or shutdown.
@@ -114,16 +124,7 @@ impl<R: RegisterIo, M: DmaMemory> ExtentReader<R, M> {
                 lba.checked_add(pos / bs)?,
                 self.file_len.saturating_sub(pos),
             )),
-            FileLocation::Extents(list) => list.iter().find_map(|e| {
-                let len = e.blocks.checked_mul(bs)?;
-                let end = e.logical.checked_add(len)?;
-                if pos >= e.logical && pos < end {
-                    let rel = pos - e.logical;
-                    Some((e.lba.checked_add(rel / bs)?, len - rel))
-                } else {
-                    None
-                }
-            }),
+            FileLocation::Extents(list) => locate(list, pos, self.ns.block_size),
         }
     }
 
@@ -148,7 +149,9 @@ impl<R: RegisterIo, M: DmaMemory> ExtentReader<R, M> {
         let bsz = bs as usize;
         let mut done = 0usize;
         while done < dst.len() {
-            let pos = offset + done as u64;
+            let pos = offset
+                .checked_add(done as u64)
+                .ok_or_else(|| Error::InvalidArgument("read offset overflows u64".into()))?;
             let want = (dst.len() - done).min(FILE_READ_CHUNK);
             let Some((lba, run)) = self.locate(pos) else {
                 // No extent here: a hole (or the tail padding); reads as zeros.
@@ -213,7 +216,28 @@ impl ExtentReader<crate::vfio::Bar0, crate::vfio::VfioDma> {
                 crate::ExtentList::for_file(file, reader.ns.block_size)?.extents,
             ),
         };
-        reader.set_location(location);
+        reader.set_location(location)?;
         Ok(reader)
+    }
+}
+
+/// Checks a [`FileLocation`] against the namespace (see [`check_extents`]); a raw location is
+/// checked as the one extent covering the whole file.
+fn check_location(
+    location: &FileLocation,
+    file_len: u64,
+    block_size: u32,
+    ns_blocks: u64,
+) -> Result<()> {
+    match location {
+        FileLocation::Extents(list) => check_extents(list, block_size, ns_blocks),
+        FileLocation::Raw(lba) => {
+            let raw = [LbaExtent {
+                logical: 0,
+                lba: *lba,
+                blocks: file_len.div_ceil(u64::from(block_size.max(1))).max(1),
+            }];
+            check_extents(&raw, block_size, ns_blocks)
+        }
     }
 }

@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// `unsafe` only in `sys` (ioctls, MMIO, DMA memory), each block with its SAFETY comment.
+#![deny(unsafe_code)]
 
 mod admin;
 mod command;
@@ -10,9 +12,11 @@ mod extent_list;
 mod file_reader;
 mod io;
 mod iova;
+mod options;
 mod prp;
 mod queue;
 mod regs;
+#[allow(unsafe_code)]
 mod sys;
 
 #[cfg(feature = "emulator")]
@@ -21,6 +25,7 @@ pub mod emu;
 /// VFIO device access (iommufd + device cdev, or the type1 container), BAR0 MMIO and locked
 /// DMA memory (2 MiB huge pages when available).
 pub mod vfio {
+    pub use crate::options::VfioOptions;
     pub use crate::sys::dma::{VfioBuffer, VfioDma};
     pub use crate::sys::hostmem::HugePages;
     pub use crate::sys::vfio::{Bar0, IommuMode, VfioDevice};

@@ -32,7 +32,11 @@ fn extents_cover_a_real_file() {
             }
         }
         Err(Error::FiemapUnsupported { .. }) => {
-            eprintln!("!!! FIEMAP not supported by the temp-dir filesystem; typed error returned (checked)");
+            // The typed error is checked; the extent walk above was not.
+            test_support::skip(format!(
+                "FIEMAP is not supported by the filesystem of {}: extents were NOT checked",
+                dir.display()
+            ));
         }
         Err(e) => panic!("unexpected FIEMAP error: {e}"),
     }

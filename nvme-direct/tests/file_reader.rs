@@ -151,10 +151,23 @@ fn hostile_extents_do_not_panic() {
             blocks: 2,
         },
     ];
-    let mut r = reader(&img, FileLocation::Extents(extents), 4096);
-    let mut buf = vec![0u8; 4096];
-    // The second extent points past the namespace: the controller's error comes back.
-    assert!(r.read_at(0, &mut buf).is_err());
+    // Overflowing ends and an extent past the namespace are refused when the reader is made,
+    // before any LBA is computed from them.
+    let emu = Emulator::new(
+        EmuConfig {
+            block_size: BS as u32,
+            ..EmuConfig::default()
+        },
+        img.to_vec(),
+    );
+    let ctrl = Controller::new(emu.clone(), emu, Config::default()).expect("bring-up");
+    match ExtentReader::new(ctrl, 1, FileLocation::Extents(extents), 4096) {
+        Err(Error::BadExtent { .. }) => {}
+        other => panic!(
+            "hostile extents must be a BadExtent error, got {:?}",
+            other.err()
+        ),
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while building or running a pipeline.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PipelineError {
     /// Fewer than two slots were requested.
     #[error("a pipeline needs at least 2 slots to overlap transfer and compute, got {0}")]

@@ -61,7 +61,9 @@ fn io_uring_engine_when_available() {
             let schedule = random_schedule(FILE_LEN as u64, 30, MAX_ITEM, 20);
             stream_and_check(&mut src, &schedule, &file, 3, MAX_ITEM as usize);
         }
-        Err(e) => eprintln!("SKIPPED io_uring test: io_uring cannot be set up here: {e}"),
+        Err(e) => test_support::skip(format!(
+            "io_uring cannot be set up here ({e}); the io_uring engine was NOT tested"
+        )),
     }
     std::fs::remove_dir_all(dir).ok();
 }
@@ -295,7 +297,7 @@ fn schedule_changes_between_passes_and_slots_persist() {
 fn tmpfs_file_is_read_correctly_whether_or_not_o_direct_is_refused() {
     let shm = std::path::Path::new("/dev/shm");
     if !shm.is_dir() {
-        eprintln!("SKIPPED: /dev/shm does not exist on this machine");
+        test_support::skip("/dev/shm (a tmpfs) does not exist on this machine");
         return;
     }
     let dir = shm.join(format!("slep-pipeline-test-{}", std::process::id()));

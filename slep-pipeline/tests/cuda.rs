@@ -14,7 +14,9 @@ use slep_pipeline::{
 #[test]
 fn cuda_transfer_without_driver_is_a_typed_error() {
     if cuda_available().is_ok() {
-        eprintln!("SKIPPED: a CUDA driver is present; the no-driver path cannot be tested here");
+        test_support::not_applicable(
+            "a CUDA driver is present; the no-driver path cannot be tested here",
+        );
         return;
     }
     match CudaTransfer::new(0) {
@@ -28,7 +30,7 @@ fn every_source_streams_into_vram_exactly() {
     let t = match CudaTransfer::new(0) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("SKIPPED GPU streaming test: {e}");
+            test_support::skip_gpu(format!("GPU streaming test: {e}"));
             return;
         }
     };
@@ -72,7 +74,7 @@ fn device_side_consumer_with_release_events() {
     let t = match CudaTransfer::new(0) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("SKIPPED GPU release-event test: {e}");
+            test_support::skip_gpu(format!("GPU release-event test: {e}"));
             return;
         }
     };

@@ -14,6 +14,7 @@ pub struct UnitError {
 
 /// Why a placement could not be computed.
 #[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
 pub enum PlanError {
     /// The tier list is empty.
     #[error("no tiers given: describe at least one tier (e.g. storage with unlimited capacity)")]
@@ -92,6 +93,7 @@ pub enum PlanError {
 
 /// Why a runtime cache operation failed. The cache state is unchanged unless noted.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum CacheError {
     /// Planning failed.
     #[error(transparent)]

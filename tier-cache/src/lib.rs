@@ -34,6 +34,7 @@
 //! }
 //! # Ok::<(), tier_cache::PlanError>(())
 //! ```
+#![forbid(unsafe_code)]
 
 mod cache;
 mod cache_state;

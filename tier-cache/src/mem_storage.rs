@@ -14,6 +14,7 @@ pub struct MemHandle(u64);
 
 /// Errors of [`MemStorage`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum MemError {
     /// The handle was freed or never allocated.
     #[error("unknown buffer {0:?}: freed already or never allocated")]

@@ -26,6 +26,7 @@ use std::time::Instant;
 use clap::Parser;
 use gguf::GgufFile;
 use llama_model::cpu::{Model, ModelOptions, LAYER_TENSOR_NAMES};
+use llama_model::sampler::argmax;
 use llama_model::tokenizer::Tokenizer;
 
 #[derive(Parser, Debug)]
@@ -163,16 +164,6 @@ fn host_bandwidth() -> f64 {
     }
     let secs = t.elapsed().as_secs_f64().max(1e-9);
     2.0 * (BYTES * REPS) as f64 / secs
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    u32::try_from(best).unwrap_or(0)
 }
 
 fn bench_cpu(path: &Path, args: &Args, ctx: usize) -> Result<Figures, String> {

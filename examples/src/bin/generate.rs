@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use llama_model::cpu::{Model, ModelOptions};
-use llama_model::sampler::{Sampler, SamplerConfig};
+use llama_model::sampler::{argmax, Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
 use llama_model::TextGenerator;
 use vramless_engine::engine::cli::{parse_device, EngineArgs};
@@ -445,16 +445,6 @@ fn cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split(' ').collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// The host sampler and k for sampling from GPU-selected candidates, when that is exact: device

@@ -99,7 +99,8 @@ fn run(a: Args) -> AnyResult<()> {
         return Ok(());
     }
     let pci = a.pci.as_deref().ok_or("--pci BDF is required to read")?;
-    let (bar, dma) = VfioDevice::open(pci)?.into_parts();
+    let (bar, dma) =
+        VfioDevice::open_with(pci, vramless_engine::vfio_options_from_env()?)?.into_parts();
     let mut c = Controller::new(
         bar,
         dma,

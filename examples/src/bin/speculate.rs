@@ -153,7 +153,7 @@ fn run(args: Args) -> Result<(), String> {
         let mut plain = Vec::new();
         let mut logits = model.prefill(&prompt).map_err(|e| e.to_string())?;
         while plain.len() < args.max_tokens {
-            let t = llama_model::speculative::argmax(&logits) as u32;
+            let t = llama_model::sampler::argmax(&logits);
             plain.push(t);
             if tok.is_eog(t) || plain.len() >= args.max_tokens {
                 break;

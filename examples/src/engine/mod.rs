@@ -253,13 +253,5 @@ impl Engine {
     }
 }
 
-/// Index of the largest value (the first on ties).
-pub fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
+/// The greedy choice (NaN never wins): llama-model's one argmax.
+pub use llama_model::sampler::argmax;

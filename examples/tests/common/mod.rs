@@ -1,7 +1,7 @@
 //! Shared by the engine tests: the default model (or a loud skip), the prompt, and the greedy
 //! reference tokens of llama-model's resident CPU model (itself checked against llama.cpp).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use llama_model::cpu::Model;
 use llama_model::tokenizer::Tokenizer;
@@ -10,24 +10,13 @@ use vramless_engine::engine::argmax;
 /// The prompt every engine test feeds.
 pub const PROMPT: &str = "The capital of France is";
 
-/// The default model: `VRAMLESS_MODEL`, else `scripts/fetch-model.sh`; None if neither works.
-pub fn default_model() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VRAMLESS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let p = vramless_engine::model_path("engine test", None).ok()?;
-    p.exists().then_some(p)
-}
-
-/// The default model's path, or a loud skip of the calling test.
+/// The default model's path, or a loud skip of the calling test (a failure under CI); see
+/// `test_support::model_or_skip`.
 macro_rules! model_or_skip {
     () => {
-        match common::default_model() {
+        match test_support::model_or_skip() {
             Some(p) => p,
-            None => {
-                eprintln!("SKIPPED: the default SmolLM2 model is not available (set VRAMLESS_MODEL or run scripts/fetch-model.sh)");
-                return;
-            }
+            None => return,
         }
     };
 }

@@ -32,6 +32,7 @@ use crate::types::GgmlType;
 
 /// Why a dequantization request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum DequantError {
     /// The element type has no CPU dequantizer here.
     #[error(

@@ -4,6 +4,7 @@ use gguf::GgmlType;
 
 /// An error in the CPU forward pass or in the weights handed to it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ForwardError {
     /// A weight tensor has a shape the layer cannot use.
     #[error("weight `{name}`: {reason}")]

@@ -4,6 +4,7 @@ use gguf::GgmlType;
 
 /// What went wrong in the CUDA backend.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CudaError {
     /// The CUDA driver or NVRTC library cannot be loaded, or there is no such GPU.
     #[error("CUDA is not available: {0} (install the NVIDIA driver; for NVRTC put libnvrtc.so.13 on LD_LIBRARY_PATH, e.g. from `pip install nvidia-cuda-nvrtc`)")]

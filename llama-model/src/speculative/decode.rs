@@ -152,15 +152,14 @@ impl<'m> SelfSpeculative<'m> {
     }
 
     fn choose(&mut self, logits: &[f32]) -> u32 {
-        let i = if self.greedy() {
+        if self.greedy() {
             argmax(logits)
         } else {
             sample_index(
                 &probabilities(logits, self.config.temperature),
                 &mut self.rng,
-            )
-        };
-        i as u32
+            ) as u32
+        }
     }
 
     /// Generates up to `max_tokens` tokens after `prompt` (a fresh sequence), stopping after a
@@ -221,8 +220,8 @@ impl<'m> SelfSpeculative<'m> {
                 let d = if self.greedy() {
                     argmax(&q_logits)
                 } else {
-                    sample_index(&q, &mut self.rng)
-                } as u32;
+                    sample_index(&q, &mut self.rng) as u32
+                };
                 drafts.push(d);
                 qs.push(q);
                 if j + 1 < k {
@@ -244,7 +243,7 @@ impl<'m> SelfSpeculative<'m> {
         for (j, &d) in drafts.iter().enumerate() {
             let row = rows.get(j).copied().unwrap_or(&[]);
             if self.greedy() {
-                let t = argmax(row) as u32;
+                let t = argmax(row);
                 if t == d {
                     kept.push(d);
                 } else {

@@ -6,6 +6,8 @@
 
 use rand::Rng;
 
+pub use crate::sampler::argmax;
+
 /// `softmax(logits / temperature)` in f64 accumulation. A temperature `<= 0` (or NaN) gives
 /// the one-hot distribution of the argmax (greedy).
 pub fn probabilities(logits: &[f32], temperature: f32) -> Vec<f32> {
@@ -14,7 +16,7 @@ pub fn probabilities(logits: &[f32], temperature: f32) -> Vec<f32> {
         return out;
     }
     if temperature.is_nan() || temperature <= 0.0 {
-        out[argmax(logits)] = 1.0;
+        out[argmax(logits) as usize] = 1.0;
         return out;
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -34,25 +36,12 @@ pub fn probabilities(logits: &[f32], temperature: f32) -> Vec<f32> {
     out
 }
 
-/// Index of the largest value (the first one on ties; NaN never wins); 0 for an empty slice.
-pub fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
-    let mut best_v = f32::NEG_INFINITY;
-    for (i, &v) in values.iter().enumerate() {
-        if v > best_v {
-            best = i;
-            best_v = v;
-        }
-    }
-    best
-}
-
 /// Draws an index with probability proportional to `weights` (non-negative, not all zero;
 /// otherwise the argmax).
 pub fn sample_index(weights: &[f32], rng: &mut impl Rng) -> usize {
     let total: f64 = weights.iter().map(|&w| f64::from(w.max(0.0))).sum();
     if total <= 0.0 || !total.is_finite() {
-        return argmax(weights);
+        return argmax(weights) as usize;
     }
     let mut u = rng.gen::<f64>() * total;
     let mut last = 0;

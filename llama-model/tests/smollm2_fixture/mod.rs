@@ -27,7 +27,10 @@ pub fn fixture_dir() -> PathBuf {
 
 /// Reads fixture `name` (`<name>.json` and `<name>.logits.f32`).
 pub fn fixture(name: &str) -> Fixture {
-    let dir = fixture_dir();
+    // Part of the repository (or carried with the test binary): missing fails, never skips.
+    let dir = test_support::fixture(fixture_dir());
+    // Provenance and regeneration: smollm2/README.md.
+    test_support::fixture(dir.join("README.md"));
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
     let prompt_tokens = json["prompt_tokens"]

@@ -4,17 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
-#[path = "../default_model/mod.rs"]
-mod default_model;
-pub use default_model::model_path;
-
 use llama_model::tokenizer::Tokenizer;
 
-/// `tests/fixtures/<rel>`.
+/// `tests/fixtures/<rel>` (part of the repository: a missing one fails the test; provenance
+/// in the README of its folder, checked here too).
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    if let Some(folder) = Path::new(rel).parent() {
+        test_support::fixture(base.join(folder).join("README.md"));
+    }
+    test_support::fixture(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel),
+    )
 }
 
 /// The Llama 3 vocabulary (llama.cpp's `ggml-vocab-llama-bpe.gguf`).
@@ -24,18 +27,11 @@ pub fn llama3_vocab() -> Tokenizer {
     Tokenizer::from_gguf(file.metadata()).expect("build the Llama 3 tokenizer")
 }
 
-/// The default model's GGUF (SmolLM2-135M-Instruct), or `None` after a loud message.
-pub fn smollm2_file(test: &str) -> Option<gguf::GgufFile> {
-    match model_path() {
-        Some(p) => Some(gguf::GgufFile::open(&p).expect("open the SmolLM2 GGUF")),
-        None => {
-            eprintln!(
-                "\n*** SKIPPED {test}: the SmolLM2 model is unavailable (set VRAMLESS_MODEL or let \
-                 scripts/fetch-model.sh download it) ***\n"
-            );
-            None
-        }
-    }
+/// The default model's GGUF (SmolLM2-135M-Instruct), or `None` after a loud skip (a failure
+/// under CI).
+pub fn smollm2_file() -> Option<gguf::GgufFile> {
+    let p = test_support::model_or_skip()?;
+    Some(gguf::GgufFile::open(&p).expect("open the SmolLM2 GGUF"))
 }
 
 /// The inputs of a llama.cpp `.inp` vocab-test file: texts separated by the line

@@ -91,7 +91,7 @@ pub struct VfioDma {
 }
 
 impl VfioDma {
-    /// Chooses the pages of later buffers (default: [`HugePages::from_env`]).
+    /// Chooses the pages of later buffers (default: the device's `VfioOptions::huge_pages`).
     pub fn with_huge_pages(mut self, huge: HugePages) -> Self {
         self.huge = huge;
         self

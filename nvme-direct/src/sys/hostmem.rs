@@ -25,15 +25,6 @@ pub enum HugePages {
 }
 
 impl HugePages {
-    /// Reads `NVME_DIRECT_HUGEPAGES` (`auto`, `required`, `off`); `Auto` when unset or unknown.
-    pub fn from_env() -> Self {
-        match std::env::var("NVME_DIRECT_HUGEPAGES").as_deref() {
-            Ok("required") => Self::Required,
-            Ok("off") => Self::Off,
-            _ => Self::Auto,
-        }
-    }
-
     /// `(bytes to map, try hugetlb pages)` for a request of `len` bytes: huge-page requests
     /// are rounded up to 2 MiB, the others to 4 KiB. `None` when the size overflows.
     pub(crate) fn plan(self, len: usize) -> Option<(usize, bool)> {

@@ -194,10 +194,7 @@ fn ioctls_and_layouts_match_the_uapi_header() {
         let msg = "linux/iommufd.h (Linux >= 6.6 uapi) not found in /usr/include, \
                    $NVME_DIRECT_UAPI_INCLUDE or ~/.cache/vramless/uapi and could not be \
                    fetched with nvme-direct/scripts/fetch-uapi-headers.sh";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg}");
-        }
-        eprintln!("!!! SKIPPED iommufd header check: {msg}");
+        test_support::skip(msg);
         return;
     };
     eprintln!("iommufd header check against {}", inc.display());

@@ -19,6 +19,7 @@ use super::iommufd;
 use crate::dma::RegisterIo;
 use crate::error::{Error, Result};
 use crate::iova::IovaAllocator;
+use crate::options::VfioOptions;
 
 /// VFIO ioctls are all `_IO(VFIO_TYPE, VFIO_BASE + n)` (linux/vfio.h).
 pub(crate) const fn vfio_io(n: u32) -> libc::Ioctl {
@@ -64,17 +65,6 @@ pub enum IommuMode {
     Iommufd,
 }
 
-impl IommuMode {
-    /// Reads `NVME_DIRECT_IOMMU` (`auto`, `type1`, `iommufd`); `Auto` when unset or unknown.
-    pub fn from_env() -> Self {
-        match std::env::var("NVME_DIRECT_IOMMU").as_deref() {
-            Ok("type1") => Self::Type1,
-            Ok("iommufd") => Self::Iommufd,
-            _ => Self::Auto,
-        }
-    }
-}
-
 impl std::fmt::Display for IommuMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -95,6 +85,7 @@ pub struct VfioDevice {
     device: Arc<File>,
     bar0: Bar0,
     config_offset: u64,
+    huge: HugePages,
 }
 
 /// BAR0 of the device, mapped for volatile 32-bit MMIO.
@@ -112,13 +103,19 @@ unsafe impl Sync for Bar0 {}
 
 impl VfioDevice {
     /// Opens PCI function `bdf` (e.g. `0000:00:04.0`), which must be bound to `vfio-pci`,
-    /// with the IOMMU interface from [`IommuMode::from_env`] (`NVME_DIRECT_IOMMU`).
+    /// with the default [`VfioOptions`] (automatic IOMMU interface and page policy).
     pub fn open(bdf: &str) -> Result<Self> {
-        Self::open_with(bdf, IommuMode::from_env())
+        Self::open_with(bdf, VfioOptions::default())
     }
 
-    /// Opens `bdf` with an explicit IOMMU interface choice.
-    pub fn open_with(bdf: &str, mode: IommuMode) -> Result<Self> {
+    /// Opens `bdf` with explicit options (IOMMU interface, page policy of the DMA buffers).
+    pub fn open_with(bdf: &str, options: VfioOptions) -> Result<Self> {
+        let mut dev = Self::open_mode(bdf, options.iommu)?;
+        dev.huge = options.huge_pages;
+        Ok(dev)
+    }
+
+    fn open_mode(bdf: &str, mode: IommuMode) -> Result<Self> {
         match mode {
             IommuMode::Type1 => Self::open_type1(bdf, None),
             IommuMode::Iommufd => Self::open_iommufd(bdf),
@@ -290,6 +287,7 @@ impl VfioDevice {
             },
             device,
             config_offset: cfg.offset,
+            huge: HugePages::Auto,
         };
         dev.enable_bus_master()?;
         Ok(dev)
@@ -341,13 +339,13 @@ impl VfioDevice {
     }
 
     /// Splits the device into its register window and a DMA allocator for a controller
-    /// (page policy from [`HugePages::from_env`]).
+    /// (page policy from the [`VfioOptions`] it was opened with).
     pub fn into_parts(self) -> (Bar0, VfioDma) {
         (
             self.bar0,
             VfioDma {
                 container: self.container,
-                huge: HugePages::from_env(),
+                huge: self.huge,
             },
         )
     }
