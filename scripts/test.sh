@@ -54,6 +54,12 @@ cargo test --workspace
 
 echo "==> serve: OpenAI-compatible server driven by the official openai client (real SmolLM2, CPU)"
 scripts/serve-test.sh
+echo "==> cargo doc (every public item documented, no broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet -p vramless-nvme-direct -p vramless-slep-pipeline \
+    -p vramless-llama-model --features vramless-nvme-direct/emulator,vramless-slep-pipeline/nvme-direct,vramless-slep-pipeline/cuda,vramless-llama-model/cuda
+
+# scripts/msrv-check.sh and scripts/package-check.sh: not yet in CI (see issue 14 status)
 
 echo "==> CUDA kernels: NVRTC compile for sm_80/sm_90 (GPU tests skip loudly without a GPU)"
 cargo test -p vramless-llama-model --features cuda --test cuda_nvrtc --test cuda_kernels --test cuda_forward \

@@ -176,7 +176,7 @@ impl Sampler {
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best: Option<(usize, f32)> = None;
     for (i, &v) in logits.iter().enumerate() {
-        if !v.is_nan() && best.map_or(true, |(_, b)| v > b) {
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
             best = Some((i, v));
         }
     }

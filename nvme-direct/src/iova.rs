@@ -104,3 +104,39 @@ mod tests {
         assert!(a.alloc(0x1000, 3).is_none());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::IovaAllocator;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn iova_ranges_never_overlap(ops in proptest::collection::vec((any::<bool>(), 1u64..64, 0u32..10, any::<usize>()), 1..200)) {
+            let (base, limit) = (1u64 << 30, (1u64 << 30) + (64 << 20));
+            let mut a = IovaAllocator::new(base, limit);
+            let mut live: Vec<(u64, u64)> = Vec::new();
+            for (is_alloc, pages, align_log, pick) in ops {
+                if is_alloc || live.is_empty() {
+                    let (len, align) = (pages * 4096, 4096u64 << align_log);
+                    if let Some(s) = a.alloc(len, align) {
+                        prop_assert_eq!(s % align, 0);
+                        prop_assert!(s >= base && s + len <= limit);
+                        for &(ls, ll) in &live {
+                            prop_assert!(s + len <= ls || ls + ll <= s, "overlap {s:#x}+{len:#x} with {ls:#x}+{ll:#x}");
+                        }
+                        live.push((s, len));
+                    }
+                } else {
+                    let (s, l) = live.swap_remove(pick % live.len());
+                    a.free(s, l);
+                }
+            }
+            // Everything freed: the whole space is available again as one range.
+            for (s, l) in live.drain(..) {
+                a.free(s, l);
+            }
+            prop_assert_eq!(a.alloc(limit - base, 4096), Some(base));
+        }
+    }
+}

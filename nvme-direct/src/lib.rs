@@ -3,19 +3,19 @@
 #![deny(unsafe_code)]
 
 mod admin;
-pub mod command;
-pub mod controller;
-pub mod dma;
-pub mod error;
+mod command;
+mod controller;
+mod dma;
+mod error;
 pub mod extent;
 mod extent_list;
 mod file_reader;
-pub mod io;
-pub mod iova;
+mod io;
+mod iova;
 mod options;
-pub mod prp;
+mod prp;
 mod queue;
-pub mod regs;
+mod regs;
 #[allow(unsafe_code)]
 mod sys;
 
@@ -37,4 +37,5 @@ pub use dma::{DmaBuffer, DmaMemory, RegisterIo};
 pub use error::{Error, NvmeStatus, Result};
 pub use extent_list::ExtentList;
 pub use file_reader::{ExtentReader, FileLocation, FILE_READ_CHUNK};
-pub use io::{BlockRange, IoQueue};
+pub use io::{BlockRange, IoQueue, MAX_BLOCKS_PER_COMMAND};
+pub use regs::{Capabilities, Version};

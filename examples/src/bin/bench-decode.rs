@@ -39,11 +39,12 @@ the output norm and the LM head matrix, tied or not, counted once), the GB/s dec
 the fraction of the measured bandwidth, then one JSON line on stdout with the same numbers.\n\n\
 Note: on CUDA, prompts of several tokens run through the batched tensor-core GEMM path (one \
 pass over all prompt tokens per layer), so prefill tok/s is far above decode's.",
-    after_help = "Examples:\n  bench-decode --device cpu --prompt-len 64 --gen 32\n  \
-bench-decode --device cuda --model Llama-3.1-8B-Q4_K_M.gguf   (build with --features cuda)"
+    after_help = concat!("Examples:\n  bench-decode --device cpu --prompt-len 64 --gen 32\n  \
+bench-decode --device cuda --model Llama-3.1-8B-Q4_K_M.gguf   (build with --features cuda)\n\n",
+        vramless_engine::default_model_help!())
 )]
 struct Args {
-    /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
+    /// GGUF model file (default: SmolLM2-135M-Instruct Q4_1 from the cache, fetched on first use; see below).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Prompt tokens fed before decoding (synthetic, deterministic ids).

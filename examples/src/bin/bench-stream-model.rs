@@ -27,10 +27,9 @@ use vramless_engine::engine::{BatchEngine, Device, Engine, Home, Skip};
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Decode speed of a streamed model vs the host-to-device limit measured in the same run"
-)]
+    about = "Decode speed of a streamed model vs the host-to-device limit measured in the same run", after_help = vramless_engine::default_model::HELP)]
 struct Args {
-    /// GGUF model (default: the SmolLM2 model from scripts/fetch-model.sh).
+    /// GGUF model (default: SmolLM2-135M-Instruct Q4_1 from the cache, fetched on first use; see below).
     #[arg(long)]
     model: Option<PathBuf>,
     /// cpu or cuda.

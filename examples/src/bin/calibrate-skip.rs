@@ -16,16 +16,18 @@ use llama_model::perplexity::{perplexity, tokenize_text, PerplexityOptions};
 use llama_model::skip::{calibrate, model_fingerprint, LayerPlan, SkipMap};
 use llama_model::tokenizer::Tokenizer;
 
-/// The text the project ships for calibration and perplexity.
-const SHIPPED_TEXT: &str = "llama-model/tests/fixtures/text/genesis-kjv-1-4.txt";
+/// The text the project ships for calibration and perplexity (Genesis 1-4, KJV; public
+/// domain), built into the program so it works outside the source tree.
+const SHIPPED_TEXT: &str =
+    include_str!("../../../llama-model/tests/fixtures/text/genesis-kjv-1-4.txt");
 
 #[derive(Parser, Debug)]
-#[command(about = "Measure how much each layer changes the hidden state and write a skip map")]
+#[command(about = "Measure how much each layer changes the hidden state and write a skip map", after_help = vramless_engine::default_model::HELP)]
 struct Args {
-    /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
+    /// GGUF model file (default: SmolLM2-135M-Instruct Q4_1 from the cache, fetched on first use; see below).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Calibration text (default: the text shipped in the repository).
+    /// Calibration text file (default: the shipped text, Genesis 1-4 KJV, built into the program).
     #[arg(long)]
     file: Option<PathBuf>,
     /// Tokens of the text to measure (one sequence).
@@ -51,23 +53,20 @@ struct Args {
     report_chunks: usize,
 }
 
-fn shipped_text() -> PathBuf {
-    vramless_engine::repo_root().join(SHIPPED_TEXT)
-}
-
 fn run(args: Args) -> Result<(), String> {
     let path = vramless_engine::model_path("calibrate-skip", args.model)?;
     let model = Model::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
-    let file = args.file.clone().unwrap_or_else(shipped_text);
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (text, source) = match &args.file {
+        Some(file) => (
+            std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?,
+            file.display().to_string(),
+        ),
+        None => (SHIPPED_TEXT.to_string(), "the shipped text".to_string()),
+    };
     let mut tokens = tokenize_text(&tok, &text).map_err(|e| e.to_string())?;
     tokens.truncate(args.tokens.max(1));
-    eprintln!(
-        "calibrating on {} tokens of {}",
-        tokens.len(),
-        file.display()
-    );
+    eprintln!("calibrating on {} tokens of {source}", tokens.len());
     let cal = calibrate(&model, &tokens).map_err(|e| e.to_string())?;
     println!("layer  mean_cos   p5_cos    min_cos");
     for s in &cal.layers {
@@ -95,7 +94,7 @@ fn run(args: Args) -> Result<(), String> {
         );
     }
     if args.report_ppl {
-        let text = std::fs::read_to_string(shipped_text()).map_err(|e| e.to_string())?;
+        let text = SHIPPED_TEXT;
         let opts = PerplexityOptions {
             ctx: 512,
             max_chunks: Some(args.report_chunks),
@@ -112,7 +111,7 @@ fn run(args: Args) -> Result<(), String> {
         println!("skipped  PPL       delta    layers");
         for count in counts {
             let plan = LayerPlan::full(n).without(&ranking[..count]);
-            let r = perplexity(&model, &tok, &text, &plan, opts, &mut |_, _| {})
+            let r = perplexity(&model, &tok, text, &plan, opts, &mut |_, _| {})
                 .map_err(|e| e.to_string())?;
             let b = *base.get_or_insert(r.ppl);
             let mut skipped = ranking[..count].to_vec();

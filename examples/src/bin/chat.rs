@@ -27,9 +27,9 @@ use vramless_engine::engine::cli::{parse_device, EngineArgs};
 use vramless_engine::engine::Engine as StreamEngine;
 
 #[derive(Parser, Debug)]
-#[command(about = "Chat with a Llama GGUF (CPU reference backend or CUDA)")]
+#[command(about = "Chat with a Llama GGUF (CPU reference backend or CUDA)", after_help = vramless_engine::default_model::HELP)]
 struct Args {
-    /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
+    /// GGUF model file (default: SmolLM2-135M-Instruct Q4_1 from the cache, fetched on first use; see below).
     #[arg(long)]
     model: Option<PathBuf>,
     /// System message (default: the template's own, if it has one).

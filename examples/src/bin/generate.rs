@@ -26,9 +26,9 @@ use vramless_engine::engine::Engine as StreamEngine;
 use vramless_engine::engine::{BatchEngine, FinishReason};
 
 #[derive(Parser, Debug)]
-#[command(about = "Generate text from a Llama GGUF (CPU reference backend or CUDA)")]
+#[command(about = "Generate text from a Llama GGUF (CPU reference backend or CUDA)", after_help = vramless_engine::default_model::HELP)]
 struct Args {
-    /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
+    /// GGUF model file (default: SmolLM2-135M-Instruct Q4_1 from the cache, fetched on first use; see below).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Prompt text (special tokens such as <|im_start|> are parsed). With `--bench` and no

@@ -18,9 +18,9 @@ use llama_model::skip::{LayerPlan, SkipMap};
 use llama_model::tokenizer::Tokenizer;
 
 #[derive(Parser, Debug)]
-#[command(about = "Perplexity of a text (llama.cpp's definition) on the CPU reference backend")]
+#[command(about = "Perplexity of a text (llama.cpp's definition) on the CPU reference backend", after_help = vramless_engine::default_model::HELP)]
 struct Args {
-    /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
+    /// GGUF model file (default: SmolLM2-135M-Instruct Q4_1 from the cache, fetched on first use; see below).
     #[arg(long)]
     model: Option<PathBuf>,
     /// The text file.

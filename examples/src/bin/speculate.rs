@@ -32,9 +32,9 @@ use vramless_engine::engine::cli::{parse_device, EngineArgs};
 use vramless_engine::engine::{Engine, SpecOptions};
 
 #[derive(Parser, Debug)]
-#[command(about = "Self-speculative decoding (draft = the first layers of the model)")]
+#[command(about = "Self-speculative decoding (draft = the first layers of the model)", after_help = vramless_engine::default_model::HELP)]
 struct Args {
-    /// GGUF model file (default: the SmolLM2-135M model from scripts/fetch-model.sh).
+    /// GGUF model file (default: SmolLM2-135M-Instruct Q4_1 from the cache, fetched on first use; see below).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Prompt text (special tokens parsed; BOS added when the vocabulary asks for it).

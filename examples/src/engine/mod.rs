@@ -5,7 +5,7 @@
 //! stay on the device, which stream from pinned RAM and which from storage with `tier-cache`
 //! ([`plan`]; skipped layers get weight 0 and are never read), loads the resident and pinned
 //! tiers, opens the data paths ([`sources`]: `slep-pipeline` sources, NVMe direct through
-//! `nvme-direct` ([`nvme`])), and runs every token layer by layer: resident layers in place,
+//! `nvme-direct`'s `ExtentReader`), and runs every token layer by layer: resident layers in place,
 //! streamed ones from the pipeline's slots. Backends: the CPU reference ([`cpu`]) and CUDA
 //! (`gpu`, feature `cuda`), both behind one trait ([`backend::Backend`]). [`Engine`] runs one
 //! sequence; [`BatchEngine`] ([`batch`]) many at once, one pass over the layers per step for all

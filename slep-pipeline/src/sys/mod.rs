@@ -9,6 +9,10 @@ use std::ptr::NonNull;
 pub(crate) mod cuda;
 #[cfg(feature = "cuda")]
 pub(crate) mod nvrtc;
+#[cfg(feature = "io-uring")]
+pub(crate) mod uring;
+#[cfg(not(feature = "io-uring"))]
+#[path = "uring_off.rs"]
 pub(crate) mod uring;
 
 /// A zeroed heap allocation with a chosen alignment.
