@@ -387,7 +387,7 @@ impl GpuMultiState {
         self.grow(n)?;
         let (meta, m) = self.build_meta()?;
         let s = self.backend.stream().clone();
-        if !self.meta_buf.as_ref().is_some_and(|b| b.len() >= m.end) {
+        if self.meta_buf.as_ref().is_none_or(|b| b.len() < m.end) {
             self.meta_buf = None;
             self.meta_buf = Some(alloc::<i32>(&s, m.end.next_power_of_two())?);
         }
@@ -458,13 +458,13 @@ impl GpuMultiState {
         let s = self.backend.stream().clone();
         let need_x = k.checked_mul(dim).ok_or_else(|| overflow("head rows"))?;
         let need_l = k.checked_mul(vocab).ok_or_else(|| overflow("logit rows"))?;
-        if !self.sel_x.as_ref().is_some_and(|b| b.len() >= need_x) {
+        if self.sel_x.as_ref().is_none_or(|b| b.len() < need_x) {
             self.sel_x = None;
             self.sel_h16 = None;
             self.sel_x = Some(alloc(&s, need_x)?);
             self.sel_h16 = Some(alloc(&s, need_x)?);
         }
-        if !self.logits.as_ref().is_some_and(|b| b.len() >= need_l) {
+        if self.logits.as_ref().is_none_or(|b| b.len() < need_l) {
             self.logits = None;
             self.logits = Some(alloc(&s, need_l)?);
         }
@@ -537,7 +537,7 @@ impl GpuMultiState {
             return Ok(Vec::new());
         }
         let s = self.backend.stream().clone();
-        if !self.ids.as_ref().is_some_and(|b| b.len() >= k) {
+        if self.ids.as_ref().is_none_or(|b| b.len() < k) {
             self.ids = None;
             self.ids = Some(alloc(&s, k)?);
         }
