@@ -99,7 +99,7 @@ impl Metrics {
         }
     }
 
-    /// Generated tokens per second over the last [`RATE_WINDOW`].
+    /// Generated tokens per second over the last 10 seconds.
     pub fn tokens_per_second(&self) -> f64 {
         let now = Instant::now();
         let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
