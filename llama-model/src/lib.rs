@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod generation;
 pub mod paged;
+mod paged_step;
 pub mod perplexity;
 pub mod sampler;
 pub mod skip;

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use crate::config::LlamaConfig;
 use crate::paged::{KvPool, KvPoolOptions, KvSeq, PartRows, StepPart, KV_BLOCK};
+use crate::paged_step::StepBook;
 
 use super::attention::{attention, AttentionShape};
 use super::error::ForwardError;
@@ -29,17 +30,6 @@ use super::rope::RopeFreqs;
 use super::simd;
 use super::weights::{LayerWeights, TensorView};
 
-/// Where the state stands between calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// No step open (and no rows kept).
-    Idle,
-    /// Between `begin_step` and `end_step`.
-    Open,
-    /// Ended: the rows of the last step are kept for [`MultiState::logits`].
-    Ended,
-}
-
 /// Paged KV memory of several sequences and the activations of the current step (see the
 /// module documentation).
 #[derive(Debug, Clone)]
@@ -47,17 +37,13 @@ pub struct MultiState {
     config: LlamaConfig,
     kernel: Kernel,
     rope: RopeFreqs,
-    pool: KvPool,
+    /// Block tables, the step's parts, layers done, phase.
+    book: StepBook,
     /// Per layer, keys and values `[block][KV_BLOCK][kv_dim]` as f16.
     keys: Vec<Vec<f16>>,
     values: Vec<Vec<f16>>,
     /// Hidden rows of the current step.
     hidden: Vec<f32>,
-    /// Layers that ran in the open step.
-    done: Vec<bool>,
-    /// Parts of the open (or last ended) step.
-    rows: Vec<PartRows>,
-    phase: Phase,
 }
 
 impl MultiState {
@@ -78,13 +64,10 @@ impl MultiState {
             config: config.clone(),
             kernel,
             rope: RopeFreqs::new(config),
-            pool,
+            book: StepBook::new(pool, config.n_layers),
             keys: (0..config.n_layers).map(|_| zeros()).collect(),
             values: (0..config.n_layers).map(|_| zeros()).collect(),
             hidden: Vec::new(),
-            done: vec![false; config.n_layers],
-            rows: Vec::new(),
-            phase: Phase::Idle,
         })
     }
 
@@ -100,46 +83,29 @@ impl MultiState {
 
     /// The pool's bookkeeping (lengths, blocks in use).
     pub fn pool(&self) -> &KvPool {
-        &self.pool
-    }
-
-    fn not_open(&self, what: &str) -> Result<(), ForwardError> {
-        if self.phase == Phase::Open {
-            return Err(ForwardError::Batch(format!(
-                "{what} while a step is open: end or cancel it first"
-            )));
-        }
-        Ok(())
+        self.book.pool()
     }
 
     /// Starts an empty sequence.
     pub fn add_seq(&mut self) -> Result<KvSeq, ForwardError> {
-        self.not_open("add_seq")?;
-        Ok(self.pool.add_seq()?)
+        Ok(self.book.add_seq()?)
     }
 
     /// Removes a sequence and frees its blocks (unknown: no-op). During an open step the step
     /// is cancelled first.
     pub fn remove_seq(&mut self, s: KvSeq) {
-        self.cancel_step();
-        self.pool.remove_seq(s);
-        self.rows.retain(|r| r.seq != s);
+        self.book.remove_seq(s);
     }
 
     /// Keeps the first `n` positions of `s` (speculation rollback); no-op if it holds fewer.
     /// During an open step the step is cancelled first.
     pub fn truncate(&mut self, s: KvSeq, n: usize) {
-        self.cancel_step();
-        self.pool.truncate(s, n);
-        self.rows.clear();
-        if self.phase == Phase::Ended {
-            self.phase = Phase::Idle;
-        }
+        self.book.truncate(s, n);
     }
 
     /// Positions committed to `s` (None: unknown).
     pub fn seq_len(&self, s: KvSeq) -> Option<usize> {
-        self.pool.len(s)
+        self.book.seq_len(s)
     }
 
     /// Opens a step of `parts` (see [`KvPool::reserve_step`]: all or nothing) with the
@@ -149,7 +115,7 @@ impl MultiState {
         token_embd: &TensorView<'_>,
         parts: &[StepPart],
     ) -> Result<(), ForwardError> {
-        self.not_open("begin_step")?;
+        self.book.not_open("begin_step")?;
         let tokens: Vec<u32> = parts
             .iter()
             .flat_map(|p| p.tokens.iter().copied())
@@ -165,7 +131,7 @@ impl MultiState {
         parts: &[StepPart],
         hidden: Vec<f32>,
     ) -> Result<(), ForwardError> {
-        self.not_open("begin_step")?;
+        self.book.not_open("begin_step")?;
         let n: usize = parts.iter().map(|p| p.tokens.len()).sum();
         if hidden.len() != n * self.config.dim {
             return Err(ForwardError::Batch(format!(
@@ -174,36 +140,20 @@ impl MultiState {
                 self.config.dim
             )));
         }
-        self.rows = self.pool.reserve_step(parts)?.to_vec();
+        self.book.open(parts)?;
         self.hidden = hidden;
-        self.done.iter_mut().for_each(|d| *d = false);
-        self.phase = Phase::Open;
         Ok(())
     }
 
     /// Commits the step's positions (every layer must have run).
     pub fn end_step(&mut self) -> Result<(), ForwardError> {
-        if self.phase != Phase::Open {
-            return Err(ForwardError::Batch("end_step without an open step".into()));
-        }
-        if let Some(i) = self.done.iter().position(|d| !d) {
-            return Err(ForwardError::Batch(format!(
-                "layer {i} did not run in this step"
-            )));
-        }
-        self.pool.commit_step();
-        self.phase = Phase::Ended;
-        Ok(())
+        Ok(self.book.end()?)
     }
 
     /// Abandons an open step: every sequence keeps its length from before it (no-op when no
     /// step is open).
     pub fn cancel_step(&mut self) {
-        if self.phase == Phase::Open {
-            self.pool.cancel_step();
-            self.rows.clear();
-            self.phase = Phase::Idle;
-        }
+        self.book.cancel();
     }
 
     /// Hidden rows of the current (or last ended) step.
@@ -213,7 +163,7 @@ impl MultiState {
 
     /// Where each part's rows lie in the current (or last ended) step.
     pub fn parts(&self) -> &[PartRows] {
-        &self.rows
+        self.book.rows()
     }
 
     /// After [`MultiState::end_step`]: final norm and LM head of the last row of every part
@@ -223,11 +173,7 @@ impl MultiState {
         output_norm: &TensorView<'_>,
         lm_head: &TensorView<'_>,
     ) -> Result<Vec<(KvSeq, Vec<f32>)>, ForwardError> {
-        if self.phase != Phase::Ended {
-            return Err(ForwardError::Batch(
-                "logits before end_step (or after a cancel, truncate or remove)".into(),
-            ));
-        }
+        self.book.require_ended()?;
         let dim = self.config.dim;
         if lm_head.row_len != dim || output_norm.row_len * output_norm.n_rows != dim {
             return Err(ForwardError::Batch(format!(
@@ -236,7 +182,7 @@ impl MultiState {
                 lm_head.row_len
             )));
         }
-        let picked: Vec<&PartRows> = self.rows.iter().filter(|r| r.want_logits).collect();
+        let picked: Vec<&PartRows> = self.book.rows().iter().filter(|r| r.want_logits).collect();
         let norm = vector(output_norm)?;
         let mut xn = vec![0f32; picked.len() * dim];
         for (r, o) in picked.iter().zip(xn.chunks_exact_mut(dim)) {
@@ -294,28 +240,13 @@ pub fn forward_layer_multi(
     w: &LayerWeights<'_>,
     st: &mut MultiState,
 ) -> Result<(), ForwardError> {
-    if st.phase != Phase::Open {
-        return Err(ForwardError::Batch(
-            "forward_layer_multi without an open step (call begin_step)".into(),
-        ));
-    }
+    st.book.enter_layer(layer)?;
     let c = &st.config;
-    if layer >= c.n_layers {
-        return Err(ForwardError::Batch(format!(
-            "layer {layer} does not exist (the model has {})",
-            c.n_layers
-        )));
-    }
-    if st.done[layer] || st.done[..layer].iter().any(|d| !d) {
-        return Err(ForwardError::Batch(format!(
-            "layer {layer} out of order: run each layer once per step, in order"
-        )));
-    }
     w.validate(c)?;
     let (dim, kv_dim, ffn_dim) = (c.dim, c.kv_dim(), c.ffn_dim);
-    let n = st.rows.iter().map(|r| r.n).sum::<usize>();
+    let n = st.book.n_rows();
     let kernel = st.kernel;
-    let lens: Vec<usize> = st.rows.iter().map(|r| r.n).collect();
+    let lens: Vec<usize> = st.book.rows().iter().map(|r| r.n).collect();
 
     // --- Attention ---
     let mut xn = vec![0f32; n * dim];
@@ -330,12 +261,12 @@ pub fn forward_layer_multi(
         &mut [&mut q, &mut k, &mut v],
         kernel,
     )?;
-    for r in &st.rows {
+    for r in st.book.rows() {
         for t in 0..r.n {
             let (row, pos) = (r.row0 + t, r.pos0 + t);
             st.rope.apply(&mut q[row * dim..(row + 1) * dim], pos);
             st.rope.apply(&mut k[row * kv_dim..(row + 1) * kv_dim], pos);
-            let (b, off) = st.pool.locate(r.seq, pos).ok_or_else(|| {
+            let (b, off) = st.book.pool().locate(r.seq, pos).ok_or_else(|| {
                 ForwardError::Batch(format!("{} has no block for position {pos}", r.seq))
             })?;
             let at = (b * KV_BLOCK + off) * kv_dim;
@@ -358,12 +289,10 @@ pub fn forward_layer_multi(
     };
     let mut att = vec![0f32; n * dim];
     {
-        let (keys, values, pool) = (&st.keys[layer], &st.values[layer], &st.pool);
+        let (keys, values, pool) = (&st.keys[layer], &st.values[layer], st.book.pool());
         let outs = split_runs(&mut att, &lens, dim);
-        st.rows
-            .par_iter()
-            .zip(outs)
-            .try_for_each(|(r, out)| -> Result<(), ForwardError> {
+        st.book.rows().par_iter().zip(outs).try_for_each(
+            |(r, out)| -> Result<(), ForwardError> {
                 let blocks = pool
                     .blocks(r.seq)
                     .ok_or_else(|| ForwardError::Batch(format!("{} vanished", r.seq)))?;
@@ -373,7 +302,8 @@ pub fn forward_layer_multi(
                 let qr = &q[r.row0 * dim..(r.row0 + r.n) * dim];
                 attention(qr, &kf, &vf, r.pos0, shape, out);
                 Ok(())
-            })?;
+            },
+        )?;
     }
     let mut o = vec![0f32; n * dim];
     matmul(&w.attn_output, &att, n, &mut o, kernel)?;
@@ -393,7 +323,7 @@ pub fn forward_layer_multi(
         kernel,
     )?;
     // Per part, as the single path runs it over its batch (its tail elements differ).
-    for r in &st.rows {
+    for r in st.book.rows() {
         let span = r.row0 * ffn_dim..(r.row0 + r.n) * ffn_dim;
         simd::swiglu(&mut gate[span.clone()], &up[span]);
     }
@@ -401,6 +331,6 @@ pub fn forward_layer_multi(
     for (xi, oi) in st.hidden.iter_mut().zip(&o) {
         *xi += oi;
     }
-    st.done[layer] = true;
+    st.book.layer_done(layer);
     Ok(())
 }

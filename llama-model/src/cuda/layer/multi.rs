@@ -28,6 +28,7 @@ use crate::cuda::error::{driver, CudaError, Result};
 use crate::cuda::layer::batch::BatchKernels;
 use crate::cuda::weights::DeviceWeight;
 use crate::paged::{KvPool, KvPoolOptions, KvSeq, PartRows, StepPart, KV_BLOCK};
+use crate::paged_step::StepBook;
 
 use super::DeviceLayerWeights;
 use kernels::MultiKernels;
@@ -61,14 +62,6 @@ struct Meta {
     end: usize,
 }
 
-/// Where the state stands between calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Idle,
-    Open,
-    Ended,
-}
-
 /// Paged f16 KV of several sequences in VRAM and the activations of the current step (see the
 /// module documentation).
 #[derive(Debug)]
@@ -76,7 +69,8 @@ pub struct GpuMultiState {
     backend: Arc<CudaBackend>,
     config: LlamaConfig,
     shape: AttnShape,
-    pool: KvPool,
+    /// Block tables, the step's parts, layers done, phase.
+    book: StepBook,
     batch: Arc<BatchKernels>,
     mk: MultiKernels,
     factors: Option<CudaSlice<f32>>,
@@ -90,9 +84,6 @@ pub struct GpuMultiState {
     tile_rows: usize,
     /// Steps of at most this many rows take the few-row matvec instead of the GEMM.
     matvec_rows: usize,
-    rows: Vec<PartRows>,
-    done: Vec<bool>,
-    phase: Phase,
     /// Head scratch: gathered rows, their f16 norm, logits, argmax ids.
     sel_x: Option<CudaSlice<f32>>,
     sel_h16: Option<CudaSlice<u16>>,
@@ -160,7 +151,7 @@ impl GpuMultiState {
             backend,
             config: config.clone(),
             shape,
-            pool,
+            book: StepBook::new(pool, config.n_layers),
             factors,
             k_pool,
             v_pool,
@@ -169,9 +160,6 @@ impl GpuMultiState {
             meta: Meta::default(),
             tile_rows,
             matvec_rows: MATVEC_MAX_ROWS,
-            rows: Vec::new(),
-            done: vec![false; config.n_layers],
-            phase: Phase::Idle,
             sel_x: None,
             sel_h16: None,
             logits: None,
@@ -221,47 +209,32 @@ impl GpuMultiState {
 
     /// The pool's bookkeeping (lengths, blocks in use).
     pub fn pool(&self) -> &KvPool {
-        &self.pool
-    }
-
-    fn not_open(&self, what: &str) -> Result<()> {
-        if self.phase == Phase::Open {
-            return Err(CudaError::Sequence(format!(
-                "{what} while a step is open: end or cancel it first"
-            )));
-        }
-        Ok(())
+        self.book.pool()
     }
 
     /// Starts an empty sequence.
     pub fn add_seq(&mut self) -> Result<KvSeq> {
-        self.not_open("add_seq")?;
-        Ok(self.pool.add_seq()?)
+        Ok(self.book.add_seq()?)
     }
 
     /// Removes a sequence and frees its blocks (unknown: no-op); cancels an open step first.
     pub fn remove_seq(&mut self, s: KvSeq) {
-        self.cancel_step();
-        self.pool.remove_seq(s);
-        self.rows.retain(|r| r.seq != s);
+        self.book.remove_seq(s);
     }
 
     /// Keeps the first `n` positions of `s` (speculation rollback); cancels an open step first.
     pub fn truncate(&mut self, s: KvSeq, n: usize) {
-        self.cancel_step();
-        self.pool.truncate(s, n);
-        self.rows.clear();
-        self.phase = Phase::Idle;
+        self.book.truncate(s, n);
     }
 
     /// Positions committed to `s` (None: unknown).
     pub fn seq_len(&self, s: KvSeq) -> Option<usize> {
-        self.pool.len(s)
+        self.book.seq_len(s)
     }
 
     /// Where each part's rows lie in the current (or last ended) step.
     pub fn parts(&self) -> &[PartRows] {
-        &self.rows
+        self.book.rows()
     }
 
     fn grow(&mut self, n: usize) -> Result<()> {
@@ -290,16 +263,16 @@ impl GpuMultiState {
     /// the parts that want logits.
     fn build_meta(&self) -> Result<(Vec<i32>, Meta)> {
         let to_i32 = |v: usize| i32::try_from(v).map_err(|_| overflow("an index"));
-        let n: usize = self.rows.iter().map(|r| r.n).sum();
-        let width = self.pool.max_blocks_per_seq();
+        let n = self.book.n_rows();
+        let width = self.book.pool().max_blocks_per_seq();
         let mut pos = Vec::with_capacity(n);
         let mut slot = Vec::with_capacity(n);
         let mut tiles = Vec::new();
         let mut sel = Vec::new();
-        for r in &self.rows {
+        for r in self.book.rows() {
             for t in 0..r.n {
                 let p = r.pos0 + t;
-                let (b, off) = self.pool.locate(r.seq, p).ok_or_else(|| {
+                let (b, off) = self.book.pool().locate(r.seq, p).ok_or_else(|| {
                     CudaError::Sequence(format!("{} has no block for position {p}", r.seq))
                 })?;
                 pos.push(to_i32(p)?);
@@ -320,9 +293,9 @@ impl GpuMultiState {
                 sel.push(to_i32(r.row0 + r.n - 1)?);
             }
         }
-        let mut table = vec![0i32; self.pool.max_seqs() * width];
-        for s in self.pool.seqs() {
-            if let Some(bl) = self.pool.blocks(s) {
+        let mut table = vec![0i32; self.book.pool().max_seqs() * width];
+        for s in self.book.pool().seqs() {
+            if let Some(bl) = self.book.pool().blocks(s) {
                 let row = s.0 as usize * width;
                 for (i, &b) in bl.iter().enumerate() {
                     table[row + i] = to_i32(b as usize)?;
@@ -351,7 +324,7 @@ impl GpuMultiState {
     /// Opens a step of `parts` (see [`KvPool::reserve_step`]: all or nothing) with the
     /// embedding rows of their tokens, in part order, looked up on the GPU.
     pub fn begin_step(&mut self, token_embd: &DeviceWeight<'_>, parts: &[StepPart]) -> Result<()> {
-        self.not_open("begin_step")?;
+        self.book.not_open("begin_step")?;
         if token_embd.row_len != self.config.dim {
             return Err(CudaError::Shape {
                 op: "embed",
@@ -371,14 +344,11 @@ impl GpuMultiState {
                 vocab_size: token_embd.n_rows,
             });
         }
-        self.rows = self.pool.reserve_step(parts)?.to_vec();
+        self.book.open(parts)?;
         if let Err(e) = self.upload_step(token_embd, &tokens) {
-            self.pool.cancel_step();
-            self.rows.clear();
+            self.book.cancel();
             return Err(e);
         }
-        self.done.iter_mut().for_each(|d| *d = false);
-        self.phase = Phase::Open;
         Ok(())
     }
 
@@ -406,26 +376,12 @@ impl GpuMultiState {
 
     /// Commits the step's positions (every layer must have run).
     pub fn end_step(&mut self) -> Result<()> {
-        if self.phase != Phase::Open {
-            return Err(CudaError::Sequence("end_step without an open step".into()));
-        }
-        if let Some(i) = self.done.iter().position(|d| !d) {
-            return Err(CudaError::Sequence(format!(
-                "layer {i} did not run in this step"
-            )));
-        }
-        self.pool.commit_step();
-        self.phase = Phase::Ended;
-        Ok(())
+        Ok(self.book.end()?)
     }
 
     /// Abandons an open step: every sequence keeps its length from before it.
     pub fn cancel_step(&mut self) {
-        if self.phase == Phase::Open {
-            self.pool.cancel_step();
-            self.rows.clear();
-            self.phase = Phase::Idle;
-        }
+        self.book.cancel();
     }
 
     /// Final norm + LM head of the selected rows into `self.logits`; returns (rows, vocab).
@@ -434,11 +390,7 @@ impl GpuMultiState {
         output_norm: &DeviceWeight<'_>,
         lm_head: &DeviceWeight<'_>,
     ) -> Result<(usize, usize)> {
-        if self.phase != Phase::Ended {
-            return Err(CudaError::Sequence(
-                "logits before end_step (or after a cancel, truncate or remove)".into(),
-            ));
-        }
+        self.book.require_ended()?;
         let dim = self.config.dim;
         if lm_head.row_len != dim || output_norm.row_len * output_norm.n_rows != dim {
             return Err(CudaError::Shape {
@@ -495,7 +447,8 @@ impl GpuMultiState {
     ) -> Result<Vec<(KvSeq, Vec<f32>)>> {
         let (k, vocab) = self.head_rows(output_norm, lm_head)?;
         let seqs: Vec<KvSeq> = self
-            .rows
+            .book
+            .rows()
             .iter()
             .filter(|r| r.want_logits)
             .map(|r| r.seq)
@@ -528,7 +481,8 @@ impl GpuMultiState {
     ) -> Result<Vec<(KvSeq, u32)>> {
         let (k, vocab) = self.head_rows(output_norm, lm_head)?;
         let seqs: Vec<KvSeq> = self
-            .rows
+            .book
+            .rows()
             .iter()
             .filter(|r| r.want_logits)
             .map(|r| r.seq)
@@ -580,25 +534,10 @@ pub fn forward_layer_multi(
     w: &DeviceLayerWeights<'_>,
     st: &mut GpuMultiState,
 ) -> Result<()> {
-    if st.phase != Phase::Open {
-        return Err(CudaError::Sequence(
-            "forward_layer_multi without an open step (call begin_step)".into(),
-        ));
-    }
+    st.book.enter_layer(layer)?;
     let c = &st.config;
-    if layer >= c.n_layers {
-        return Err(CudaError::Sequence(format!(
-            "layer {layer} does not exist (the model has {})",
-            c.n_layers
-        )));
-    }
-    if st.done[layer] || st.done[..layer].iter().any(|d| !d) {
-        return Err(CudaError::Sequence(format!(
-            "layer {layer} out of order: run each layer once per step, in order"
-        )));
-    }
     w.validate(c)?;
-    let n: usize = st.rows.iter().map(|r| r.n).sum();
+    let n = st.book.n_rows();
     let (eps, rope_dim, rope_base) = (c.rms_eps, c.rope_dim, c.rope_base);
     let (kv, ffn) = (c.kv_dim(), c.ffn_dim);
     let shape = st.shape;
@@ -616,7 +555,7 @@ pub fn forward_layer_multi(
     let slot = buf.slice(m.slot..m.slot + n);
     let tiles = buf.slice(m.tiles..m.tiles + 4 * m.n_tiles);
     let table = buf.slice(m.table..m.sel);
-    let width = st.pool.max_blocks_per_seq();
+    let width = st.book.pool().max_blocks_per_seq();
     let mv = st.matvec_rows;
 
     // --- Attention ---
@@ -670,6 +609,6 @@ pub fn forward_layer_multi(
     product(&k, &st.mk, mv, &b, &w.ffn_up, &sc.h16, n, &mut sc.up, false)?;
     k.swiglu_f16(&b, &sc.gate, &sc.up, &mut sc.h16, n * ffn)?;
     product(&k, &st.mk, mv, &b, &w.ffn_down, &sc.h16, n, &mut sc.x, true)?;
-    st.done[layer] = true;
+    st.book.layer_done(layer);
     Ok(())
 }
