@@ -17,7 +17,7 @@ for p in m["packages"]:
     v = p.get("rust_version")
     if not v:
         sys.exit("crate %s has no rust-version" % p["name"])
-    feats = [f"{p[\"name\"]}/{f}" for f in p["features"] if f != "default"]
+    feats = ["%s/%s" % (p["name"], f) for f in p["features"] if f != "default"]
     by.setdefault(v, []).append((p["name"], feats))
 for v, crates in sorted(by.items()):
     names = " ".join(n for n, _ in crates)
