@@ -11,17 +11,17 @@ use super::weights::{type_code, DeviceWeight};
 
 /// Warps per CTA (`MV_WARPS`): a CTA computes 2 or 4 rows (half as many outputs in SwiGLU
 /// mode; `CudaBackend::matvec_rows`), its warps splitting the row length.
-const MV_WARPS: usize = 4;
+pub(super) const MV_WARPS: usize = 4;
 const MV_STORE: i32 = 0;
 const MV_ACCUM: i32 = 1;
-const MV_SWIGLU: i32 = 2;
+pub(super) const MV_SWIGLU: i32 = 2;
 
 /// One weight of a launch: device pointer, type code, rows, output pointer.
-struct Job {
-    w: u64,
-    t: i32,
-    rows: i32,
-    y: u64,
+pub(super) struct Job {
+    pub(super) w: u64,
+    pub(super) t: i32,
+    pub(super) rows: i32,
+    pub(super) y: u64,
 }
 
 const NO_JOB: Job = Job {
@@ -33,7 +33,7 @@ const NO_JOB: Job = Job {
 
 /// Elements one warp covers per loop step in the kernel path `t` takes (fast paths; the
 /// generic path counted as one super-block or 8 legacy blocks a step).
-fn elems_per_step(t: i32) -> usize {
+pub(super) fn elems_per_step(t: i32) -> usize {
     match t {
         7 => 1024,    // Q4_K: 4 super-blocks
         9 | 6 => 512, // Q6_K: 2 super-blocks; Q8_0: 16 blocks
@@ -46,11 +46,16 @@ impl CudaBackend {
     /// Warps that split one unit's row length: [`super::CudaOptions::matvec_ksplit`] when fixed,
     /// else 4 for rows of at least 8 warp steps, 2 from 4 steps, 1 below (a warp should keep a
     /// few steps of loads in flight; short rows split over many warps pay the reduction).
-    fn matvec_split(&self, t: i32, cols: usize) -> usize {
+    pub(super) fn matvec_split(&self, t: i32, cols: usize, q8: bool) -> usize {
         if let Some(k) = self.matvec_ksplit {
             return k;
         }
-        let steps = cols / elems_per_step(t);
+        let per = if q8 {
+            super::matvec_q8::q8_elems_per_step(t)
+        } else {
+            elems_per_step(t)
+        };
+        let steps = cols / per;
         if steps >= 8 {
             4
         } else if steps >= 4 {
@@ -90,8 +95,11 @@ impl CudaBackend {
         cols: usize,
         jobs: [Job; 3],
     ) -> Result<()> {
+        if self.q8_eligible(cols, &jobs) {
+            return self.launch_matvec_q8(op, mode, x, cols, jobs);
+        }
         let r = self.matvec_rows;
-        let ks = self.matvec_split(jobs[0].t, cols);
+        let ks = self.matvec_split(jobs[0].t, cols, false);
         let per = if mode == MV_SWIGLU { r / 2 } else { r };
         let units_per_cta = MV_WARPS / ks;
         let mut ctas = 0usize;

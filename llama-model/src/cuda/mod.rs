@@ -30,6 +30,7 @@ pub mod compile;
 pub(crate) mod error;
 mod layer;
 mod matvec;
+mod matvec_q8;
 mod model;
 mod options;
 mod sample;
