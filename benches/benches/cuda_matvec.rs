@@ -179,7 +179,13 @@ mod gpu {
             p("8B output Q6_K", Q6_K, 128256, 4096, Kind::Plain),
             p("8B Q8_0 4096x4096", Q8_0, 4096, 4096, Kind::Plain),
             p("8B Q8_0 ffn_up", Q8_0, 14336, 4096, Kind::Plain),
-            p("70B attn_qkv", Q4_K, 8192, 8192, Kind::Qkv(1024, 1024, Q6_K)),
+            p(
+                "70B attn_qkv",
+                Q4_K,
+                8192,
+                8192,
+                Kind::Qkv(1024, 1024, Q6_K),
+            ),
             p("70B attn_output", Q4_K, 8192, 8192, Kind::Accum),
             p("70B ffn_gate+up", Q4_K, 28672, 8192, Kind::Swiglu),
             p("70B ffn_down Q4_K", Q4_K, 8192, 28672, Kind::Accum),
@@ -243,7 +249,11 @@ mod gpu {
             );
             if p.name.starts_with("8B") && !p.name.contains("Q8_0") {
                 let n = if p.name.contains("output") { 1.0 } else { 32.0 };
-                let n = if p.name.contains("ffn_down") { n / 2.0 } else { n };
+                let n = if p.name.contains("ffn_down") {
+                    n / 2.0
+                } else {
+                    n
+                };
                 tb += t0 * n;
                 ta += t1 * n;
                 tbytes += (bytes as f64 * n) as usize;

@@ -50,6 +50,7 @@ pub(super) struct Kernels {
     pub(super) topk_pass: CudaFunction,
     pub(super) attn_partial: CudaFunction,
     pub(super) quantize_q8: CudaFunction,
+    pub(super) rmsnorm_q8: CudaFunction,
     pub(super) matvec_q8: CudaFunction,
     pub(super) matvec_q8_4: CudaFunction,
 }
@@ -184,6 +185,7 @@ impl CudaBackend {
             topk_pass: get("elementwise", "topk_pass")?,
             attn_partial: get("attention", "attn_partial")?,
             quantize_q8: get("matvec_q8", "quantize_q8")?,
+            rmsnorm_q8: get("matvec_q8", "rmsnorm_q8")?,
             matvec_q8: get("matvec_q8", "matvec_q8")?,
             matvec_q8_4: get("matvec_q8", "matvec_q8_4")?,
         };

@@ -9,9 +9,22 @@ use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
 
 use super::backend::{cfg, i32_arg, CudaBackend};
 use super::error::{CudaError, Result};
-use super::matvec::{Job, MV_SWIGLU, MV_WARPS};
+use super::matvec::{Job, MV_STORE, MV_SWIGLU, MV_WARPS};
 use super::sys::Launch;
 use super::weights::{type_code, DeviceWeight};
+
+/// Threads of the fused RMSNorm + quantization kernel (`NQ_THREADS`).
+const NQ_THREADS: u32 = 1024;
+
+/// Where the 8-bit activation of a launch comes from.
+#[derive(Clone, Copy)]
+pub(super) enum Q8Src {
+    /// Quantize the f32 vector at this device address.
+    Vector(u64),
+    /// RMSNorm of the row at `x` with the F32 weight at `w` into `out` (`n` values), quantized
+    /// in the same kernel.
+    Norm { x: u64, w: u64, out: u64, eps: f32 },
+}
 
 /// The longest row (elements) the 8-bit path takes; longer rows take the f32 kernel.
 pub(super) const MAX_Q8_COLS: usize = 1 << 16;
@@ -22,12 +35,12 @@ const Q8_WARPS: usize = 8;
 /// row, for the type codes the 8-bit path has.
 fn q8_layout(t: i32) -> Option<(usize, usize, usize)> {
     match t {
-        3 => Some((18, 32, 2)),   // Q4_0
-        4 => Some((20, 32, 2)),   // Q4_1
-        5 => Some((22, 32, 2)),   // Q5_0
-        6 => Some((34, 32, 2)),   // Q8_0
+        3 => Some((18, 32, 2)),    // Q4_0
+        4 => Some((20, 32, 2)),    // Q4_1
+        5 => Some((22, 32, 2)),    // Q5_0
+        6 => Some((34, 32, 2)),    // Q8_0
         7 => Some((144, 256, 16)), // Q4_K
-        9 => Some((210, 256, 2)), // Q6_K
+        9 => Some((210, 256, 2)),  // Q6_K
         _ => None,
     }
 }
@@ -133,13 +146,13 @@ impl CudaBackend {
         Ok((qv.into_iter().map(|b| b as i8).collect(), dv))
     }
 
-    /// Quantizes `x` and launches the 8-bit kernel over `jobs` (the caller checked
-    /// [`CudaBackend::q8_eligible`]); the lock on the scratch spans both launches.
+    /// Quantizes the input (`src`) and launches the 8-bit kernel over `jobs` (the caller
+    /// checked [`CudaBackend::q8_eligible`]); the lock on the scratch spans both launches.
     pub(super) fn launch_matvec_q8(
         &self,
         op: &'static str,
         mode: i32,
-        x: u64,
+        src: Q8Src,
         cols: usize,
         jobs: [Job; 3],
     ) -> Result<()> {
@@ -166,7 +179,15 @@ impl CudaBackend {
         let ks32 = ks as i32;
         let mut g = self.q8.lock().unwrap_or_else(|e| e.into_inner());
         let super::backend::Q8Scratch { qs, d } = &mut *g;
-        self.enqueue_quantize(op, x, cols, qs, d)?;
+        match src {
+            Q8Src::Vector(x) => self.enqueue_quantize(op, x, cols, qs, d)?,
+            Q8Src::Norm { x, w, out, eps } => {
+                let mut l = Launch::new(self.stream(), &self.k.rmsnorm_q8);
+                l.0.arg(&x).arg(&w).arg(&out).arg(&cols32).arg(&eps);
+                l.0.arg(&mut *qs).arg(&mut *d);
+                l.run(op, cfg(1, NQ_THREADS))?;
+            }
+        }
         let [a, b, c] = jobs;
         let f = if r == 4 {
             &self.k.matvec_q8_4
@@ -179,5 +200,96 @@ impl CudaBackend {
         l.0.arg(&b.w).arg(&b.t).arg(&b.rows).arg(&b.y);
         l.0.arg(&c.w).arg(&c.t).arg(&c.rows).arg(&c.y);
         l.run(op, cfg(grid, (MV_WARPS * 32) as u32))
+    }
+}
+
+impl CudaBackend {
+    /// RMSNorm of `x` into `xn` (as [`CudaBackend::rmsnorm_weight`]), then the product(s) of
+    /// `jobs` with `xn` in `mode`: when the 8-bit path takes the product, the norm kernel also
+    /// quantizes its output (one launch instead of three).
+    #[allow(clippy::too_many_arguments)]
+    fn norm_then(
+        &self,
+        op: &'static str,
+        mode: i32,
+        x: &CudaSlice<f32>,
+        norm: &DeviceWeight<'_>,
+        xn: &mut CudaSlice<f32>,
+        eps: f32,
+        cols: usize,
+        jobs: [Job; 3],
+    ) -> Result<()> {
+        if x.len() != cols || !self.q8_eligible(cols, &jobs) {
+            self.rmsnorm_weight(x, norm, xn, eps)?;
+            let xp = self.check_x(op, xn, cols)?;
+            return self.launch_matvec(op, mode, xp, cols, jobs);
+        }
+        self.check_norm(op, cols, norm, xn)?;
+        let (xp, _gx) = x.device_ptr(self.stream());
+        let (wp, _gw) = norm.data.device_ptr(self.stream());
+        let (op_, _go) = xn.device_ptr(self.stream());
+        let src = Q8Src::Norm {
+            x: xp,
+            w: wp,
+            out: op_,
+            eps,
+        };
+        self.launch_matvec_q8(op, mode, src, cols, jobs)
+    }
+
+    /// `xn = rmsnorm(x) * norm` ([`CudaBackend::rmsnorm_weight`]), then
+    /// `y = W . xn` ([`CudaBackend::matvec`]): with the 8-bit path, the norm and the activation's
+    /// quantization are one kernel.
+    pub fn rmsnorm_matvec(
+        &self,
+        x: &CudaSlice<f32>,
+        norm: &DeviceWeight<'_>,
+        xn: &mut CudaSlice<f32>,
+        eps: f32,
+        w: &DeviceWeight<'_>,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        const OP: &str = "rmsnorm_matvec";
+        let Some((cols, jobs)) = self.concat_jobs(OP, &[w], y)? else {
+            return Ok(());
+        };
+        self.norm_then(OP, MV_STORE, x, norm, xn, eps, cols, jobs)
+    }
+
+    /// `xn = rmsnorm(x) * norm`, then [`CudaBackend::matvec_concat`] of `ws` with `xn` into `y`
+    /// (e.g. a layer's Q, K and V), the norm and the quantization in one kernel on the 8-bit
+    /// path.
+    pub fn rmsnorm_matvec_concat(
+        &self,
+        x: &CudaSlice<f32>,
+        norm: &DeviceWeight<'_>,
+        xn: &mut CudaSlice<f32>,
+        eps: f32,
+        ws: &[&DeviceWeight<'_>],
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        const OP: &str = "rmsnorm_matvec_concat";
+        let Some((cols, jobs)) = self.concat_jobs(OP, ws, y)? else {
+            return self.rmsnorm_weight(x, norm, xn, eps);
+        };
+        self.norm_then(OP, MV_STORE, x, norm, xn, eps, cols, jobs)
+    }
+
+    /// `xn = rmsnorm(x) * norm`, then [`CudaBackend::matvec_swiglu`] of `gate` and `up` with
+    /// `xn` into `out`, the norm and the quantization in one kernel on the 8-bit path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rmsnorm_matvec_swiglu(
+        &self,
+        x: &CudaSlice<f32>,
+        norm: &DeviceWeight<'_>,
+        xn: &mut CudaSlice<f32>,
+        eps: f32,
+        gate: &DeviceWeight<'_>,
+        up: &DeviceWeight<'_>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        const OP: &str = "rmsnorm_matvec_swiglu";
+        let (cols, jobs) = self.swiglu_jobs(OP, gate, up, out)?;
+        self.norm_then(OP, MV_SWIGLU, x, norm, xn, eps, cols, jobs)
     }
 }
