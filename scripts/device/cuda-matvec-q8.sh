@@ -40,8 +40,9 @@ bench() { # label, env..., then bench-decode args after --
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
     echo "-- bench-decode $label: ${envs[*]} $*"
-    env "${envs[@]}" "$BIN/bench-decode" --device cuda "$@" > "$OUT/$label.json" || rc=1
-    cat "$OUT/$label.json"
+    mkdir -p /tmp/kern-json
+    env "${envs[@]}" "$BIN/bench-decode" --device cuda "$@" > "/tmp/kern-json/$label.json" || rc=1
+    cat "/tmp/kern-json/$label.json"
 }
 {
     date -u
@@ -73,12 +74,13 @@ bench() { # label, env..., then bench-decode args after --
         ncu)
             if command -v ncu > /dev/null && [ -e /tmp/m.gguf ]; then
                 for q in ${NCU_Q8:-1}; do
-                    timeout 150 ncu --clock-control none -k regex:'matvec|quantize' -c ${NCU_COUNT:-8} \
+                    timeout 150 ncu --clock-control none -k regex:'matvec|quantize|rmsnorm' -c ${NCU_COUNT:-10} \
                         --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
                         --section LaunchStats --section WarpStateStats --section SchedulerStats \
+                        --section InstructionStats --section ComputeWorkloadAnalysis \
                         env VRAMLESS_MATVEC_Q8=$q VRAMLESS_CUDA_GRAPH=0 "$BIN/bench-decode" --device cuda \
                         --model /tmp/m.gguf --prompt-len 1 --gen 1 > "$OUT/ncu-q8-$q.txt" 2>&1
-                    grep -E "matvec|quantize|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occ|Compute \(SM\)|Block Limit Reg|Stall|Issue Slots" "$OUT/ncu-q8-$q.txt" | head -120
+                    grep -E "matvec|quantize|rmsnorm|Duration|Executed Ipc|Issue Slots Busy|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occ|Compute \(SM\)|Block Limit Reg|Stall|Issue Slots" "$OUT/ncu-q8-$q.txt" | head -120
                 done
             else
                 echo "(no ncu or no model)"
