@@ -18,9 +18,8 @@
 // MV_SWIGLU as in matvec.cu. Per type, a warp step covers:
 // - Q4_K: 8 lanes a super-block (16 bytes of nibbles = 32 elements a lane, 16-byte loads of
 //   nibbles and header; rows 16-byte aligned), 4 super-blocks a step;
-// - Q6_K: 16 lanes a super-block (16 elements a lane: 4-byte runs of ql, ql + 32 and qh); with
-//   4-byte aligned rows, even and odd super-blocks in separate phases (4-byte loads, or pairs
-//   of aligned loads joined by a funnel shift), else 2-byte loads (rows 2-byte aligned);
+// - Q6_K: 16 lanes a super-block (16 elements a lane: 4-byte runs of ql, ql + 32 and qh, as
+//   pairs of 2-byte loads: super-blocks are only 2-byte aligned), 2 super-blocks a step;
 // - Q8_0: 2 lanes a block (16 quants a lane), 16 blocks a step (2-byte aligned);
 // - Q4_0, Q4_1, Q5_0: 2 lanes a block (8 nibble bytes = 16 elements a lane), 16 blocks a step.
 // The Rust side (cuda/matvec.rs) launches this path only for those types and alignments.
@@ -155,75 +154,8 @@ __device__ __forceinline__ void q8dot_q4k(const u8* const* rows, int cols, const
     }
 }
 
-// 4 bytes at p: p 4-byte aligned (ODD false) or 2 mod 4 (ODD true: two aligned loads).
-template <bool ODD>
-__device__ __forceinline__ u32 ld4(const u8* p) {
-    if (!ODD) return __ldg((const u32*)p);
-    return __funnelshift_r(__ldg((const u32*)(p - 2)), __ldg((const u32*)(p + 2)), 16);
-}
-
-// One Q6_K super-block sb of each row for this lane (see q8dot_q6k): 16 elements
-// 128h + 32k + m + (0..4), k = 0..3 (activation block 4h + k). ODD: the super-block starts
-// 2 mod 4 (rows 4-byte aligned, sb odd), else 4-byte aligned (A2: rows only 2-byte aligned,
-// 2-byte loads).
-template <int R, int MODE>
-__device__ __forceinline__ void q6k_block(const u8* const* rows, int sb, const i8* __restrict__ xq,
-                                          const float* __restrict__ xd, int h, int m, int scsh,
-                                          float* acc) {
-    u32 qa[R], qb[R], qh[R], s0[R], s1[R];
-    u16 dh[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-        const u8* b = rows[r] + (size_t)sb * 210;
-        if (MODE == 2) {
-            qa[r] = ld32_a2(b + 64 * h + m);
-            qb[r] = ld32_a2(b + 64 * h + 32 + m);
-            qh[r] = ld32_a2(b + 128 + 32 * h + m);
-            s0[r] = ld32_a2(b + 192 + 8 * h);
-            s1[r] = ld32_a2(b + 196 + 8 * h);
-        } else {
-            qa[r] = ld4<MODE == 1>(b + 64 * h + m);
-            qb[r] = ld4<MODE == 1>(b + 64 * h + 32 + m);
-            qh[r] = ld4<MODE == 1>(b + 128 + 32 * h + m);
-            s0[r] = ld4<MODE == 1>(b + 192 + 8 * h);
-            s1[r] = ld4<MODE == 1>(b + 196 + 8 * h);
-        }
-        dh[r] = *(const u16*)(b + 208);
-    }
-    const i8* xs = xq + (size_t)sb * 256 + 128 * h + m;
-    int xk[4], sx[4];
-    float dk[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        xk[k] = __ldg((const int*)(xs + 32 * k));
-        sx[k] = 32 * bsum4(xk[k]);
-        dk[k] = __ldg(xd + (size_t)sb * 8 + 4 * h + k);
-    }
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-        const u32 q[4] = {
-            (qa[r] & 0x0F0F0F0Fu) | ((qh[r] << 4) & 0x30303030u),
-            (qb[r] & 0x0F0F0F0Fu) | ((qh[r] << 2) & 0x30303030u),
-            ((qa[r] >> 4) & 0x0F0F0F0Fu) | (qh[r] & 0x30303030u),
-            ((qb[r] >> 4) & 0x0F0F0F0Fu) | ((qh[r] >> 2) & 0x30303030u),
-        };
-        // Scale of elements 128h + 32k + m: byte 2k + (m >= 16) of the half's 8 scale bytes.
-        const u32 sw[4] = {s0[r], s0[r] >> 16, s1[r], s1[r] >> 16};
-        float t = 0.0f;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const int sc = (int)(i8)(u8)(sw[k] >> scsh);
-            t += dk[k] * (float)(sc * (dp4a((int)q[k], xk[k], 0) - sx[k]));
-        }
-        acc[r] += half_bits_to_f32(dh[r]) * t;
-    }
-}
-
 // Q6_K: 16 lanes a super-block; lane s = lane % 16: half h = s / 8, run m = 4 (s % 8) of the
-// half's 32 qh bytes. Rows 4-byte aligned: a warp step takes super-blocks 4g + 2 (lane / 16)
-// (4-byte aligned, 4-byte loads), then 4g + 1 + 2 (lane / 16) (2 mod 4: each word from two
-// aligned loads), so that alignment is uniform over the warp. Rows 2-byte aligned: two
-// super-blocks a step, 2-byte loads.
+// half's 32 qh bytes, elements 128h + 32k + m + (0..4) for k = 0..3 (activation block 4h + k).
 template <int R>
 __device__ __forceinline__ void q8dot_q6k(const u8* const* rows, int cols, const i8* __restrict__ xq,
                                           const float* __restrict__ xd, int lane, int wi, int nw,
@@ -233,20 +165,47 @@ __device__ __forceinline__ void q8dot_q6k(const u8* const* rows, int cols, const
     const int h = s >> 3;
     const int m = (s & 7) * 4;
     const int scsh = 8 * (m >> 4);
-    size_t a = (size_t)nb * 210;
-#pragma unroll
-    for (int r = 0; r < R; ++r) a |= (size_t)rows[r];
-    if ((a & 3) == 0) {
-        for (int g = wi; 4 * g < nb; g += nw) {
-            const int sb = 4 * g + 2 * (lane >> 4);
-            if (sb < nb) q6k_block<R, 0>(rows, sb, xq, xd, h, m, scsh, acc);
-            if (sb + 1 < nb) q6k_block<R, 1>(rows, sb + 1, xq, xd, h, m, scsh, acc);
-        }
-        return;
-    }
 #pragma unroll 2
-    for (int sb = (lane >> 4) + 2 * wi; sb < nb; sb += 2 * nw)
-        q6k_block<R, 2>(rows, sb, xq, xd, h, m, scsh, acc);
+    for (int sb = (lane >> 4) + 2 * wi; sb < nb; sb += 2 * nw) {
+        u32 qa[R], qb[R], qh[R];
+        u16 dh[R], sw[R][4];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const u8* b = rows[r] + (size_t)sb * 210;
+            qa[r] = ld32_a2(b + 64 * h + m);
+            qb[r] = ld32_a2(b + 64 * h + 32 + m);
+            qh[r] = ld32_a2(b + 128 + 32 * h + m);
+            dh[r] = *(const u16*)(b + 208);
+            const u16* scw = (const u16*)(b + 192 + 8 * h);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) sw[r][k] = scw[k];
+        }
+        const i8* xs = xq + (size_t)sb * 256 + 128 * h + m;
+        int xk[4], sx[4];
+        float dk[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            xk[k] = __ldg((const int*)(xs + 32 * k));
+            sx[k] = 32 * bsum4(xk[k]);
+            dk[k] = __ldg(xd + (size_t)sb * 8 + 4 * h + k);
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const u32 q[4] = {
+                (qa[r] & 0x0F0F0F0Fu) | ((qh[r] << 4) & 0x30303030u),
+                (qb[r] & 0x0F0F0F0Fu) | ((qh[r] << 2) & 0x30303030u),
+                ((qa[r] >> 4) & 0x0F0F0F0Fu) | (qh[r] & 0x30303030u),
+                ((qb[r] >> 4) & 0x0F0F0F0Fu) | ((qh[r] >> 2) & 0x30303030u),
+            };
+            float t = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int sc = (int)(i8)(u8)(sw[r][k] >> scsh);
+                t += dk[k] * (float)(sc * (dp4a((int)q[k], xk[k], 0) - sx[k]));
+            }
+            acc[r] += half_bits_to_f32(dh[r]) * t;
+        }
+    }
 }
 
 // Q8_0: 2 lanes a block, 16 quants a lane, 16 blocks a step.
@@ -452,7 +411,7 @@ matvec_q8(const i8* __restrict__ xq, const float* __restrict__ xd, int cols, int
 }
 
 // Four rows a unit.
-extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP, 6)
+extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP)
 matvec_q8_4(const i8* __restrict__ xq, const float* __restrict__ xd, int cols, int mode, int ks,
             const u8* __restrict__ w0, int t0, int rows0, float* y0,
             const u8* __restrict__ w1, int t1, int rows1, float* y1,
