@@ -194,6 +194,63 @@ mod gpu {
         ]
     }
 
+    /// The 8B attention input: RMSNorm then Q/K/V, as two calls (norm, then the product with
+    /// its own quantization kernel) and as the fused call (the norm kernel quantizes).
+    fn norm_fusion(b: &CudaBackend, seed: &mut u64, d2d: f64) {
+        use GgmlType::{Q4_K, Q6_K};
+        let s = b.stream();
+        let cols = 4096;
+        let parts = [(Q4_K, 4096usize), (Q4_K, 1024), (Q6_K, 1024)];
+        let bytes: usize = parts.iter().map(|&(t, r)| bytes_of(t, r, cols)).sum();
+        let copies = ROTATE_BYTES.div_ceil(bytes).clamp(1, 16);
+        let bufs: Vec<Vec<CudaSlice<u8>>> = (0..copies)
+            .map(|_| {
+                parts
+                    .iter()
+                    .map(|&(t, r)| s.clone_htod(&random_blocks(t, r, cols, seed)).expect("w"))
+                    .collect()
+            })
+            .collect();
+        let views: Vec<Vec<DeviceWeight<'_>>> = bufs
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .zip(&parts)
+                    .map(|(d, &(t, r))| DeviceWeight::new(d.slice(..), t, cols, r).expect("view"))
+                    .collect()
+            })
+            .collect();
+        let x: Vec<f32> = (0..cols)
+            .map(|_| (xorshift(seed) >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+            .collect();
+        let dx = s.clone_htod(&x).expect("x");
+        let nb: Vec<u8> = (0..cols).flat_map(|_| 1.0f32.to_le_bytes()).collect();
+        let dn = s.clone_htod(&nb).expect("norm");
+        let norm = DeviceWeight::new(dn.slice(..), GgmlType::F32, cols, 1).expect("norm");
+        let mut xn = s.alloc_zeros::<f32>(cols).expect("xn");
+        let mut y = s.alloc_zeros::<f32>(6144).expect("y");
+        let two = time_graph(b, |i| {
+            let w = &views[i % copies];
+            b.rmsnorm_weight(&dx, &norm, &mut xn, 1e-5).expect("norm");
+            b.matvec_concat(&[&w[0], &w[1], &w[2]], &xn, &mut y)
+                .expect("qkv");
+        });
+        let fused = time_graph(b, |i| {
+            let w = &views[i % copies];
+            b.rmsnorm_matvec_concat(&dx, &norm, &mut xn, 1e-5, &[&w[0], &w[1], &w[2]], &mut y)
+                .expect("norm + qkv");
+        });
+        let frac = |t: f64| bytes as f64 / t / d2d;
+        println!(
+            "8B rmsnorm + attn_qkv (q8): norm then product {:.2} us ({:.2} of D2D), fused norm + \
+             quantization {:.2} us ({:.2} of D2D)",
+            two * 1e6,
+            frac(two),
+            fused * 1e6,
+            frac(fused)
+        );
+    }
+
     pub fn main() {
         let base = match CudaOptions::from_vars(|k| std::env::var(k).ok()) {
             Ok(o) => o,
@@ -259,6 +316,7 @@ mod gpu {
                 tbytes += (bytes as f64 * n) as usize;
             }
         }
+        norm_fusion(&after, &mut seed, d2d);
         println!(
             "8B Q4_K_M step, products only (32 layers, ffn_down half Q4_K half Q6_K, output): \
              f32 {:.3} ms ({:.2} of D2D), q8 {:.3} ms ({:.2} of D2D), {:.2}x",
