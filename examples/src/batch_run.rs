@@ -147,6 +147,19 @@ pub fn bench_batches(
                 engine.max_seqs()
             )));
         }
+        // Sequences whose prompt is done early decode while the others still prefill (the
+        // step's token budget): give every sequence the whole context, so none finishes inside
+        // the timed steps and all `b` decode in each of them.
+        let room = engine.max_context().saturating_sub(prompt.len());
+        if room < steps + 1 {
+            return Err(EngineError::Usage(format!(
+                "a context of {} positions leaves {room} tokens after the {}-token prompt: the \
+                 bench needs at least {} (open the engine with a longer context)",
+                engine.max_context(),
+                prompt.len(),
+                steps + 1
+            )));
+        }
         let mut ids = Vec::new();
         for k in 0..b {
             let mut p = prompt.to_vec();
@@ -156,7 +169,7 @@ pub fn bench_batches(
             ids.push(engine.add(SeqRequest {
                 prompt: p,
                 sampler: SamplerConfig::default(),
-                max_new_tokens: steps + 2,
+                max_new_tokens: room,
                 stop_tokens: Vec::new(),
             })?);
         }
@@ -170,14 +183,24 @@ pub fn bench_batches(
         engine.clear_stats();
         let t = Instant::now();
         let mut tokens = 0usize;
+        let mut finished = 0usize;
         for _ in 0..steps {
-            tokens += engine
-                .step()?
-                .iter()
-                .filter(|e| matches!(e, SeqEvent::Token { .. }))
-                .count();
+            for e in engine.step()? {
+                match e {
+                    SeqEvent::Token { .. } => tokens += 1,
+                    SeqEvent::Finished { .. } => finished += 1,
+                }
+            }
         }
         let seconds = t.elapsed().as_secs_f64();
+        if finished > 0 || tokens != b * steps {
+            return Err(EngineError::Usage(format!(
+                "batch {b}: {finished} sequence(s) finished and {tokens} of {} tokens came in the \
+                 {steps} timed steps: the context is too short for the prompt, the staggered \
+                 prefill and the timed steps (open the engine with a longer context)",
+                b * steps
+            )));
+        }
         let kv_used = engine.kv_usage().0;
         for id in ids {
             engine.cancel(id);

@@ -356,51 +356,6 @@ fn bad_shapes_are_errors_not_launches() {
     );
 }
 
-/// Not a test of speed (no assertion on time): prints the matvec kernels' achieved weight
-/// bandwidth on 70B-sized matrices, for the record. Run with `--ignored`.
-#[test]
-#[ignore]
-fn matvec_bandwidth_report() {
-    let Some(b) = backend() else { return };
-    let s = b.stream();
-    let mut rng = StdRng::seed_from_u64(23);
-    for (ty, rows, cols) in [
-        (GgmlType::Q4_K, 4096usize, 4096usize),
-        (GgmlType::Q4_K, 14336, 4096),
-        (GgmlType::Q6_K, 4096, 14336),
-        (GgmlType::Q6_K, 128256, 4096),
-        (GgmlType::Q4_K, 28672, 8192),
-        (GgmlType::Q4_K, 8192, 28672),
-        (GgmlType::Q6_K, 8192, 28672),
-        (GgmlType::Q8_0, 28672, 8192),
-        (GgmlType::Q4_0, 28672, 8192),
-        (GgmlType::F16, 8192, 8192),
-    ] {
-        let bytes = random_blocks(&mut rng, ty, rows * cols);
-        let dbytes = s.clone_htod(&bytes).expect("upload");
-        let wv = DeviceWeight::new(dbytes.slice(..), ty, cols, rows).expect("view");
-        let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-        let dx = s.clone_htod(&x).expect("x");
-        let mut dy = nan_buf(s, rows);
-        for _ in 0..3 {
-            b.matvec(&wv, &dx, &mut dy).expect("warm-up");
-        }
-        s.synchronize().expect("sync");
-        let iters = 50;
-        let t = std::time::Instant::now();
-        for _ in 0..iters {
-            b.matvec(&wv, &dx, &mut dy).expect("matvec");
-        }
-        s.synchronize().expect("sync");
-        let dt = t.elapsed().as_secs_f64() / f64::from(iters);
-        eprintln!(
-            "matvec {ty} {rows}x{cols}: {:.1} us, {:.0} GB/s of weights",
-            dt * 1e6,
-            bytes.len() as f64 / dt / 1e9
-        );
-    }
-}
-
 /// f16 bits of `v` (round to nearest even, as the kernel's `cvt.rn.f16.f32`).
 fn h(v: f32) -> u16 {
     f16::from_f32(v).to_bits()
@@ -522,60 +477,4 @@ fn attention_decode_matches_softmax_reference() {
             }
         }
     }
-}
-
-/// Not a test of speed (no assertion on time): prints the time per launch of the small decode
-/// kernels at Llama-3.1-8B shapes (RMSNorm of 4096, rope + KV store, attention over 256
-/// positions in the decode state's fixed splits), launched back to back. Run with `--ignored`.
-#[test]
-#[ignore]
-fn small_kernel_times_report() {
-    let Some(b) = backend() else { return };
-    let s = b.stream();
-    let shape = llama_model::cuda::AttnShape {
-        n_heads: 32,
-        n_kv_heads: 8,
-        head_dim: 128,
-        max_ctx: 264,
-    };
-    let dim = 4096;
-    let x = s.clone_htod(&vec![0.5f32; dim]).expect("x");
-    let w = s.clone_htod(&vec![1.0f32; dim]).expect("w");
-    let mut out = nan_buf(s, dim);
-    let mut qkv = s.clone_htod(&vec![0.1f32; dim + 2 * 1024]).expect("qkv");
-    let mut kc = s.clone_htod(&vec![0u16; shape.cache_len()]).expect("kc");
-    let mut vc = s.clone_htod(&vec![0u16; shape.cache_len()]).expect("vc");
-    let q = s.clone_htod(&vec![0.1f32; dim]).expect("q");
-    let splits = shape.fixed_splits();
-    let mut scratch = nan_buf(s, 32 * splits * 130);
-    let time = |name: &str, f: &mut dyn FnMut()| {
-        for _ in 0..5 {
-            f();
-        }
-        s.synchronize().expect("sync");
-        let n = 200;
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            f();
-        }
-        s.synchronize().expect("sync");
-        eprintln!(
-            "{name}: {:.2} us per launch",
-            t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-        );
-    };
-    time("rmsnorm 4096", &mut || {
-        b.rmsnorm(&x, &w, &mut out, dim, 1e-5).expect("rmsnorm")
-    });
-    time("rope_kv 32+8 heads", &mut || {
-        b.rope_kv(&mut qkv, &mut kc, &mut vc, shape, 128, 200, 500000.0, None)
-            .expect("rope_kv")
-    });
-    time(
-        &format!("attention 256 positions, {splits} splits"),
-        &mut || {
-            b.attention_decode_splits(&q, &kc, &vc, &mut scratch, &mut out, shape, 256, splits)
-                .expect("attention")
-        },
-    );
 }

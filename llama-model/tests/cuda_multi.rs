@@ -354,6 +354,9 @@ fn gpu_multi_sequence_matches_cpu_multi_and_single_sequence_runs() {
             model: &gm,
             st: GpuMultiState::new(backend.clone(), &c, opts).expect("gpu multi state"),
         };
+        // Every step of up to MATVEC_MAX_ROWS rows on the few-row matvec (the default takes
+        // the GEMM from DEFAULT_MATVEC_ROWS + 1 rows on).
+        g.st.set_matvec_rows(gpu::MATVEC_MAX_ROWS);
         let gt = run(&mut g, &specs, None);
         drop(g);
         let cm = Model::open_with(

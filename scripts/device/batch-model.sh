@@ -3,10 +3,11 @@
 # no network there; this script builds nothing). Build on the development machine:
 #
 #   cargo test --release -p vramless-llama-model --features cuda --test cuda_multi \
-#       --test cuda_multi_bench --test cuda_nvrtc --no-run
+#       --test cuda_nvrtc --no-run
+#   cargo bench -p vramless-benches --features cuda --bench cuda_multi --no-run
 #   cargo build --release -p vramless-examples --bin synth-model
 #
-# strip the three test executables (named cuda_multi, cuda_multi_bench, cuda_nvrtc) and
+# strip the three test executables (named cuda_multi, cuda_nvrtc; the bench as cuda_multi_bench) and
 # synth-model into $BATCH_DIR (default .device-h15a) and carry that folder. Stages ($STAGES,
 # default "nvrtc multi bench"):
 #   nvrtc  the multi-sequence kernels compile for sm_80/sm_90 (cuda_nvrtc multi)
@@ -57,7 +58,7 @@ synth() { # shape, out
         bench)
             synth llama3.1-8b /tmp/l8b.gguf
             VRAMLESS_BENCH_MODEL=/tmp/l8b.gguf VRAMLESS_BENCH_JSON="$OUT/multi-bench-8b.json" \
-                "$D/cuda_multi_bench" --ignored --nocapture 2>&1 | grep -vE "^\s*$" | tail -20 || rc=1
+                "$D/cuda_multi_bench" 2>&1 | grep -vE "^\s*$" | tail -20 || rc=1
             ;;
         *) echo "unknown stage $stage"; rc=1 ;;
         esac

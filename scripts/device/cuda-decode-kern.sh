@@ -5,6 +5,7 @@
 #   CARGO_TARGET_DIR=/work/target-kern cargo test --release -p vramless-llama-model --features cuda \
 #       --test cuda_kernels --test cuda_fused --test cuda_forward --test cuda_synth --test cuda_nvrtc \
 #       --no-run
+#   cargo bench -p vramless-benches --features cuda --bench cuda_kernels --no-run   (-> bench_cuda_kernels)
 #   CARGO_TARGET_DIR=/work/target-kern cargo build --release -p vramless-examples --features cuda \
 #       --bin bench-decode --bin synth-model
 #   strip each executable into a folder, `tar -cJf .device-kern/bins.tar.xz -C folder .`
@@ -87,10 +88,10 @@ synth() { # shape, out
                 set -- $cfg
                 echo "-- matvec bandwidth, rows per unit $1, warps per unit $2"
                 export VRAMLESS_MATVEC_ROWS=$1 VRAMLESS_MATVEC_KSPLIT=$2
-                "$BIN/cuda_kernels" --nocapture --ignored matvec_bandwidth_report 2>&1 | grep -E "matvec|result" || rc=1
+                "$BIN/bench_cuda_kernels" 2>&1 | grep -E "^\| Q|^\| F|D2D" || rc=1
             done
             unset VRAMLESS_MATVEC_ROWS VRAMLESS_MATVEC_KSPLIT
-            "$BIN/cuda_kernels" --nocapture --ignored small_kernel_times_report 2>&1 | grep -E "launch|result" || rc=1
+            "$BIN/bench_cuda_kernels" 2>&1 | grep -E "launch" || rc=1
             ;;
         synth)
             synth smollm2-135m /tmp/s135.gguf

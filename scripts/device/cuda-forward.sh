@@ -6,7 +6,8 @@
 #   cargo test -p vramless-llama-model --features cuda --test cuda_forward --test cuda_kernels --no-run
 #   cargo build --release -p vramless-examples --features cuda --bin generate
 #   mkdir -p .device/cuda && strip -o .device/cuda/<name> <each executable>   (cuda_forward,
-#   cuda_kernels, generate)
+#   cuda_kernels, generate; the bench as bench_cuda_kernels)
+#   cargo bench -p vramless-benches --features cuda --bench cuda_kernels --no-run   (-> bench_cuda_kernels)
 #
 # The SmolLM2 GGUF: $VRAMLESS_MODEL if set; else .device/model.a + .device/model.b (the file cut
 # in two, e.g. `head -c 50000000`, `tail -c +50000001`, when one transfer cannot hold it), joined
@@ -59,7 +60,7 @@ rc=0
     "$BIN/generate" --device cpu --model "$model" --prompt "The capital of France is" \
         --max-tokens 32 --ctx 1024 --json "$OUT/gen-cpu.json" --bench || rc=1
     echo "== matvec bandwidth (report only)"
-    "$BIN/cuda_kernels" --nocapture --ignored matvec_bandwidth_report || rc=1
+    "$BIN/bench_cuda_kernels" || rc=1
     echo "== exit $rc"
     exit $rc
 } 2>&1 | tee "$OUT/cuda-forward.log"

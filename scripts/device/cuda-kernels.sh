@@ -3,7 +3,9 @@
 # NVIDIA GPU and driver but no Rust toolchain. Build the test binaries on the development machine:
 #
 #   cargo test -p vramless-llama-model --features cuda --test cuda_kernels --test cuda_nvrtc --no-run
-#   mkdir -p .device/cuda && cp <the two printed executables> .device/cuda/{cuda_kernels,cuda_nvrtc}
+#   cargo bench -p vramless-benches --features cuda --bench cuda_kernels --no-run
+#   mkdir -p .device/cuda && cp <the three printed executables> \
+#       .device/cuda/{cuda_kernels,cuda_nvrtc,bench_cuda_kernels}
 #
 # then run this script from the repository root there. Logs go to $OUT (default /tmp/cuda-out).
 # NVRTC (libnvrtc.so.13) is taken from VRAMLESS_NVRTC_LIB, else python's site-packages
@@ -35,7 +37,7 @@ rc=0
     echo "== cuda_kernels (warm: cubins from the cache)"
     "$BIN/cuda_kernels" --nocapture --test-threads=1 || rc=1
     echo "== matvec bandwidth (report only)"
-    "$BIN/cuda_kernels" --nocapture --ignored matvec_bandwidth_report || rc=1
+    "$BIN/bench_cuda_kernels" || rc=1
     echo "== exit $rc"
     exit $rc
 } 2>&1 | tee "$OUT/cuda-kernels.log"

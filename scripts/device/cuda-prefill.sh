@@ -3,8 +3,8 @@
 # with an NVIDIA GPU and driver but no Rust toolchain and no network. Build on the development
 # machine (release: the speed report times host-side launches too):
 #
-#   cargo test --release -p vramless-llama-model --features cuda --test cuda_batch \
-#       --test cuda_batch_bench --no-run
+#   cargo test --release -p vramless-llama-model --features cuda --test cuda_batch --no-run
+#   cargo bench -p vramless-benches --features cuda --bench cuda_batch --no-run   (-> cuda_batch_bench)
 #   cargo build --release -p vramless-examples --bin synth-model
 #   mkdir -p .device-prefill && strip -o .device-prefill/<name> <each executable>
 #
@@ -65,7 +65,7 @@ rc=0
     timeout 150 "$BIN/cuda_batch" --nocapture --test-threads=1 gemm_every_type || rc=1
     echo "== (2) speed report, synthetic Llama-3.1-8B Q4_K_M"
     VRAMLESS_BENCH_MODEL=/tmp/l8b.gguf VRAMLESS_BENCH_JSON="$OUT/prefill-bench.json" \
-        timeout 120 "$BIN/cuda_batch_bench" --ignored --nocapture || rc=1
+        timeout 120 "$BIN/cuda_batch_bench" || rc=1
     echo "== (3) batched prefill vs token by token vs CPU"
     VRAMLESS_BATCH_MODELS=/tmp/s135q4.gguf:/tmp/s135q8.gguf:/tmp/l8b.gguf \
         timeout 140 "$BIN/cuda_batch" --nocapture --test-threads=1 batched_prefill || rc=1

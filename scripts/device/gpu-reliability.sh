@@ -4,7 +4,10 @@
 # into .device-reliability/ (BIN overrides the folder):
 #
 #   cargo test --release -p vramless-llama-model --features cuda --test cuda_batch \
-#       --test cuda_batch_bench --no-run          # -> cuda_batch, cuda_batch_bench_after
+#       --no-run                                  # -> cuda_batch
+#   cargo bench -p vramless-benches --features cuda --bench cuda_batch --no-run  # -> cuda_batch_bench_after
+#   (before 2026-12-04 that report was an ignored test, llama-model/tests/cuda_batch_bench.rs;
+#   the bench ignores the --ignored --nocapture that a "before" build of that form needs)
 #   cargo test --release -p vramless-slep-pipeline --features cuda --test cuda --no-run  # -> slep_cuda
 #   cargo build --release -p vramless-examples --features cuda --bin generate --bin synth-model
 #

@@ -58,8 +58,9 @@ tail -5 "$OUT/serve.log"
 if "$BIN/bench-stream-model" --help 2>&1 | grep -q -- "--batch"; then
     for b in $(echo "$CLIENTS" | tr ',' ' '); do
         echo "== bench-stream-model --batch $b"
+        # The same plan as serve's (--max-seqs of the most clients: the same KV pool and layers).
         timeout 300 "$BIN/bench-stream-model" --device cuda --model "$MODEL" --vram-budget 24GiB \
-            --batch "$b" --prompt "Hi" 2>&1 | tail -3 | tee -a "$OUT/bench.txt" || rc=1
+            --ctx 512 --max-seqs "$maxc" --batch "$b" --prompt "Hi" 2>&1 | tail -3 | tee -a "$OUT/bench.txt" || rc=1
     done
 else
     echo "bench-stream-model has no --batch here: the ratio to the engine's batched speed is not measured"

@@ -112,6 +112,11 @@ fn run(args: Args) -> Result<(), String> {
         .ok_or("--prompt-len + --gen is too large")?;
     let path = vramless_engine::model_path("bench-decode", args.model.clone())?;
     if let Some(list) = &args.batch {
+        // Room for the staggered prefill: sequences whose prompt is done decode while the
+        // others' prompts are fed within the step's token budget.
+        let ctx = ctx
+            .checked_add(args.prompt_len.max(64))
+            .ok_or("--prompt-len + --gen is too large")?;
         return batch_mode(&args, &path, list, ctx);
     }
     #[cfg(feature = "cuda")]

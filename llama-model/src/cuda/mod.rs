@@ -48,7 +48,8 @@ pub use layer::batch::{
     GEMM_K_STEP, PREFILL_CHUNK,
 };
 pub use layer::multi::{
-    forward_layer_multi, GpuMultiState, MATVEC_MAX_ROWS, MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES,
+    forward_layer_multi, GpuMultiState, DEFAULT_MATVEC_ROWS, MATVEC_MAX_ROWS, MULTI_ENTRY_POINTS,
+    MULTI_KERNEL_MODULES,
 };
 pub use layer::{forward_layer, DeviceLayerWeights, GpuState};
 pub use model::CudaModel;

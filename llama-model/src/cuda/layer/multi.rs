@@ -1,10 +1,11 @@
 //! Several sequences through one pass over the layers on the GPU, the CUDA counterpart of
 //! `cpu::MultiState`: the rows of every sequence's part of a step (one decode token or a
 //! prefill chunk) go through each weight product together, each weight read once per step (up
-//! to [`MATVEC_MAX_ROWS`] rows a few-row matvec that decodes every weight block once for all
-//! rows, beyond that the batched tensor-core GEMM), rope at each row's own position, keys and values into a paged
-//! f16 pool in VRAM through a device-side block table, and one attention launch over every
-//! sequence's own blocks (causal within a prefill chunk).
+//! to [`DEFAULT_MATVEC_ROWS`] rows, at most [`MATVEC_MAX_ROWS`], a few-row matvec that decodes
+//! every weight block once for all rows, beyond that the batched tensor-core GEMM), rope at each
+//! row's own position, keys and values into a paged f16 pool in VRAM through a device-side block
+//! table, and one attention launch over every sequence's own blocks (causal within a prefill
+//! chunk).
 //!
 //! A step: [`GpuMultiState::begin_step`] (blocks reserved all or nothing, the step's positions,
 //! pool slots, attention tiles and block table uploaded in one copy, embeddings looked up on
@@ -32,7 +33,7 @@ use crate::paged_step::StepBook;
 
 use super::DeviceLayerWeights;
 use kernels::MultiKernels;
-pub use kernels::{MATVEC_MAX_ROWS, MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES};
+pub use kernels::{DEFAULT_MATVEC_ROWS, MATVEC_MAX_ROWS, MULTI_ENTRY_POINTS, MULTI_KERNEL_MODULES};
 
 /// Scratch activations for up to `cap` rows.
 #[derive(Debug)]
@@ -159,7 +160,7 @@ impl GpuMultiState {
             meta_buf: None,
             meta: Meta::default(),
             tile_rows,
-            matvec_rows: MATVEC_MAX_ROWS,
+            matvec_rows: DEFAULT_MATVEC_ROWS,
             sel_x: None,
             sel_h16: None,
             logits: None,
@@ -191,8 +192,8 @@ impl GpuMultiState {
 
     /// Steps (and heads) of at most `rows` rows compute their weight products with the few-row
     /// matvec (each weight block decoded once for all rows, f16 activations like the GEMM);
-    /// larger ones with the tensor-core GEMM. Default and most: [`MATVEC_MAX_ROWS`]; 0 = always
-    /// the GEMM.
+    /// larger ones with the tensor-core GEMM. Default [`DEFAULT_MATVEC_ROWS`], most
+    /// [`MATVEC_MAX_ROWS`]; 0 = always the GEMM.
     pub fn set_matvec_rows(&mut self, rows: usize) {
         self.matvec_rows = rows.min(MATVEC_MAX_ROWS);
     }

@@ -52,6 +52,11 @@ const MT_BLOCK: usize = 16;
 const _: () = assert!(MT_BLOCK == KV_BLOCK);
 /// Most activation rows of the few-row product (`mt_matvec8`), and its warps per CTA.
 pub const MATVEC_MAX_ROWS: usize = 8;
+
+/// The few-row matvec limit a [`GpuMultiState`](super::GpuMultiState) starts with: on the H200
+/// (docs/PERF.md, 2026-12-04) the few-row matvec beat the tensor-core GEMM at 1-2 rows and lost
+/// at 4-8, so steps of 3 rows or more take the GEMM.
+pub const DEFAULT_MATVEC_ROWS: usize = 2;
 const MM_WARPS: usize = 4;
 
 /// The loaded functions of [`MULTI_KERNEL_MODULES`].

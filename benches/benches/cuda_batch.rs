@@ -1,43 +1,31 @@
-//! Speed report of the batched (tensor-core) path (feature `cuda`; `--ignored`, report only,
-//! no timed assertions): prefill tok/s at 512 tokens, the cost of one batched pass over
+//! Speed report of the batched (tensor-core) path (feature `cuda`; report only, no
+//! assertions): prefill tok/s at 512 tokens, the cost of one batched pass over
 //! `K + 1 = 2..9` positions relative to a one-token pass (self-speculative verification), and
 //! the GEMM's throughput on the 8B FFN shapes.
 //!
 //! `VRAMLESS_BENCH_MODEL` names the GGUF (e.g. a synthetic Llama-3.1-8B Q4_K_M written by
 //! `synth-model`); `VRAMLESS_BENCH_JSON`, when set, receives the figures as one JSON object.
-#![cfg(feature = "cuda")]
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::CudaSlice;
 use gguf::GgmlType;
 use half::f16;
 use llama_model::cuda::{
-    forward_layer, forward_layer_batch, BatchKernels, CudaBackend, CudaModel, CudaOptions,
-    DeviceWeight, GpuBatch, GpuState,
+    forward_layer, forward_layer_batch, BatchKernels, CudaModel, CudaOptions, DeviceWeight,
+    GpuBatch, GpuState,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use vramless_benches::cuda_report::{backend_or_exit, median, ms};
 
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-#[test]
-#[ignore = "speed report: run with --ignored on a GPU and VRAMLESS_BENCH_MODEL"]
-fn batch_cost_report() {
+fn main() {
     let Ok(path) = std::env::var("VRAMLESS_BENCH_MODEL") else {
-        eprintln!("!!! SKIPPED batch_cost_report: set VRAMLESS_BENCH_MODEL");
-        return;
+        eprintln!("!!! nothing measured: set VRAMLESS_BENCH_MODEL to a GGUF (e.g. written by synth-model)");
+        std::process::exit(2);
     };
     let opts = CudaOptions::from_vars(|k| std::env::var(k).ok()).expect("options");
-    let b = Arc::new(CudaBackend::with_options(0, &opts).expect("CUDA backend"));
+    let b = backend_or_exit(&opts);
     let s = b.stream().clone();
     let mut model = CudaModel::open_on(b.clone(), &path, 2048).expect("open");
     let c = model.config().clone();

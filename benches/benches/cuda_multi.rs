@@ -1,17 +1,16 @@
-//! Speed report of the CUDA multi-sequence step (feature `cuda`; `--ignored`, report only, no
-//! timed assertions): aggregate decode tok/s of B sequences per step (B = 1..64, each sequence
+//! Speed report of the CUDA multi-sequence step (feature `cuda`; report only, no
+//! assertions): aggregate decode tok/s of B sequences per step (B = 1..64, each sequence
 //! holding `VRAMLESS_BENCH_CTX` positions, default 512), against the single-sequence
 //! `CudaModel` decode (CUDA graph) measured in the same run; weights resident.
 //!
 //! `VRAMLESS_BENCH_MODEL` names the GGUF (e.g. a synthetic Llama-3.1-8B Q4_K_M written by
 //! `synth-model`); `VRAMLESS_BENCH_JSON`, when set, receives the figures as one JSON object.
-#![cfg(feature = "cuda")]
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use llama_model::cuda::{forward_layer_multi, CudaBackend, CudaModel, CudaOptions, GpuMultiState};
+use llama_model::cuda::{forward_layer_multi, CudaModel, CudaOptions, GpuMultiState};
 use llama_model::paged::{KvPool, KvPoolOptions, StepPart};
+use vramless_benches::cuda_report::backend_or_exit;
 
 fn step(m: &CudaModel, st: &mut GpuMultiState, parts: &[StepPart]) -> Vec<u32> {
     st.begin_step(&m.token_embd_weight().unwrap(), parts)
@@ -28,19 +27,17 @@ fn step(m: &CudaModel, st: &mut GpuMultiState, parts: &[StepPart]) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-#[ignore = "speed report: run with --ignored on a GPU and VRAMLESS_BENCH_MODEL"]
-fn multi_decode_report() {
+fn main() {
     let Ok(path) = std::env::var("VRAMLESS_BENCH_MODEL") else {
-        eprintln!("!!! SKIPPED multi_decode_report: set VRAMLESS_BENCH_MODEL");
-        return;
+        eprintln!("!!! nothing measured: set VRAMLESS_BENCH_MODEL to a GGUF (e.g. written by synth-model)");
+        std::process::exit(2);
     };
     let ctx: usize = std::env::var("VRAMLESS_BENCH_CTX")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(512);
     let opts = CudaOptions::from_vars(|k| std::env::var(k).ok()).expect("CUDA options");
-    let b = Arc::new(CudaBackend::with_options(0, &opts).expect("CUDA backend"));
+    let b = backend_or_exit(&opts);
     let mut model = CudaModel::open_on(b.clone(), &path, ctx + 64).expect("open");
     let c = model.config().clone();
     let vocab = c.vocab_size as u32;
@@ -70,6 +67,9 @@ fn multi_decode_report() {
     for bsz in [1usize, 2, 4, 8, 16, 32, 64] {
         let opts = KvPoolOptions::for_sequences(bsz, ctx + 64);
         let mut st = GpuMultiState::new(b.clone(), &c, opts).expect("state");
+        // Both product paths timed up to the few-row matvec's most rows (the state's default
+        // takes the GEMM earlier).
+        st.set_matvec_rows(llama_model::cuda::MATVEC_MAX_ROWS);
         let seqs: Vec<_> = (0..bsz).map(|_| st.add_seq().unwrap()).collect();
         // Prefill every sequence to `ctx` positions, 4 sequences a step.
         let mut last = vec![0u32; bsz];

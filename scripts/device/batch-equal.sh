@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Equality of the CUDA multi-sequence engine with single-sequence runs on a GPU machine (issue
+# 15): `generate --device cuda --batch-file` (prompts of different lengths, --max-seqs 2 so
+# sequences join and leave mid-run) against `generate --device cuda --prompt` for each prompt
+# alone, greedy, on every data path: resident, streamed from pinned RAM, streamed from storage
+# through O_DIRECT and mmap CPU workers. Models: synthetic SmolLM2-135M and Llama-3.1-8B
+# (synth-model, Q4_K_M) written on the machine's disk.
+#
+# Build here (release, CUDA) and strip into .device-equal/ (BIN overrides the folder):
+#
+#   cargo build --release -p vramless-examples --features cuda --bin generate --bin synth-model
+#   mkdir -p .device-equal && for b in generate synth-model; do
+#       strip -o .device-equal/$b target/release/$b; done
+#
+# then `bash scripts/device/batch-equal.sh` from the repository root there. Exit 0 only when
+# every batched sequence's tokens equal its single run on every model and path. Logs to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/equal-out}
+BIN=${BIN:-.device-equal}
+mkdir -p "$OUT"
+nv=${VRAMLESS_NVRTC_LIB:-}
+if [ -z "$nv" ]; then
+    nv=$(python3 -c "import site,os
+for d in site.getsitepackages(): print(os.path.join(d, 'nvidia/cu13/lib/libnvrtc.so.13'))" 2>/dev/null |
+        while read -r p; do [ -e "$p" ] && echo "$p"; done | head -1)
+fi
+[ -z "$nv" ] && nv=$(find / -xdev -name 'libnvrtc.so.13*' ! -name '*builtins*' 2>/dev/null | head -1)
+echo "NVRTC: ${nv:-not found}"
+export VRAMLESS_NVRTC_LIB="$nv" LD_LIBRARY_PATH="$(dirname "${nv:-/x}"):${LD_LIBRARY_PATH:-}"
+export VRAMLESS_KERNEL_CACHE=${VRAMLESS_KERNEL_CACHE:-/tmp/vramless-kernel-cache} RUST_BACKTRACE=1
+VOCAB=llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf
+M=/tmp/batch-equal-models
+mkdir -p "$M"
+P="$OUT/prompts.txt"
+{
+    echo "The capital of France is"
+    echo "Once upon a time, in a land far away, there lived a king who had three daughters. The eldest was wise, the second was brave, and the youngest was kind to every creature of the forest, and every evening she"
+    echo "1 2 3 4 5"
+    echo "Water boils at"
+    echo "Here is a list of fruit: apple, banana,"
+} > "$P"
+rc=0
+compare() { # batch.json, label: each entry's tokens against its single run
+    python3 - "$1" "$2" "$OUT" <<'PY'
+import json, sys
+batch = json.load(open(sys.argv[1])); label = sys.argv[2]; out = sys.argv[3]
+bad = 0
+for k, b in enumerate(batch):
+    s = json.load(open(f"{out}/{label}-single{k}.json"))
+    same = b["tokens"] == s["tokens"]
+    n = sum(1 for x, y in zip(b["tokens"], s["tokens"]) if x == y)
+    print(f"  {label} prompt {k}: {len(b['tokens'])} tokens, {'EQUAL' if same else 'DIFFERENT'}"
+          f" (first {n} agree)")
+    bad += not same
+sys.exit(1 if bad or not batch else 0)
+PY
+}
+for shape in smollm2-135m llama3.1-8b; do
+    f="$M/$shape.gguf"
+    [ -s "$f" ] || "$BIN/synth-model" --shape "$shape" --quant q4_k_m --vocab "$VOCAB" --out "$f" > /dev/null || rc=1
+    # A device budget that leaves room for about a third of the layers: the rest stream.
+    case $shape in smollm2-135m) small=150MiB ;; *) small=2GiB ;; esac
+    for path in resident pinned direct mmap; do
+        case $path in
+            resident) flags=() ;;
+            pinned) flags=(--vram-budget "$small" --ram-budget 64GiB) ;;
+            direct) flags=(--vram-budget "$small" --ram-budget 0 --path direct) ;;
+            mmap) flags=(--vram-budget "$small" --ram-budget 0 --path mmap) ;;
+        esac
+        label="$shape-$path"
+        echo "== $label"
+        common=(--device cuda --model "$f" --max-tokens 12 --ctx 256 --temperature 0 "${flags[@]}")
+        timeout 120 "$BIN/generate" "${common[@]}" --batch-file "$P" --max-seqs 2 \
+            --json "$OUT/$label-batch.json" > "$OUT/$label-batch.log" 2>&1 || { rc=1; tail -5 "$OUT/$label-batch.log"; continue; }
+        grep -E "^plan: [0-9]+ layers" "$OUT/$label-batch.log" | cut -c1-120
+        k=0
+        while IFS= read -r line; do
+            [ -n "$line" ] || continue
+            timeout 60 "$BIN/generate" "${common[@]}" --prompt "$line" \
+                --json "$OUT/$label-single$k.json" > "$OUT/$label-single$k.log" 2>&1 || { rc=1; tail -3 "$OUT/$label-single$k.log"; }
+            k=$((k + 1))
+        done < "$P"
+        compare "$OUT/$label-batch.json" "$label" || rc=1
+    done
+done
+echo "rc=$rc"
+exit $rc
