@@ -63,7 +63,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet -p vramless-nvme-direct -
 
 echo "==> CUDA kernels: NVRTC compile for sm_80/sm_90 (GPU tests skip loudly without a GPU)"
 cargo test -p vramless-llama-model --features cuda --test cuda_nvrtc --test cuda_kernels --test cuda_forward \
-    --test cuda_fused --test cuda_synth --test cuda_batch --test cuda_options --test cuda_multi
+    --test cuda_fused --test cuda_synth --test cuda_batch --test cuda_options --test cuda_multi \
+    --test cuda_matvec_q8
 cargo test -p vramless-slep-pipeline --features cuda --test cuda_checksum --test cuda
 
 echo "==> nvme-direct in a QEMU guest (emulated NVMe behind an emulated IOMMU, vfio-pci)"

@@ -21,7 +21,7 @@ pub fn model_path(program: &str, model: Option<PathBuf>) -> Result<PathBuf, Stri
 
 /// The CUDA backend's options from the environment: `VRAMLESS_CUDA_GRAPH`,
 /// `VRAMLESS_CUDA_EVENT_TRACKING`, `VRAMLESS_MATVEC_ROWS`, `VRAMLESS_MATVEC_KSPLIT`,
-/// `VRAMLESS_KERNEL_CACHE` (default `$XDG_CACHE_HOME/vramless/kernels`, else
+/// `VRAMLESS_MATVEC_Q8`, `VRAMLESS_KERNEL_CACHE` (default `$XDG_CACHE_HOME/vramless/kernels`, else
 /// `~/.cache/vramless/kernels`) and `VRAMLESS_NVRTC_LIB` (see
 /// `llama_model::cuda::CudaOptions::VARIABLES`). The programs' only reader of these variables.
 #[cfg(feature = "cuda")]

@@ -16,6 +16,10 @@ use llama_model::cuda::{type_code, CudaError, SUPPORTED_TYPES};
 /// Kernel entry points the backend loads from each module.
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("matvec", &["matvec_multi", "matvec_multi4"]),
+    (
+        "matvec_q8",
+        &["quantize_q8", "rmsnorm_q8", "matvec_q8", "matvec_q8_4"],
+    ),
     ("embed", &["embed_rows"]),
     (
         "elementwise",

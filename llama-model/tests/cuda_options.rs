@@ -22,6 +22,10 @@ fn no_variables_give_the_defaults_without_a_cache() {
     assert_eq!(o, CudaOptions::default());
     assert!(o.cuda_graph && !o.event_tracking && o.graphs());
     assert_eq!((o.matvec_rows, o.matvec_ksplit), (4, MatvecKsplit::Auto));
+    assert!(
+        o.matvec_q8,
+        "the 8-bit-activation matrix-vector path is on by default"
+    );
     assert_eq!((o.kernel_cache, o.nvrtc_lib), (None, None));
 }
 
@@ -32,6 +36,7 @@ fn every_variable_sets_its_field() {
         ("VRAMLESS_CUDA_EVENT_TRACKING", "1"),
         ("VRAMLESS_MATVEC_ROWS", "2"),
         ("VRAMLESS_MATVEC_KSPLIT", "4"),
+        ("VRAMLESS_MATVEC_Q8", "0"),
         ("VRAMLESS_KERNEL_CACHE", "/tmp/k"),
         ("VRAMLESS_NVRTC_LIB", "/opt/nvrtc/libnvrtc.so.13"),
         ("HOME", "/home/u"),
@@ -42,6 +47,8 @@ fn every_variable_sets_its_field() {
         (o.matvec_rows, o.matvec_ksplit),
         (2, MatvecKsplit::Fixed(4))
     );
+    assert!(!o.matvec_q8);
+    assert!(from(&[("VRAMLESS_MATVEC_Q8", "1")]).unwrap().matvec_q8);
     assert_eq!(o.kernel_cache, Some(PathBuf::from("/tmp/k")));
     assert_eq!(
         o.nvrtc_lib,
@@ -71,6 +78,7 @@ fn values_that_mean_nothing_are_typed_errors_naming_the_variable() {
         ("VRAMLESS_CUDA_EVENT_TRACKING", "2"),
         ("VRAMLESS_MATVEC_ROWS", "3"),
         ("VRAMLESS_MATVEC_KSPLIT", "8"),
+        ("VRAMLESS_MATVEC_Q8", "yes"),
     ] {
         match from(&[(k, v)]) {
             Err(CudaError::Options(m)) => assert!(m.contains(k) && m.contains(v), "{m}"),

@@ -49,6 +49,21 @@ pub(super) struct Kernels {
     pub(super) rep_penalty: CudaFunction,
     pub(super) topk_pass: CudaFunction,
     pub(super) attn_partial: CudaFunction,
+    pub(super) quantize_q8: CudaFunction,
+    pub(super) rmsnorm_q8: CudaFunction,
+    pub(super) matvec_q8: CudaFunction,
+    pub(super) matvec_q8_4: CudaFunction,
+}
+
+/// Device buffers of the 8-bit activation of the matrix-vector products
+/// ([`CudaOptions::matvec_q8`]): `qs` holds [`super::matvec_q8::MAX_Q8_COLS`] quants, `d` one
+/// scale per block of 32. One per backend, shared by every product: a product enqueues its
+/// quantization and its kernel while holding the lock, so on the one compute stream each
+/// product reads the quants it wrote.
+#[derive(Debug)]
+pub(super) struct Q8Scratch {
+    pub(super) qs: CudaSlice<u8>,
+    pub(super) d: CudaSlice<f32>,
 }
 
 /// One GPU with its compute stream and every kernel compiled for its architecture.
@@ -71,6 +86,8 @@ pub struct CudaBackend {
     /// The batched path's kernels, loaded at the first batch ([`BatchKernels::get`]) and
     /// dropped with the backend.
     pub(super) batch_kernels: Mutex<Option<Arc<BatchKernels>>>,
+    /// The quantized activation of the matrix-vector products.
+    pub(super) q8: Mutex<Q8Scratch>,
 }
 
 pub(super) fn i32_arg(op: &'static str, what: &str, v: usize) -> Result<i32> {
@@ -167,6 +184,18 @@ impl CudaBackend {
             rep_penalty: get("elementwise", "rep_penalty")?,
             topk_pass: get("elementwise", "topk_pass")?,
             attn_partial: get("attention", "attn_partial")?,
+            quantize_q8: get("matvec_q8", "quantize_q8")?,
+            rmsnorm_q8: get("matvec_q8", "rmsnorm_q8")?,
+            matvec_q8: get("matvec_q8", "matvec_q8")?,
+            matvec_q8_4: get("matvec_q8", "matvec_q8_4")?,
+        };
+        let q8 = Q8Scratch {
+            qs: stream
+                .alloc_zeros::<u8>(super::matvec_q8::MAX_Q8_COLS)
+                .map_err(driver("alloc"))?,
+            d: stream
+                .alloc_zeros::<f32>(super::matvec_q8::MAX_Q8_COLS / 32)
+                .map_err(driver("alloc"))?,
         };
         let matvec_ksplit = match options.matvec_ksplit {
             MatvecKsplit::Auto => None,
@@ -181,6 +210,7 @@ impl CudaBackend {
             matvec_ksplit,
             options: options.clone(),
             batch_kernels: Mutex::new(None),
+            q8: Mutex::new(q8),
         })
     }
 

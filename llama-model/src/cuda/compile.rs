@@ -13,6 +13,7 @@ pub const COMMON_PRELUDE: &str = include_str!("kernels/common.cuh");
 /// The kernel modules: (name, source). Each is compiled as `COMMON_PRELUDE + source`.
 pub const KERNEL_MODULES: &[(&str, &str)] = &[
     ("matvec", include_str!("kernels/matvec.cu")),
+    ("matvec_q8", include_str!("kernels/matvec_q8.cu")),
     ("embed", include_str!("kernels/embed.cu")),
     ("elementwise", include_str!("kernels/elementwise.cu")),
     ("attention", include_str!("kernels/attention.cu")),

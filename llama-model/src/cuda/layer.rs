@@ -117,9 +117,28 @@ impl CudaBackend {
     ) -> Result<()> {
         const OP: &str = "rmsnorm";
         let n = x.len();
+        self.check_norm(OP, n, w, out)?;
+        let n32 = i32_arg(OP, "n", n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut l = Launch::new(self.stream(), &self.k.rmsnorm);
+        l.0.arg(x).arg(&w.data).arg(out).arg(&n32).arg(&eps);
+        l.run(OP, cfg(grid_for(1, 1, OP)?, RED_THREADS))
+    }
+
+    /// Checks an RMSNorm of one row of `n` values: an F32 weight of `n` values, 4-byte aligned,
+    /// and room for `n` outputs.
+    pub(super) fn check_norm(
+        &self,
+        op: &'static str,
+        n: usize,
+        w: &DeviceWeight<'_>,
+        out: &CudaSlice<f32>,
+    ) -> Result<()> {
         if w.ggml_type != GgmlType::F32 || w.row_len * w.n_rows != n {
             return Err(CudaError::Shape {
-                op: OP,
+                op,
                 detail: format!(
                     "norm weight is {} x {} {}, needs {n} F32 values",
                     w.n_rows, w.row_len, w.ggml_type
@@ -130,19 +149,12 @@ impl CudaBackend {
             let (ptr, _sync) = w.data.device_ptr(self.stream());
             if ptr % 4 != 0 {
                 return Err(CudaError::Shape {
-                    op: OP,
+                    op,
                     detail: "norm weight is not 4-byte aligned in device memory".into(),
                 });
             }
         }
-        need_len(OP, "out", out.len(), n)?;
-        let n32 = i32_arg(OP, "n", n)?;
-        if n == 0 {
-            return Ok(());
-        }
-        let mut l = Launch::new(self.stream(), &self.k.rmsnorm);
-        l.0.arg(x).arg(&w.data).arg(out).arg(&n32).arg(&eps);
-        l.run(OP, cfg(grid_for(1, 1, OP)?, RED_THREADS))
+        need_len(op, "out", out.len(), n)
     }
 }
 
@@ -434,8 +446,14 @@ impl GpuState {
             });
         }
         let b = self.backend.clone();
-        b.rmsnorm_weight(&self.x, output_norm, &mut self.xn, self.config.rms_eps)?;
-        b.matvec(lm_head, &self.xn, &mut self.logits)
+        b.rmsnorm_matvec(
+            &self.x,
+            output_norm,
+            &mut self.xn,
+            self.config.rms_eps,
+            lm_head,
+            &mut self.logits,
+        )
     }
 
     /// The next-token logits after the current hidden state (copied to the host).
@@ -539,8 +557,14 @@ pub(super) fn enqueue_layer(
     let (step, _g) = s.step.device_ptr(b.stream());
 
     // --- Attention ---
-    b.rmsnorm_weight(&s.x, &w.attn_norm, &mut s.xn, eps)?;
-    b.matvec_concat(&[&w.attn_q, &w.attn_k, &w.attn_v], &s.xn, &mut s.qkv)?;
+    b.rmsnorm_matvec_concat(
+        &s.x,
+        &w.attn_norm,
+        &mut s.xn,
+        eps,
+        &[&w.attn_q, &w.attn_k, &w.attn_v],
+        &mut s.qkv,
+    )?;
     b.rope_kv_launch(
         &mut s.qkv,
         kc,
@@ -568,10 +592,18 @@ pub(super) fn enqueue_layer(
     b.matvec_accumulate(&w.attn_output, &s.att, &mut s.x)?;
 
     // --- Feed-forward (SwiGLU) ---
-    b.rmsnorm_weight(&s.x, &w.ffn_norm, &mut s.xn, eps)?;
     if w.ffn_gate.ggml_type == w.ffn_up.ggml_type {
-        b.matvec_swiglu(&w.ffn_gate, &w.ffn_up, &s.xn, &mut s.act)?;
+        b.rmsnorm_matvec_swiglu(
+            &s.x,
+            &w.ffn_norm,
+            &mut s.xn,
+            eps,
+            &w.ffn_gate,
+            &w.ffn_up,
+            &mut s.act,
+        )?;
     } else {
+        b.rmsnorm_weight(&s.x, &w.ffn_norm, &mut s.xn, eps)?;
         b.matvec(&w.ffn_gate, &s.xn, &mut s.gate)?;
         b.matvec(&w.ffn_up, &s.xn, &mut s.up)?;
         b.swiglu(&s.gate, &s.up, &mut s.act)?;

@@ -11,17 +11,17 @@ use super::weights::{type_code, DeviceWeight};
 
 /// Warps per CTA (`MV_WARPS`): a CTA computes 2 or 4 rows (half as many outputs in SwiGLU
 /// mode; `CudaBackend::matvec_rows`), its warps splitting the row length.
-const MV_WARPS: usize = 4;
-const MV_STORE: i32 = 0;
+pub(super) const MV_WARPS: usize = 4;
+pub(super) const MV_STORE: i32 = 0;
 const MV_ACCUM: i32 = 1;
-const MV_SWIGLU: i32 = 2;
+pub(super) const MV_SWIGLU: i32 = 2;
 
 /// One weight of a launch: device pointer, type code, rows, output pointer.
-struct Job {
-    w: u64,
-    t: i32,
-    rows: i32,
-    y: u64,
+pub(super) struct Job {
+    pub(super) w: u64,
+    pub(super) t: i32,
+    pub(super) rows: i32,
+    pub(super) y: u64,
 }
 
 const NO_JOB: Job = Job {
@@ -33,7 +33,7 @@ const NO_JOB: Job = Job {
 
 /// Elements one warp covers per loop step in the kernel path `t` takes (fast paths; the
 /// generic path counted as one super-block or 8 legacy blocks a step).
-fn elems_per_step(t: i32) -> usize {
+pub(super) fn elems_per_step(t: i32) -> usize {
     match t {
         7 => 1024,    // Q4_K: 4 super-blocks
         9 | 6 => 512, // Q6_K: 2 super-blocks; Q8_0: 16 blocks
@@ -46,11 +46,16 @@ impl CudaBackend {
     /// Warps that split one unit's row length: [`super::CudaOptions::matvec_ksplit`] when fixed,
     /// else 4 for rows of at least 8 warp steps, 2 from 4 steps, 1 below (a warp should keep a
     /// few steps of loads in flight; short rows split over many warps pay the reduction).
-    fn matvec_split(&self, t: i32, cols: usize) -> usize {
+    pub(super) fn matvec_split(&self, t: i32, cols: usize, q8: bool) -> usize {
         if let Some(k) = self.matvec_ksplit {
             return k;
         }
-        let steps = cols / elems_per_step(t);
+        let per = if q8 {
+            super::matvec_q8::q8_elems_per_step(t)
+        } else {
+            elems_per_step(t)
+        };
+        let steps = cols / per;
         if steps >= 8 {
             4
         } else if steps >= 4 {
@@ -60,7 +65,7 @@ impl CudaBackend {
         }
     }
 
-    fn check_x(&self, op: &'static str, x: &CudaSlice<f32>, cols: usize) -> Result<u64> {
+    pub(super) fn check_x(&self, op: &'static str, x: &CudaSlice<f32>, cols: usize) -> Result<u64> {
         need_len(op, "x", x.len(), cols)?;
         let (p, _g) = x.device_ptr(self.stream());
         if p % 16 != 0 {
@@ -82,7 +87,7 @@ impl CudaBackend {
         })
     }
 
-    fn launch_matvec(
+    pub(super) fn launch_matvec(
         &self,
         op: &'static str,
         mode: i32,
@@ -90,8 +95,11 @@ impl CudaBackend {
         cols: usize,
         jobs: [Job; 3],
     ) -> Result<()> {
+        if self.q8_eligible(cols, &jobs) {
+            return self.launch_matvec_q8(op, mode, super::matvec_q8::Q8Src::Vector(x), cols, jobs);
+        }
         let r = self.matvec_rows;
-        let ks = self.matvec_split(jobs[0].t, cols);
+        let ks = self.matvec_split(jobs[0].t, cols, false);
         let per = if mode == MV_SWIGLU { r / 2 } else { r };
         let units_per_cta = MV_WARPS / ks;
         let mut ctas = 0usize;
@@ -158,6 +166,59 @@ impl CudaBackend {
         self.launch_matvec(OP, MV_ACCUM, xp, w.row_len, [job, NO_JOB, NO_JOB])
     }
 
+    /// The jobs of [`CudaBackend::matvec_concat`] (row length and jobs), `None` for no weight.
+    pub(super) fn concat_jobs(
+        &self,
+        op: &'static str,
+        ws: &[&DeviceWeight<'_>],
+        y: &mut CudaSlice<f32>,
+    ) -> Result<Option<(usize, [Job; 3])>> {
+        let Some(first) = ws.first() else {
+            return Ok(None);
+        };
+        if ws.len() > 3 || ws.iter().any(|w| w.row_len != first.row_len) {
+            return Err(CudaError::Shape {
+                op,
+                detail: "one to three weights of equal row length".into(),
+            });
+        }
+        let total: usize = ws.iter().map(|w| w.n_rows).sum();
+        need_len(op, "y", y.len(), total)?;
+        let (yp, _g) = y.device_ptr(self.stream());
+        let mut jobs = [NO_JOB, NO_JOB, NO_JOB];
+        let mut at = 0usize;
+        for (slot, w) in jobs.iter_mut().zip(ws) {
+            *slot = self.job(w, yp + 4 * at as u64)?;
+            at += w.n_rows;
+        }
+        Ok(Some((first.row_len, jobs)))
+    }
+
+    /// The jobs of [`CudaBackend::matvec_swiglu`] (row length and jobs).
+    pub(super) fn swiglu_jobs(
+        &self,
+        op: &'static str,
+        gate: &DeviceWeight<'_>,
+        up: &DeviceWeight<'_>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(usize, [Job; 3])> {
+        if gate.ggml_type != up.ggml_type || gate.row_len != up.row_len || gate.n_rows != up.n_rows
+        {
+            return Err(CudaError::Shape {
+                op,
+                detail: format!(
+                    "gate ({} x {} {}) and up ({} x {} {}) differ",
+                    gate.n_rows, gate.row_len, gate.ggml_type, up.n_rows, up.row_len, up.ggml_type
+                ),
+            });
+        }
+        need_len(op, "out", out.len(), gate.n_rows)?;
+        let (yp, _g) = out.device_ptr(self.stream());
+        let g = self.job(gate, yp)?;
+        let u = self.job(up, 0)?;
+        Ok((gate.row_len, [g, u, NO_JOB]))
+    }
+
     /// Up to three weights with the same row length times one `x`, in one launch: the outputs
     /// are concatenated in `y` (weight 0's rows first), e.g. Q, K and V of a layer into one
     /// buffer. The weights may have different types.
@@ -168,26 +229,10 @@ impl CudaBackend {
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
         const OP: &str = "matvec_concat";
-        let Some(first) = ws.first() else {
+        let Some((cols, jobs)) = self.concat_jobs(OP, ws, y)? else {
             return Ok(());
         };
-        if ws.len() > 3 || ws.iter().any(|w| w.row_len != first.row_len) {
-            return Err(CudaError::Shape {
-                op: OP,
-                detail: "one to three weights of equal row length".into(),
-            });
-        }
-        let cols = first.row_len;
         let xp = self.check_x(OP, x, cols)?;
-        let total: usize = ws.iter().map(|w| w.n_rows).sum();
-        need_len(OP, "y", y.len(), total)?;
-        let (yp, _g) = y.device_ptr(self.stream());
-        let mut jobs = [NO_JOB, NO_JOB, NO_JOB];
-        let mut at = 0usize;
-        for (slot, w) in jobs.iter_mut().zip(ws) {
-            *slot = self.job(w, yp + 4 * at as u64)?;
-            at += w.n_rows;
-        }
         self.launch_matvec(OP, MV_STORE, xp, cols, jobs)
     }
 
@@ -202,21 +247,8 @@ impl CudaBackend {
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
         const OP: &str = "matvec_swiglu";
-        if gate.ggml_type != up.ggml_type || gate.row_len != up.row_len || gate.n_rows != up.n_rows
-        {
-            return Err(CudaError::Shape {
-                op: OP,
-                detail: format!(
-                    "gate ({} x {} {}) and up ({} x {} {}) differ",
-                    gate.n_rows, gate.row_len, gate.ggml_type, up.n_rows, up.row_len, up.ggml_type
-                ),
-            });
-        }
-        let xp = self.check_x(OP, x, gate.row_len)?;
-        need_len(OP, "out", out.len(), gate.n_rows)?;
-        let (yp, _g) = out.device_ptr(self.stream());
-        let g = self.job(gate, yp)?;
-        let u = self.job(up, 0)?;
-        self.launch_matvec(OP, MV_SWIGLU, xp, gate.row_len, [g, u, NO_JOB])
+        let (cols, jobs) = self.swiglu_jobs(OP, gate, up, out)?;
+        let xp = self.check_x(OP, x, cols)?;
+        self.launch_matvec(OP, MV_SWIGLU, xp, cols, jobs)
     }
 }

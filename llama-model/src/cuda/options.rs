@@ -30,6 +30,10 @@ pub struct CudaOptions {
     pub matvec_rows: usize,
     /// Warps per unit of the matrix-vector kernel (default chosen per launch).
     pub matvec_ksplit: MatvecKsplit,
+    /// Quantize the activation of each matrix-vector product to 8 bits per block of 32 (as
+    /// llama.cpp's q8_1, with its rounding) and use integer dot products for Q4_0, Q4_1, Q5_0,
+    /// Q8_0, Q4_K and Q6_K weights (default on); off, every type takes the f32 kernel.
+    pub matvec_q8: bool,
     /// Folder of the compiled-kernel cache (cubins keyed by source, GPU architecture and NVRTC
     /// version); `None`: no disk cache, every start compiles with NVRTC.
     pub kernel_cache: Option<PathBuf>,
@@ -45,6 +49,7 @@ impl Default for CudaOptions {
             cuda_graph: true,
             matvec_rows: 4,
             matvec_ksplit: MatvecKsplit::Auto,
+            matvec_q8: true,
             kernel_cache: None,
             nvrtc_lib: None,
         }
@@ -53,7 +58,7 @@ impl Default for CudaOptions {
 
 impl CudaOptions {
     /// The variables [`CudaOptions::from_vars`] reads, with what each sets.
-    pub const VARIABLES: [(&'static str, &'static str); 6] = [
+    pub const VARIABLES: [(&'static str, &'static str); 7] = [
         ("VRAMLESS_CUDA_GRAPH", "0: no CUDA-graph replay of the decode step"),
         (
             "VRAMLESS_CUDA_EVENT_TRACKING",
@@ -66,6 +71,10 @@ impl CudaOptions {
         (
             "VRAMLESS_MATVEC_KSPLIT",
             "1, 2 or 4: warps per unit of the matrix-vector kernel",
+        ),
+        (
+            "VRAMLESS_MATVEC_Q8",
+            "0: f32 matrix-vector kernels only (no 8-bit activations with integer dot products)",
         ),
         (
             "VRAMLESS_KERNEL_CACHE",
@@ -113,6 +122,13 @@ impl CudaOptions {
                 "2" => MatvecKsplit::Fixed(2),
                 "4" => MatvecKsplit::Fixed(4),
                 _ => return Err(bad("VRAMLESS_MATVEC_KSPLIT", &v, "1, 2 or 4")),
+            };
+        }
+        if let Some(v) = get("VRAMLESS_MATVEC_Q8") {
+            o.matvec_q8 = match v.as_str() {
+                "1" => true,
+                "0" => false,
+                _ => return Err(bad("VRAMLESS_MATVEC_Q8", &v, "0 or 1")),
             };
         }
         o.kernel_cache = get("VRAMLESS_KERNEL_CACHE")

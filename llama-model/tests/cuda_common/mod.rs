@@ -17,9 +17,22 @@ pub fn loud(msg: String) {
 }
 
 /// The backend options from the `VRAMLESS_*` variables (kernel cache, NVRTC library, ...), as
-/// the example programs read them.
+/// the example programs read them, except that the 8-bit-activation matrix-vector path
+/// ([`CudaOptions::matvec_q8`]) is off unless `VRAMLESS_MATVEC_Q8` is set: the tests that use
+/// these options compare the f32 kernels with f32 references at f32 tolerances; the 8-bit path
+/// has its own tests against references that quantize the same way (`cuda_matvec_q8.rs`,
+/// the q8 test of `cuda_forward.rs`).
 pub fn options() -> CudaOptions {
-    CudaOptions::from_vars(|k| std::env::var(k).ok()).expect("CUDA options from the environment")
+    let mut o = CudaOptions::from_vars(|k| std::env::var(k).ok())
+        .expect("CUDA options from the environment");
+    if std::env::var("VRAMLESS_MATVEC_Q8")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .is_none()
+    {
+        o.matvec_q8 = false;
+    }
+    o
 }
 
 pub fn backend() -> Option<&'static CudaBackend> {
