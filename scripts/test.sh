@@ -59,7 +59,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet -p vramless-nvme-direct -p vramless-slep-pipeline \
     -p vramless-llama-model --features vramless-nvme-direct/emulator,vramless-slep-pipeline/nvme-direct,vramless-slep-pipeline/cuda,vramless-llama-model/cuda
 
-# scripts/msrv-check.sh and scripts/package-check.sh: not yet in CI (see issue 14 status)
+echo "==> packaged crates: cargo package, outside consumers and the crates' own tests from the .crate files"
+scripts/package-check.sh
+echo "==> minimum Rust: each crate type-checked with the toolchain its rust-version names (rustup)"
+scripts/msrv-check.sh
 
 echo "==> CUDA kernels: NVRTC compile for sm_80/sm_90 (GPU tests skip loudly without a GPU)"
 cargo test -p vramless-llama-model --features cuda --test cuda_nvrtc --test cuda_kernels --test cuda_forward \

@@ -23,8 +23,8 @@ fn no_variables_give_the_defaults_without_a_cache() {
     assert!(o.cuda_graph && !o.event_tracking && o.graphs());
     assert_eq!((o.matvec_rows, o.matvec_ksplit), (4, MatvecKsplit::Auto));
     assert!(
-        o.matvec_q8,
-        "the 8-bit-activation matrix-vector path is on by default"
+        !o.matvec_q8,
+        "the 8-bit-activation matrix-vector path is off by default (further from llama.cpp)"
     );
     assert_eq!((o.kernel_cache, o.nvrtc_lib), (None, None));
 }

@@ -9,7 +9,7 @@
 //! BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K (wide-load kernels specialised for Q4_K,
 //! Q6_K, Q8_0 and the float types where the weight is aligned, a generic one otherwise; two
 //! rows per warp; variants with the residual add in the epilogue, Q/K/V in one launch and
-//! gate/up with SwiGLU in the epilogue); by default ([`CudaOptions::matvec_q8`]) products with
+//! gate/up with SwiGLU in the epilogue); with [`CudaOptions::matvec_q8`] (off by default) products with
 //! Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K weights instead quantize their input to 8 bits per
 //! block of 32 (llama.cpp's rounding; fused into the preceding RMSNorm where there is one) and
 //! use integer dot products; RMSNorm; rotary embedding with Llama 3.1 frequency
