@@ -1,6 +1,7 @@
 //! The two traits the safe driver logic runs over: register access and DMA memory.
 
 use crate::error::{Error, Result};
+pub use crate::sys::dma::HostRegion;
 
 /// 32/64-bit access to the controller's BAR0 registers.
 ///
@@ -61,12 +62,25 @@ pub trait DmaBuffer {
     }
 }
 
-/// Allocator of DMA buffers mapped for the device.
-pub trait DmaMemory {
+/// Allocator of DMA buffers mapped for the device; a cheap handle (clones share the mapping).
+pub trait DmaMemory: Clone {
     /// The buffer type.
     type Buffer: DmaBuffer;
     /// Allocates a zeroed buffer of at least `len` bytes (rounded up to whole pages).
     fn alloc(&self, len: usize) -> Result<Self::Buffer>;
+    /// Runs `f` with the caller's `region` mapped for the device (reads into it land there by
+    /// DMA, no bounce copy) and unmaps it before returning, also when `f` fails or panics.
+    /// `Ok(None)` without calling `f` when this memory cannot map caller memory, or `region`
+    /// is not whole 4 KiB pages at a page-aligned address: use a buffer of [`DmaMemory::alloc`]
+    /// then. The default maps nothing.
+    fn with_host_region<T, F: FnOnce(&mut HostRegion) -> Result<T>>(
+        &self,
+        region: &mut [u8],
+        f: F,
+    ) -> Result<Option<T>> {
+        let _ = (region, f);
+        Ok(None)
+    }
 }
 
 /// Checks that `offset..offset+len` lies inside a buffer of `total` bytes.

@@ -1,8 +1,9 @@
 //! Reading a file off a namespace by file offset: the file's extents translate each offset to a
-//! block address, the controller reads the blocks into one DMA buffer, and the bytes are copied
-//! out to the caller.
+//! block address, and the controller reads the blocks straight into the caller's memory when
+//! it can be mapped for the device (page-aligned whole pages), else into the reader's DMA buffer
+//! and the bytes are copied out.
 
-use crate::dma::{DmaBuffer, DmaMemory, RegisterIo};
+use crate::dma::{DmaBuffer, DmaMemory, HostRegion, RegisterIo};
 use crate::error::{Error, Result};
 use crate::extent::{check_extents, locate, LbaExtent};
 use crate::io::BlockRange;
@@ -131,7 +132,37 @@ impl<R: RegisterIo, M: DmaMemory> ExtentReader<R, M> {
     /// Reads `dst.len()` bytes of the file starting at file offset `offset`. `offset` must be
     /// a multiple of the block size; the read may run past the end of the file by less than
     /// one block (those bytes are whatever the device holds there, or zeros).
+    ///
+    /// The longest part of `dst` that starts page-aligned and spans whole pages (and whole
+    /// blocks) is mapped for the device for this call and read into by DMA directly
+    /// ([`DmaMemory::with_host_region`]); only the rest (an unaligned start, a partial last
+    /// page, or memory that cannot be mapped) goes through the reader's DMA buffer and a copy.
     pub fn read_at(&mut self, offset: u64, dst: &mut [u8]) -> Result<()> {
+        self.check_read(offset, dst.len())?;
+        let unit = (self.block_size() as usize).max(4096);
+        let direct = if (dst.as_ptr() as usize) % 4096 == 0 {
+            dst.len() / unit * unit
+        } else {
+            0
+        };
+        let (head, tail) = dst.split_at_mut(direct);
+        let mut head_done = head.is_empty();
+        if !head_done {
+            let mem = self.ctrl.memory().clone();
+            head_done = mem
+                .with_host_region(head, |region| self.read_into(offset, region, direct))?
+                .is_some();
+        }
+        if head_done {
+            self.read_bounced(offset + direct as u64, tail)
+        } else {
+            self.read_bounced(offset, dst)
+        }
+    }
+
+    /// Checks a read of `len` bytes at file offset `offset` (block-aligned, within the file's
+    /// last block).
+    fn check_read(&self, offset: u64, len: usize) -> Result<()> {
         let bs = self.block_size();
         if offset % bs != 0 {
             return Err(Error::InvalidArgument(format!(
@@ -139,12 +170,63 @@ impl<R: RegisterIo, M: DmaMemory> ExtentReader<R, M> {
             )));
         }
         let limit = self.file_len.div_ceil(bs).saturating_mul(bs);
-        let end = offset.checked_add(dst.len() as u64);
+        let end = offset.checked_add(len as u64);
         if !matches!(end, Some(e) if e <= limit) {
             return Err(Error::PastEnd {
-                offset: offset.saturating_add(dst.len() as u64),
+                offset: offset.saturating_add(len as u64),
                 file_len: self.file_len,
             });
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes (whole blocks) of the file at `offset` straight into `region` (mapped
+    /// caller memory): one command run per extent piece, holes zero-filled in place.
+    fn read_into(&mut self, offset: u64, region: &mut HostRegion, len: usize) -> Result<()> {
+        let bs = self.block_size();
+        let mut done = 0usize;
+        while done < len {
+            let pos = offset
+                .checked_add(done as u64)
+                .ok_or_else(|| Error::InvalidArgument("read offset overflows u64".into()))?;
+            let want = len - done;
+            let Some((lba, run)) = self.locate(pos) else {
+                let next = self.next_extent_after(pos).unwrap_or(u64::MAX);
+                let n = (want as u64).min(next - pos) as usize;
+                region.zero(done, n)?;
+                done += n;
+                continue;
+            };
+            // Whole blocks of this extent (`len` is whole blocks, so `n` is too).
+            let n = (want as u64)
+                .min(run.max(bs))
+                .div_ceil(bs)
+                .saturating_mul(bs) as usize;
+            let n = n.min(want);
+            self.ctrl.read(
+                0,
+                &self.ns,
+                BlockRange {
+                    lba,
+                    blocks: (n as u64) / bs,
+                },
+                region,
+                done,
+                self.queue_depth,
+            )?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// [`ExtentReader::read_at`] through the reader's DMA buffer: each piece read there, then
+    /// copied out to `dst`.
+    fn read_bounced(&mut self, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let bs = self.block_size();
+        if offset % bs != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "file offset {offset} is not a multiple of the {bs}-byte block"
+            )));
         }
         let bsz = bs as usize;
         let mut done = 0usize;

@@ -33,7 +33,7 @@ pub mod vfio {
 
 pub use command::{ControllerIdentity, NamespaceIdentity};
 pub use controller::{Config, Controller, Recovery};
-pub use dma::{DmaBuffer, DmaMemory, RegisterIo};
+pub use dma::{DmaBuffer, DmaMemory, HostRegion, RegisterIo};
 pub use error::{Error, NvmeStatus, Result};
 pub use extent_list::ExtentList;
 pub use file_reader::{ExtentReader, FileLocation, FILE_READ_CHUNK};

@@ -189,6 +189,13 @@ impl Drop for VfioBuffer {
 
 impl DmaMemory for VfioDma {
     type Buffer = VfioBuffer;
+    fn with_host_region<T, F: FnOnce(&mut HostRegion) -> Result<T>>(
+        &self,
+        region: &mut [u8],
+        f: F,
+    ) -> Result<Option<T>> {
+        self.map_host_region(region, f)
+    }
     fn alloc(&self, len: usize) -> Result<VfioBuffer> {
         let mem = LockedMemory::new(len, self.huge)?;
         let len = mem.len() as u64;
@@ -223,5 +230,120 @@ impl DmaMemory for VfioDma {
             iova,
             container: self.container.clone(),
         })
+    }
+}
+
+/// Caller memory mapped for the device for the duration of one
+/// [`DmaMemory::with_host_region`] call (page-aligned, whole pages), so reads land in it by DMA
+/// with no bounce buffer. Accessed like any [`DmaBuffer`] (volatile copies).
+pub struct HostRegion {
+    ptr: *mut u8,
+    len: usize,
+    iova: u64,
+}
+
+impl std::fmt::Debug for HostRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostRegion")
+            .field("len", &self.len)
+            .field("iova", &self.iova)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DmaBuffer for HostRegion {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn iova(&self) -> u64 {
+        self.iova
+    }
+    fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        check_range(self.len, offset, out.len())?;
+        fence(Ordering::Acquire);
+        for (i, o) in out.iter_mut().enumerate() {
+            // SAFETY: offset + i < len (checked above); the region is the caller's `&mut [u8]`,
+            // borrowed for as long as this value exists (see with_host_region); volatile
+            // because the device may write it.
+            *o = unsafe { self.ptr.add(offset + i).read_volatile() };
+        }
+        Ok(())
+    }
+    fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
+        check_range(self.len, offset, data.len())?;
+        for (i, d) in data.iter().enumerate() {
+            // SAFETY: as in read_bytes.
+            unsafe { self.ptr.add(offset + i).write_volatile(*d) };
+        }
+        fence(Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Unmaps a host region when its scope ends, on return or unwind.
+struct RegionMapping<'a> {
+    container: &'a Container,
+    iova: u64,
+    len: u64,
+}
+
+impl Drop for RegionMapping<'_> {
+    fn drop(&mut self) {
+        if self.container.mapper.unmap(self.iova, self.len).is_ok() {
+            self.container
+                .iova
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .free(self.iova, self.len);
+        } else {
+            // The IOMMU still translates this range into memory the caller gets back now: a
+            // late device write could land in it. Nothing safe can continue.
+            eprintln!("nvme-direct: IOMMU unmap of a caller's region failed; aborting");
+            std::process::abort();
+        }
+    }
+}
+
+impl VfioDma {
+    /// [`DmaMemory::with_host_region`] for VFIO: maps `region` (page-aligned start, whole
+    /// 4 KiB pages) at a fresh IOVA, runs `f`, unmaps. `None` for a region that is not whole
+    /// pages or is empty.
+    fn map_host_region<T, F: FnOnce(&mut HostRegion) -> Result<T>>(
+        &self,
+        region: &mut [u8],
+        f: F,
+    ) -> Result<Option<T>> {
+        let (ptr, len) = (region.as_mut_ptr(), region.len());
+        if len == 0 || len % SMALL != 0 || (ptr as usize) % SMALL != 0 {
+            return Ok(None);
+        }
+        let iova = self
+            .container
+            .iova
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alloc(len as u64, SMALL as u64)
+            .ok_or_else(|| Error::Dma("IOVA window exhausted".into()))?;
+        if let Err(e) = self.container.mapper.map(ptr as u64, iova, len as u64) {
+            self.container
+                .iova
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .free(iova, len as u64);
+            return Err(Error::Sys {
+                op: "IOMMU map of a caller's buffer (VFIO_IOMMU_MAP_DMA / IOMMU_IOAS_MAP)".into(),
+                source: e,
+                hint: "RLIMIT_MEMLOCK too low for the buffer, or the IOVA range is reserved",
+            });
+        }
+        let _mapping = RegionMapping {
+            container: &self.container,
+            iova,
+            len: len as u64,
+        };
+        let mut r = HostRegion { ptr, len, iova };
+        // `region` stays mutably borrowed until this returns, and `_mapping` unmaps it before
+        // (also on unwind): the device can reach the memory only while nothing else can.
+        f(&mut r).map(Some)
     }
 }
