@@ -40,7 +40,7 @@ impl DataPath {
             "mmap-baseline" | "baseline" => Self::MmapBaseline,
             other => {
                 return Err(format!(
-                    "unknown --path `{other}`: use auto, direct, mmap, nvme or mmap-baseline"
+                    "unknown data path `{other}`: use auto, direct, mmap, nvme or mmap-baseline"
                 ))
             }
         })

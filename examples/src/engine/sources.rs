@@ -141,11 +141,14 @@ pub fn build<T: Transfer>(
             ),
             (None, DataPath::Mmap) => (
                 Box::new(MmapSource::open(path, opts.io_threads).map_err(from_pipeline)?),
-                format!("cpu-worker (mmap): {} threads copy out of an mmap into pinned staging (--path mmap)", opts.io_threads),
+                format!("cpu-worker (mmap): {} threads copy out of an mmap into pinned staging (data path mmap)", opts.io_threads),
             ),
             (None, DataPath::Nvme) => {
                 let bdf = opts.nvme_pci.clone().ok_or_else(|| {
-                    EngineError::Usage("--path nvme needs --nvme-pci BDF".into())
+                    EngineError::Usage(
+                        "the NVMe data path needs the PCI address of the controller holding the model (EngineOptions::nvme_pci)"
+                            .into(),
+                    )
                 })?;
                 let reader = open_vfio(&bdf, path, opts.nvme_lba)?;
                 (

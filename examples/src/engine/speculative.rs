@@ -113,7 +113,7 @@ impl Engine {
     pub fn speculate(&mut self, prompt: &[u32], n: usize, opts: &SpecOptions) -> Result<SpecRun> {
         if self.draft_layers() == 0 {
             return Err(EngineError::Usage(
-                "speculative decoding needs draft layers: open the engine with --draft-layers D"
+                "speculative decoding needs draft layers: open the engine with some (EngineOptions::draft_layers)"
                     .into(),
             ));
         }
