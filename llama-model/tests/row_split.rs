@@ -47,7 +47,7 @@ fn random_tensor(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
 
 #[test]
 fn row_split_products_join_to_the_whole_product_bit_for_bit() {
-    let mut rng = StdRng::seed_from_u64(0x5011_17);
+    let mut rng = StdRng::seed_from_u64(0x0501_1017);
     let mut checked = 0usize;
     for ty in TYPES {
         let cols = 512; // two 256-element super-blocks, sixteen 32-element blocks
