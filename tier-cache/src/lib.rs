@@ -41,6 +41,7 @@ mod cache_state;
 pub mod cost;
 mod error;
 mod explain;
+mod hybrid;
 mod item;
 mod mem_storage;
 mod placement;
@@ -57,6 +58,7 @@ pub use cache::{
 pub use cost::{item_cost, CostModel, Prediction, TierLoad};
 pub use error::{CacheError, PlanError, UnitError};
 pub use explain::{Explanation, PassedOver, Reason};
+pub use hybrid::{hybrid_split, ComputeTier, HybridSplit};
 pub use item::{Constraint, Item};
 pub use mem_storage::{MemError, MemHandle, MemStorage};
 pub use placement::{Placement, PlanMethod};
