@@ -156,7 +156,10 @@ fn every_source_streams_a_large_file_with_gpu_checksum() {
         .unwrap_or(64 << 20);
     // Odd chunk size: 7 MiB + 4099 bytes, so chunks are unaligned and the last one is short.
     let chunk: u64 = (7 << 20) + 4099;
-    assert!(!len.is_multiple_of(chunk), "pick a size the chunk does not divide");
+    assert!(
+        !len.is_multiple_of(chunk),
+        "pick a size the chunk does not divide"
+    );
     let dir = scratch_dir();
     let path = dir.join("stream.bin");
     let t0 = Instant::now();

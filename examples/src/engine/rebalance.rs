@@ -151,6 +151,16 @@ impl KvRebalancer {
             .collect()
     }
 
+    /// Device bytes for the resident layers and the KV together.
+    pub fn room(&self) -> u64 {
+        self.room
+    }
+
+    /// Bytes of KV the books hold room for now.
+    pub fn kv(&self) -> u64 {
+        self.kv
+    }
+
     /// Bytes of the layers resident on the device now.
     pub fn device_layer_bytes(&self) -> u64 {
         self.cache.home_bytes(TierId(0))
