@@ -62,7 +62,13 @@ fn prompts(model: &std::path::Path) -> Vec<Vec<u32>> {
 
 /// Adds sequences (cycling through the prompts) until two layers have left the device, plus one
 /// more; runs them all to the end; checks each against its single run.
-fn grow_run_and_check(name: &str, b: &mut BatchEngine, single: &mut Engine, p: &[Vec<u32>]) {
+fn grow_run_and_check(
+    name: &str,
+    b: &mut BatchEngine,
+    single: &mut Engine,
+    p: &[Vec<u32>],
+    demoted_to: Home,
+) {
     let planned = b.homes();
     assert_eq!(planned, b.plan().homes, "{name}");
     let k = resident(&planned);
@@ -102,6 +108,7 @@ fn grow_run_and_check(name: &str, b: &mut BatchEngine, single: &mut Engine, p: &
                 Home::Device,
                 "{name}: only resident layers move (layer {i})"
             );
+            assert_eq!(*now, demoted_to, "{name}: layer {i} streams from there now");
         }
     }
     let mut got: BTreeMap<SeqId, Vec<u32>> = BTreeMap::new();
@@ -131,7 +138,7 @@ fn grow_run_and_check(name: &str, b: &mut BatchEngine, single: &mut Engine, p: &
         planned_blocks,
         "{name}: the pool is its planned size"
     );
-    assert_eq!(resident(&b.homes()), k, "{name}: layers promoted back");
+    assert_eq!(b.homes(), planned, "{name}: the layers went back home");
     let s = b.growth_stats().unwrap();
     assert!(
         s.demoted > 0 && s.promoted > 0 && s.grown > 0 && s.trimmed > 0,
@@ -144,14 +151,22 @@ fn more_sequences_than_planned_demote_layers_and_tokens_stay_equal() {
     let model = model_or_skip!();
     let p = prompts(&model);
     let mut single = Engine::open(&model, &opts(0, DataPath::Auto, false)).unwrap();
-    for (name, o) in [
-        ("demoted to pinned RAM", opts(1 << 30, DataPath::Auto, true)),
-        ("demoted to storage", opts(0, DataPath::Mmap, true)),
+    for (name, o, to) in [
+        (
+            "demoted to pinned RAM",
+            opts(1 << 30, DataPath::Auto, true),
+            Home::Pinned,
+        ),
+        (
+            "demoted to storage",
+            opts(0, DataPath::Mmap, true),
+            Home::Storage,
+        ),
     ] {
         let mut b = BatchEngine::open(&model, &o).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(b.kv_growth());
         b.set_prefill_chunk(32);
-        grow_run_and_check(name, &mut b, &mut single, &p);
+        grow_run_and_check(name, &mut b, &mut single, &p, to);
         // The engine serves again after growing and shrinking.
         let id = b.add(req(&p[0], 3)).unwrap();
         let mut toks = Vec::new();
@@ -244,4 +259,27 @@ fn without_growth_the_pool_refuses_and_a_resident_plan_cannot_grow() {
         Err(EngineError::Usage(m)) => assert!(m.contains("no streaming slots"), "{m}"),
         other => panic!("expected a usage error, got {other:?}"),
     }
+}
+
+#[test]
+fn a_prompt_file_runs_beyond_the_planned_pool_with_kv_growth() {
+    let model = model_or_skip!();
+    let p = prompts(&model);
+    let all: Vec<Vec<u32>> = (0..12).map(|i| p[i % p.len()].clone()).collect();
+    let sampler = SamplerConfig::default();
+    let mut b = BatchEngine::open(&model, &opts(1 << 30, DataPath::Auto, true)).unwrap();
+    let got = vramless_engine::batch_run::run_prompts(&mut b, &all, &sampler, NEW, &[], |_, _| {})
+        .unwrap();
+    assert!(b.growth_stats().unwrap().grown > 0, "the pool grew");
+    let mut single = Engine::open(&model, &opts(0, DataPath::Auto, false)).unwrap();
+    for (i, c) in got.iter().enumerate() {
+        single.reset();
+        assert_eq!(c.tokens, single.greedy(&all[i], NEW).unwrap(), "prompt {i}");
+    }
+    assert_eq!(
+        b.kv_usage().1,
+        CTX / 16,
+        "the pool is back to its planned size"
+    );
+    assert_eq!(b.homes(), b.plan().homes, "every layer back home");
 }
