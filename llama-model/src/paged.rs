@@ -5,7 +5,9 @@
 //! `table[p / KV_BLOCK]` at offset `p % KV_BLOCK`, in every layer. Sequences of any lengths
 //! share the pool; a sequence holds whole blocks only for the positions it has (at most
 //! `KV_BLOCK - 1` positions of slack each), and every block goes back to the free list when
-//! its sequence is truncated below it or removed, so the pool never fragments.
+//! its sequence is truncated below it or removed, so the pool never fragments. Free blocks are
+//! handed out lowest id first, so the blocks in use gather at the front and a pool grown with
+//! [`KvPool::grow`] can give its free tail back with [`KvPool::trim`].
 //!
 //! The pool holds no KV data: the CPU state ([`crate::cpu::MultiState`]) and the CUDA state
 //! keep the f16 keys and values in storage laid out by block id, and ask the pool where a
@@ -259,6 +261,7 @@ impl KvPool {
         if let Some(slot) = self.slots.get_mut(s.0 as usize) {
             if let Some(seq) = slot.take() {
                 self.free.extend(seq.blocks.iter().rev());
+                self.sort_free();
             }
         }
         self.step.retain(|p| p.seq != s);
@@ -272,12 +275,22 @@ impl KvPool {
                 seq.len = n;
             }
             let keep = Self::blocks_for(n.max(seq.len));
+            let before = seq.blocks.len();
             while seq.blocks.len() > keep {
                 if let Some(b) = seq.blocks.pop() {
                     self.free.push(b);
                 }
             }
+            if seq.blocks.len() < before {
+                self.sort_free();
+            }
         }
+    }
+
+    /// Keeps the free list so that the lowest free id is handed out first: blocks in use
+    /// gather at the front of the pool and its tail frees up for [`KvPool::trim`].
+    fn sort_free(&mut self) {
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
     }
 
     /// Positions committed to `s` (None: unknown sequence).
@@ -537,10 +550,21 @@ mod tests {
         assert_eq!(p.blocks(b), Some(&[2u32, 3][..]), "new ids in order");
         // Block 3 is in use: the pool keeps 4 blocks.
         assert_eq!(p.trim(2), 4);
-        p.remove_seq(b);
-        assert_eq!(p.trim(2), 2);
-        assert_eq!((p.free_blocks(), p.used_blocks()), (0, 2));
+        // Freed blocks are handed out lowest first: after `a` frees 0 and 1, `a` again takes
+        // them (not block 4), so the tail stays free.
         p.remove_seq(a);
+        let a = p.add_seq().unwrap();
+        p.reserve_step(&[part(a, 1)]).unwrap();
+        p.commit_step();
+        assert_eq!(p.blocks(a), Some(&[0u32][..]));
+        p.truncate(b, 0);
+        p.reserve_step(&[part(b, 1)]).unwrap();
+        p.commit_step();
+        assert_eq!(p.blocks(b), Some(&[1u32][..]));
+        p.remove_seq(a);
+        assert_eq!(p.trim(0), 2, "block 1 is in use");
+        assert_eq!((p.free_blocks(), p.used_blocks()), (1, 1));
+        p.remove_seq(b);
         assert_eq!(p.trim(0), 1, "at least one block");
         // Not during a step.
         let a = p.add_seq().unwrap();
