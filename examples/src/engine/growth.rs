@@ -16,6 +16,11 @@
 //!   its sequence ends. Then the rebalancer promotes layers into the room the pool gave back.
 //! - The books are the rebalancer's; a layer the backend could not pin streams from storage
 //!   instead, which takes less device and RAM than the books say (never more).
+//! - Not counted: the logits rows of sequences beyond the planned `max_seqs` (one vocabulary
+//!   row of f32 each, in the step's scratch) and the sequence slots (bookkeeping only).
+//! - Backends: the CPU backend (its "device" is host memory under the budget: a demoted layer
+//!   is re-routed through the pipeline, a promoted one is read in place again). Others answer
+//!   [`Backend::can_grow_kv`] false and opening with KV growth is a typed error.
 
 use super::backend::Backend;
 use super::error::Result;
