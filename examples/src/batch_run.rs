@@ -56,8 +56,8 @@ pub struct Completion {
     pub finish: Option<crate::engine::FinishReason>,
 }
 
-/// Runs every prompt as one batch (at most `engine.max_seqs()` at once; the rest join as
-/// others finish) until all are done; the completions in prompt order. `on_token(i, token)` is
+/// Runs every prompt as one batch (at most `engine.max_seqs()` at once, or with KV growth as
+/// many as the device room holds; the rest join as others finish) until all are done; the completions in prompt order. `on_token(i, token)` is
 /// called for each token as it is produced.
 pub fn run_prompts(
     engine: &mut BatchEngine,
@@ -71,8 +71,8 @@ pub fn run_prompts(
     let mut ids: BTreeMap<SeqId, usize> = BTreeMap::new();
     let mut next = 0;
     while next < prompts.len() || !ids.is_empty() {
-        while next < prompts.len() && engine.active() < engine.max_seqs() {
-            let id = engine.add(SeqRequest {
+        while next < prompts.len() && (engine.active() < engine.max_seqs() || engine.kv_growth()) {
+            let added = engine.add(SeqRequest {
                 prompt: prompts[next].clone(),
                 sampler: SamplerConfig {
                     seed: sampler.seed.wrapping_add(next as u64),
@@ -80,7 +80,13 @@ pub fn run_prompts(
                 },
                 max_new_tokens,
                 stop_tokens: stop_tokens.to_vec(),
-            })?;
+            });
+            let id = match added {
+                Ok(id) => id,
+                // KV growth: the device room is spent; the rest join as others finish.
+                Err(EngineError::Usage(_)) if engine.kv_growth() && !ids.is_empty() => break,
+                Err(e) => return Err(e),
+            };
             ids.insert(id, next);
             next += 1;
         }

@@ -5,7 +5,9 @@
 //! `table[p / KV_BLOCK]` at offset `p % KV_BLOCK`, in every layer. Sequences of any lengths
 //! share the pool; a sequence holds whole blocks only for the positions it has (at most
 //! `KV_BLOCK - 1` positions of slack each), and every block goes back to the free list when
-//! its sequence is truncated below it or removed, so the pool never fragments.
+//! its sequence is truncated below it or removed, so the pool never fragments. Free blocks are
+//! handed out lowest id first, so the blocks in use gather at the front and a pool grown with
+//! [`KvPool::grow`] can give its free tail back with [`KvPool::trim`].
 //!
 //! The pool holds no KV data: the CPU state ([`crate::cpu::MultiState`]) and the CUDA state
 //! keep the f16 keys and values in storage laid out by block id, and ask the pool where a
@@ -170,6 +172,65 @@ impl KvPool {
         })
     }
 
+    /// Grows the pool by `blocks` blocks and `seqs` sequence slots (between steps only). The
+    /// new blocks get the ids after the existing ones, so every block id and block table in use
+    /// stays valid; they are handed out after the blocks already free, which keeps the pool's
+    /// tail free for [`KvPool::trim`].
+    pub fn grow(&mut self, blocks: usize, seqs: usize) -> Result<(), KvError> {
+        if !self.step.is_empty() {
+            return Err(KvError::BadStep(
+                "the pool cannot grow while a step is open".into(),
+            ));
+        }
+        let total = self
+            .total
+            .checked_add(blocks)
+            .filter(|&t| u32::try_from(t).is_ok());
+        let n_slots = self
+            .slots
+            .len()
+            .checked_add(seqs)
+            .filter(|&n| u32::try_from(n).is_ok());
+        let (Some(total), Some(n_slots)) = (total, n_slots) else {
+            return Err(KvError::BadOptions(format!(
+                "{} more blocks and {seqs} more sequences is too many",
+                blocks
+            )));
+        };
+        // Popped from the end: the new ids go to the front, the highest last.
+        let new: Vec<u32> = (self.total as u32..total as u32).rev().collect();
+        self.free.splice(0..0, new);
+        self.total = total;
+        self.slots.resize(n_slots, None);
+        Ok(())
+    }
+
+    /// One past the highest block id a sequence holds (0: none held).
+    pub fn used_end(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .flat_map(|q| q.blocks.iter())
+            .map(|&b| b as usize + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Shrinks the pool towards `keep` blocks by dropping free blocks at its tail (ids `keep..`);
+    /// blocks in use are never dropped, so the pool keeps at least [`KvPool::used_end`] blocks.
+    /// Between steps only (no-op during a step). Returns the blocks the pool has now.
+    pub fn trim(&mut self, keep: usize) -> usize {
+        if !self.step.is_empty() {
+            return self.total;
+        }
+        let keep = keep.max(self.used_end()).max(1);
+        if keep < self.total {
+            self.free.retain(|&b| (b as usize) < keep);
+            self.total = keep;
+        }
+        self.total
+    }
+
     /// Bytes of one block over every layer, keys and values in f16 (the same on the CPU and
     /// the GPU): `2 * n_layers * KV_BLOCK * kv_dim * 2`.
     pub fn bytes_per_block(config: &LlamaConfig) -> u64 {
@@ -200,6 +261,7 @@ impl KvPool {
         if let Some(slot) = self.slots.get_mut(s.0 as usize) {
             if let Some(seq) = slot.take() {
                 self.free.extend(seq.blocks.iter().rev());
+                self.sort_free();
             }
         }
         self.step.retain(|p| p.seq != s);
@@ -213,12 +275,22 @@ impl KvPool {
                 seq.len = n;
             }
             let keep = Self::blocks_for(n.max(seq.len));
+            let before = seq.blocks.len();
             while seq.blocks.len() > keep {
                 if let Some(b) = seq.blocks.pop() {
                     self.free.push(b);
                 }
             }
+            if seq.blocks.len() < before {
+                self.sort_free();
+            }
         }
+    }
+
+    /// Keeps the free list so that the lowest free id is handed out first: blocks in use
+    /// gather at the front of the pool and its tail frees up for [`KvPool::trim`].
+    fn sort_free(&mut self) {
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
     }
 
     /// Positions committed to `s` (None: unknown sequence).
@@ -450,6 +522,55 @@ mod tests {
         p.remove_seq(b);
         assert_eq!(p.free_blocks(), 4);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn the_pool_grows_and_trims_its_tail_keeping_block_ids() {
+        let c = config();
+        let mut p = KvPool::new(
+            &c,
+            KvPoolOptions {
+                n_blocks: 2,
+                max_seqs: 1,
+                max_context: 64,
+            },
+        )
+        .unwrap();
+        let a = p.add_seq().unwrap();
+        p.reserve_step(&[part(a, 17)]).unwrap();
+        p.commit_step();
+        assert_eq!(p.blocks(a), Some(&[0u32, 1][..]));
+        assert!(matches!(p.add_seq(), Err(KvError::TooManySeqs { .. })));
+        p.grow(3, 1).unwrap();
+        assert_eq!((p.total_blocks(), p.free_blocks(), p.max_seqs()), (5, 3, 2));
+        assert_eq!(p.blocks(a), Some(&[0u32, 1][..]), "tables stay valid");
+        let b = p.add_seq().unwrap();
+        p.reserve_step(&[part(b, 17)]).unwrap();
+        p.commit_step();
+        assert_eq!(p.blocks(b), Some(&[2u32, 3][..]), "new ids in order");
+        // Block 3 is in use: the pool keeps 4 blocks.
+        assert_eq!(p.trim(2), 4);
+        // Freed blocks are handed out lowest first: after `a` frees 0 and 1, `a` again takes
+        // them (not block 4), so the tail stays free.
+        p.remove_seq(a);
+        let a = p.add_seq().unwrap();
+        p.reserve_step(&[part(a, 1)]).unwrap();
+        p.commit_step();
+        assert_eq!(p.blocks(a), Some(&[0u32][..]));
+        p.truncate(b, 0);
+        p.reserve_step(&[part(b, 1)]).unwrap();
+        p.commit_step();
+        assert_eq!(p.blocks(b), Some(&[1u32][..]));
+        p.remove_seq(a);
+        assert_eq!(p.trim(0), 2, "block 1 is in use");
+        assert_eq!((p.free_blocks(), p.used_blocks()), (1, 1));
+        p.remove_seq(b);
+        assert_eq!(p.trim(0), 1, "at least one block");
+        // Not during a step.
+        let a = p.add_seq().unwrap();
+        p.reserve_step(&[part(a, 1)]).unwrap();
+        assert!(matches!(p.grow(1, 0), Err(KvError::BadStep(_))));
+        assert_eq!(p.trim(0), 1);
     }
 
     #[test]

@@ -46,6 +46,11 @@ impl StepBook {
         &self.pool
     }
 
+    /// The pool, to grow or trim it (between steps only: the pool refuses during a step).
+    pub(crate) fn pool_mut(&mut self) -> &mut KvPool {
+        &mut self.pool
+    }
+
     /// Parts of the open (or last ended) step.
     pub(crate) fn rows(&self) -> &[PartRows] {
         &self.rows

@@ -12,6 +12,7 @@ use super::error::{from_pipeline, EngineError, Result};
 use super::layout::LayerLayout;
 use super::options::EngineOptions;
 use super::plan::Home;
+use super::rebalance::LayerMove;
 use super::setup::Setup;
 use super::sources::{build, Sources};
 use super::stats::EngineStats;
@@ -145,6 +146,44 @@ pub trait Backend: Send {
     fn batch_pass(&mut self, rows: &[SeqRows<'_>]) -> Result<Vec<Option<Vec<f32>>>>;
     /// The batch KV pool's accounting.
     fn kv_usage(&self) -> KvUsage;
+
+    /// Every layer's home now (the plan's until layers move).
+    fn homes(&self) -> Vec<Home> {
+        self.setup().plan.homes.clone()
+    }
+    /// Whether this backend can grow its KV pool and move layers between steps
+    /// ([`Backend::kv_grow`], [`Backend::kv_trim`], [`Backend::move_layers`]).
+    fn can_grow_kv(&self) -> bool {
+        false
+    }
+    /// Grows the batch KV pool by `blocks` blocks and `seqs` sequence slots between steps
+    /// (block ids in use stay valid).
+    fn kv_grow(&mut self, blocks: usize, seqs: usize) -> Result<()> {
+        let _ = (blocks, seqs);
+        Err(no_growth())
+    }
+    /// Shrinks the batch KV pool towards `keep` blocks, dropping only free blocks at its tail;
+    /// the blocks it has now.
+    fn kv_trim(&mut self, keep: usize) -> usize {
+        let _ = keep;
+        self.kv_usage().total
+    }
+    /// Moves layers between the device and the streamed tiers between steps (each move's `to`
+    /// becomes the layer's home; a layer bound for pinned RAM that cannot be pinned streams
+    /// from storage instead).
+    fn move_layers(&mut self, moves: &[LayerMove]) -> Result<()> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        Err(no_growth())
+    }
+}
+
+/// The error of a backend that cannot grow its KV pool.
+pub fn no_growth() -> EngineError {
+    EngineError::Usage(
+        "this backend cannot grow its KV pool by moving layers off the device (KV growth runs on the CPU backend): open the engine without KV growth, or with more sequences".into(),
+    )
 }
 
 /// What both backends share: the opened model, the pipeline and its sources, the statistics.
@@ -157,6 +196,10 @@ pub struct Core<T: Transfer> {
     pub sources: Sources,
     /// Statistics so far.
     pub stats: EngineStats,
+    /// Every layer's home now (the plan's until [`Core::move_layers`]).
+    pub homes: Vec<Home>,
+    /// Worker threads of a storage reader opened for demoted layers.
+    io_threads: usize,
 }
 
 impl<T: Transfer> std::fmt::Debug for Core<T> {
@@ -166,6 +209,19 @@ impl<T: Transfer> std::fmt::Debug for Core<T> {
             .field("streaming", &self.pipeline.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// Bytes one pass reads from each tier (device, pinned RAM, storage) with the layers at `homes`.
+fn bytes_per_pass(setup: &Setup, homes: &[Home]) -> [u64; 3] {
+    let from = |home: Home| -> u64 {
+        homes
+            .iter()
+            .zip(&setup.layout.layers)
+            .filter(|(h, _)| **h == home)
+            .map(|(_, l)| l.bytes)
+            .sum()
+    };
+    [from(Home::Device), from(Home::Pinned), from(Home::Storage)]
 }
 
 /// How a layer reaches the compute in one pass.
@@ -192,22 +248,44 @@ impl<T: Transfer> Core<T> {
         } else {
             None
         };
-        let lb: Vec<u64> = setup.layout.layers.iter().map(|l| l.bytes).collect();
         let stats = EngineStats {
-            bytes_per_pass: [
-                setup.plan.bytes_from(Home::Device, &lb),
-                setup.plan.bytes_from(Home::Pinned, &lb),
-                setup.plan.bytes_from(Home::Storage, &lb),
-            ],
+            bytes_per_pass: bytes_per_pass(&setup, &setup.plan.homes),
             predicted_s: setup.plan.predicted_s,
             ..EngineStats::default()
         };
+        let homes = setup.plan.homes.clone();
         Ok(Self {
             setup,
             pipeline,
             sources,
             stats,
+            homes,
+            io_threads: opts.io_threads,
         })
+    }
+
+    /// Applies layer moves between passes: re-routes each layer's pipeline source (see
+    /// [`Sources::reroute`]); the schedule stays. Needs the pipeline (a plan that streams).
+    /// `transfer` pins the buffers of layers bound for pinned RAM.
+    pub fn move_layers(&mut self, moves: &[LayerMove], transfer: &T) -> Result<()> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        if self.pipeline.is_none() {
+            return Err(EngineError::Usage(
+                "layers can move off the device only when the plan streams (it has no streaming slots)".into(),
+            ));
+        }
+        for m in moves {
+            let got =
+                self.sources
+                    .reroute(&self.setup, m.layer, m.to, transfer, self.io_threads)?;
+            if let Some(h) = self.homes.get_mut(m.layer) {
+                *h = got;
+            }
+        }
+        self.stats.bytes_per_pass = bytes_per_pass(&self.setup, &self.homes);
+        Ok(())
     }
 
     /// Runs every running layer once, in order, through `f(setup, compact index, layer, data)`:

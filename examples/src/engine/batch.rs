@@ -17,8 +17,9 @@ use llama_model::sampler::{Sampler, SamplerConfig};
 
 use super::backend::{Backend, SeqRows};
 use super::error::{EngineError, Result};
+use super::growth::{GrowthStats, KvGrowth};
 use super::options::EngineOptions;
-use super::plan::Plan;
+use super::plan::{Home, Plan};
 use super::stats::EngineStats;
 
 /// Prompt tokens a joining sequence feeds per step, at most (the backend's pass size caps it).
@@ -96,6 +97,8 @@ struct Seq {
     max_new: usize,
     stop: Vec<u32>,
     generated: usize,
+    /// KV blocks reserved for its whole run (KV growth only; else 0).
+    reserve: usize,
 }
 
 /// Many sequences through one model, one pass over the layers per step.
@@ -108,6 +111,8 @@ pub struct BatchEngine {
     cancelled: Vec<SeqEvent>,
     keep_logits: bool,
     step_logits: BTreeMap<SeqId, Vec<f32>>,
+    /// KV growth's books (`opts.kv_growth`).
+    growth: Option<KvGrowth>,
 }
 
 impl std::fmt::Debug for BatchEngine {
@@ -140,7 +145,21 @@ impl BatchEngine {
         let backend = super::open_backend(path, opts, storage, true)?;
         let chunk = DEFAULT_PREFILL_CHUNK.min(backend.max_pass_tokens());
         let step_tokens = backend_max_step(&*backend);
+        let growth = if opts.kv_growth {
+            Some(KvGrowth::new(&*backend)?.ok_or_else(|| {
+                if backend.setup().plan.streaming {
+                    super::backend::no_growth()
+                } else {
+                    EngineError::Usage(
+                        "KV growth moves resident layers to streaming, but this plan keeps every layer resident and has no streaming slots: open without KV growth (the pool holds max_seqs sequences), or with a smaller device budget".into(),
+                    )
+                }
+            })?)
+        } else {
+            None
+        };
         Ok(Self {
+            growth,
             backend,
             seqs: BTreeMap::new(),
             next_id: 0,
@@ -191,7 +210,10 @@ impl BatchEngine {
     /// Queues a sequence; it joins at the next step (its prompt prefilled in chunks inside the
     /// running steps). Errors: an empty prompt, a token outside the vocabulary, no tokens to
     /// generate, prompt + `max_new_tokens` beyond the per-sequence context, all `max_seqs`
-    /// sequences held.
+    /// sequences held. With KV growth ([`EngineOptions::kv_growth`]) the sequence instead
+    /// reserves the KV blocks of its whole run, and when the pool lacks them resident layers
+    /// move off the device to make room (see [`super::growth`]); when even with no resident
+    /// layer its KV does not fit, the typed error says so and nothing changes.
     pub fn add(&mut self, req: SeqRequest) -> Result<SeqId> {
         if req.prompt.is_empty() {
             return Err(EngineError::Sequence("the prompt has no tokens".into()));
@@ -217,14 +239,29 @@ impl BatchEngine {
                 req.max_new_tokens
             )));
         }
-        if self.seqs.len() >= self.max_seqs() {
-            return Err(EngineError::Sequence(format!(
-                "all {} sequences are in use: wait for one to finish, or open the engine with \
-                 more sequences",
-                self.max_seqs()
-            )));
-        }
-        let slot = self.backend.seq_alloc()?;
+        let (held, max) = (self.seqs.len(), self.max_seqs());
+        let reserve = match &mut self.growth {
+            Some(g) => {
+                let blocks = g.blocks_for(req.prompt.len() + req.max_new_tokens);
+                g.ensure_slot(&mut *self.backend, held)?;
+                g.reserve(&mut *self.backend, blocks)?;
+                blocks
+            }
+            None if held >= max => {
+                return Err(EngineError::Sequence(format!(
+                    "all {max} sequences are in use: wait for one to finish, or open the engine \
+                     with more sequences (or with KV growth)"
+                )));
+            }
+            None => 0,
+        };
+        let slot = match self.backend.seq_alloc() {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.release(reserve);
+                return Err(e);
+            }
+        };
         let id = SeqId(self.next_id);
         self.next_id += 1;
         self.seqs.insert(
@@ -239,6 +276,7 @@ impl BatchEngine {
                 max_new: req.max_new_tokens,
                 stop: req.stop_tokens,
                 generated: 0,
+                reserve,
             },
         );
         Ok(id)
@@ -249,6 +287,7 @@ impl BatchEngine {
     pub fn cancel(&mut self, id: SeqId) {
         if let Some(s) = self.seqs.remove(&id) {
             self.backend.seq_free(s.slot);
+            self.release(s.reserve);
             self.cancelled
                 .push(finished(id, &s, FinishReason::Cancelled));
         }
@@ -336,6 +375,7 @@ impl BatchEngine {
             if let Some(reason) = reason {
                 if let Some(s) = self.seqs.remove(&id) {
                     self.backend.seq_free(s.slot);
+                    self.release(s.reserve);
                     events.push(finished(id, &s, reason));
                 }
             }
@@ -343,12 +383,41 @@ impl BatchEngine {
         Ok(events)
     }
 
+    /// A sequence's reserved blocks are given back (KV growth: the pool's free tail is trimmed
+    /// and layers promoted into the room).
+    fn release(&mut self, blocks: usize) {
+        if let Some(g) = &mut self.growth {
+            g.release(&mut *self.backend, blocks);
+        }
+    }
+
+    /// Whether KV growth is on ([`EngineOptions::kv_growth`]).
+    pub fn kv_growth(&self) -> bool {
+        self.growth.is_some()
+    }
+
+    /// KV growth's layer moves so far (`None` without KV growth).
+    pub fn growth_stats(&self) -> Option<GrowthStats> {
+        self.growth.as_ref().map(KvGrowth::stats)
+    }
+
+    /// KV blocks the held sequences reserve (KV growth; 0 without it).
+    pub fn kv_reserved(&self) -> usize {
+        self.growth.as_ref().map_or(0, KvGrowth::reserved)
+    }
+
+    /// Every layer's home now: the plan's, until KV growth moves layers.
+    pub fn homes(&self) -> Vec<Home> {
+        self.backend.homes()
+    }
+
     /// Sequences currently held (prefilling or generating).
     pub fn active(&self) -> usize {
         self.seqs.len()
     }
 
-    /// Most sequences at once (`opts.max_seqs`).
+    /// Most sequences at once (`opts.max_seqs`; with KV growth, the planned number: more may
+    /// be held).
     pub fn max_seqs(&self) -> usize {
         self.backend.setup().max_seqs
     }

@@ -44,6 +44,10 @@ pub struct EngineArgs {
     /// weights, holds this many sequences of the context length).
     #[arg(long, default_value_t = 8)]
     pub max_seqs: usize,
+    /// Take sequences beyond --max-seqs (and KV beyond the planned pool) by demoting resident
+    /// layers to pinned RAM or storage while they run, promoting them back after (CPU backend).
+    #[arg(long)]
+    pub kv_growth: bool,
     /// Print live statistics (tok/s, bytes per token per tier, GB/s per stage, stalls, the
     /// plan's prediction).
     #[arg(long)]
@@ -109,6 +113,7 @@ impl EngineArgs {
             storage_bw,
             prefetch: self.prefetch,
             max_seqs: self.max_seqs.max(1),
+            kv_growth: self.kv_growth,
             ..EngineOptions::default()
         })
     }

@@ -19,6 +19,8 @@ use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
 use super::error::{forward_err, EngineError, Result};
 use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
+use super::plan::Home;
+use super::rebalance::LayerMove;
 use super::setup::{setup, DeviceFacts, Setup};
 use super::stats::EngineStats;
 
@@ -397,5 +399,34 @@ impl Backend for CpuEngine {
             },
             None => KvUsage::default(),
         }
+    }
+
+    fn homes(&self) -> Vec<Home> {
+        self.core.homes.clone()
+    }
+
+    /// The CPU "device" is host memory: a resident layer is read in place from the mapped
+    /// file, so demoting one frees nothing but re-routes it through the pipeline; the KV pool
+    /// grows and shrinks in host memory.
+    fn can_grow_kv(&self) -> bool {
+        self.multi.is_some() && self.core.pipeline.is_some()
+    }
+
+    fn kv_grow(&mut self, blocks: usize, seqs: usize) -> Result<()> {
+        let multi = self.multi.as_mut().ok_or_else(no_pool)?;
+        multi
+            .grow_pool(blocks, seqs)
+            .map_err(forward_err("growing the KV pool"))
+    }
+
+    fn kv_trim(&mut self, keep: usize) -> usize {
+        match &mut self.multi {
+            Some(m) => m.trim_pool(keep),
+            None => 0,
+        }
+    }
+
+    fn move_layers(&mut self, moves: &[LayerMove]) -> Result<()> {
+        self.core.move_layers(moves, &CpuTransfer::default())
     }
 }

@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod growth;
 pub mod layout;
 pub mod options;
 pub mod plan;

@@ -82,6 +82,11 @@ pub struct EngineOptions {
     /// sequences of `ctx` positions and budgeted with the weights). The single-sequence engine
     /// ignores it.
     pub max_seqs: usize,
+    /// The multi-sequence engine takes sequences and KV beyond the planned pool (`max_seqs`
+    /// sequences of `ctx` positions): it demotes resident layers to pinned RAM or storage to
+    /// grow the pool, and promotes them back when the sequences finish (CPU backend; a plan
+    /// that streams). Off: beyond the pool, `add` refuses.
+    pub kv_growth: bool,
     /// Streaming slots (>= 2).
     pub slots: usize,
     /// CPU worker threads for file reads.
@@ -110,6 +115,7 @@ impl Default for EngineOptions {
             skip: Skip::None,
             ctx: 4096,
             max_seqs: 8,
+            kv_growth: false,
             slots: 3,
             io_threads: 4,
             storage_bw: 2.0e9,

@@ -100,8 +100,12 @@ impl KvRebalancer {
                 continue; // skipped: never read, takes no room
             };
             let bytes = layer_bytes.get(i).copied().unwrap_or(0);
+            // The plan's resident layers weigh more: they leave the device last and come back
+            // first, so the KV shrinking to its planned size restores the plan's placement
+            // (which spreads resident layers to hide the streamed ones' copies).
+            let weight = if *home == Home::Device { 2.0 } else { 1.0 };
             cache
-                .insert(Item::new(i, bytes, 1.0), TierId(t), ())
+                .insert(Item::new(i, bytes, weight), TierId(t), ())
                 .map_err(cache_err)?;
         }
         Ok(Self {
@@ -149,6 +153,16 @@ impl KvRebalancer {
                     .map_or(Home::Skipped, |t| HOMES[t.0.min(2)])
             })
             .collect()
+    }
+
+    /// Device bytes for the resident layers and the KV together.
+    pub fn room(&self) -> u64 {
+        self.room
+    }
+
+    /// Bytes of KV the books hold room for now.
+    pub fn kv(&self) -> u64 {
+        self.kv
     }
 
     /// Bytes of the layers resident on the device now.
@@ -210,6 +224,13 @@ mod tests {
         // Pinned RAM never over-filled.
         let pinned = homes.iter().filter(|h| **h == Home::Pinned).count() as u64 * 100;
         assert!(pinned <= i.ram_budget);
+        // Back to the planned KV: the plan's resident layers again (which streamed layers
+        // stay in pinned RAM may differ: they weigh the same).
+        r.update(kv).unwrap();
+        let device =
+            |h: &[Home]| -> Vec<usize> { (0..h.len()).filter(|&k| h[k] == Home::Device).collect() };
+        assert_eq!(device(&r.homes()), device(&p.homes));
+        r.update(kv + 250).unwrap();
         // The sequences finish: the KV shrinks to nothing and layers come back.
         let moves = r.update(0).unwrap();
         assert!(moves.iter().any(|m| m.to == Home::Device), "{moves:?}");

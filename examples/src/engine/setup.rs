@@ -43,8 +43,13 @@ pub struct Setup {
     pub max_seqs: usize,
     /// Opened for the multi-sequence engine (the single sequence's state is not allocated).
     pub batch: bool,
-    /// The budgets used.
+    /// The budgets used (device, pinned RAM).
     pub budgets: (u64, u64),
+    /// Device bytes the plan took before the KV pool and the layers (globals, workspaces,
+    /// the step's scratch, the draft's state).
+    pub device_fixed: u64,
+    /// The bandwidths the plan assumed (device, pinned RAM, storage; bytes/s).
+    pub bandwidth: [f64; 3],
 }
 
 /// The device-specific facts the plan needs.
@@ -243,5 +248,7 @@ pub fn setup(path: &Path, opts: &EngineOptions, facts: DeviceFacts, batch: bool)
         max_seqs,
         batch,
         budgets: (device_budget, ram_budget),
+        device_fixed: fixed,
+        bandwidth: facts.bandwidth,
     })
 }

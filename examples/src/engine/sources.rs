@@ -2,14 +2,15 @@
 //! pinned-RAM tier (with a progress bar). Prints which path serves which layers and why.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use nvme_direct::vfio::{Bar0, VfioDma};
 use nvme_direct::ExtentReader;
 use slep_pipeline::{
-    choose_source, FileSource, IoEngine, Location, MachineCaps, MmapBaselineSource, MmapSource,
-    NvmeSource, PinnedRamSource, PrefetchSource, ReadMode, ReadTotals, ResidentSource,
-    RoutedSource, Schedule, Source, Transfer,
+    choose_source, Fetched, FileSource, HostBuffer, IoEngine, Item, Location, MachineCaps,
+    MmapBaselineSource, MmapSource, NvmeSource, PinnedRamSource, PipelineError, PrefetchSource,
+    ReadMode, ReadTotals, ResidentSource, RoutedSource, Schedule, Source, SourceKind, Transfer,
 };
 
 use super::error::{from_pipeline, EngineError, Result};
@@ -44,10 +45,56 @@ fn open_vfio(
     })
 }
 
+/// The pinned-RAM tier, shared by the routed source (which reads it) and the engine (which
+/// moves layers in and out of it between passes).
+#[derive(Clone, Default)]
+pub struct SharedPinned(Arc<Mutex<PinnedRamSource>>);
+
+impl SharedPinned {
+    /// The tier (a poisoned lock is taken over: the map of buffers stays consistent).
+    pub fn lock(&self) -> MutexGuard<'_, PinnedRamSource> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Source for SharedPinned {
+    fn kind_for(&self, item: &Item) -> SourceKind {
+        self.lock().kind_for(item)
+    }
+
+    fn staging_bytes(&self, item: &Item) -> std::result::Result<u64, PipelineError> {
+        self.lock().staging_bytes(item)
+    }
+
+    fn prepare_staging(
+        &mut self,
+        staging: &mut HostBuffer,
+    ) -> std::result::Result<(), PipelineError> {
+        self.lock().prepare_staging(staging)
+    }
+
+    fn fetch(
+        &mut self,
+        item: &Item,
+        staging: &mut HostBuffer,
+    ) -> std::result::Result<Fetched, PipelineError> {
+        self.lock().fetch(item, staging)
+    }
+}
+
 /// The routed source of every running layer, the per-token schedule, and the report.
 pub struct Sources {
     /// Dispatches each layer to its path.
     pub routed: RoutedSource,
+    /// The pinned-RAM tier (empty when no layer lives there).
+    pub pinned: SharedPinned,
+    /// Index in `routed` of the resident source.
+    resident_index: usize,
+    /// Index in `routed` of the pinned tier, once a layer lives there.
+    pinned_index: Option<usize>,
+    /// Index in `routed` of the storage source for layers demoted at run time (an mmap reader
+    /// of the model, opened at the first demotion to storage).
+    spill_index: Option<usize>,
     /// Running layers in order (resident ones included: the consumer runs them in place).
     pub schedule: Schedule,
     /// Which path serves which layers and why.
@@ -79,6 +126,8 @@ pub fn build<T: Transfer>(
     let mut report = String::new();
     let mut prefetch = None;
     let resident = routed.add(Box::new(ResidentSource));
+    let shared = SharedPinned::default();
+    let mut pinned_index = None;
     for i in plan.layers(Home::Device) {
         routed.route(i as u64, resident);
     }
@@ -94,7 +143,6 @@ pub fn build<T: Transfer>(
     // Pinned RAM: one page-locked buffer per layer, filled from the file now.
     let pinned_layers = plan.layers(Home::Pinned);
     if !pinned_layers.is_empty() {
-        let mut pinned = PinnedRamSource::new();
         let total: u64 = pinned_layers
             .iter()
             .map(|&i| setup.layout.layers[i].bytes)
@@ -102,7 +150,8 @@ pub fn build<T: Transfer>(
         let bar = bytes_bar(opts.verbose, total, "pinning RAM tier");
         for &i in &pinned_layers {
             let item = setup.layout.layers[i].item();
-            pinned
+            shared
+                .lock()
                 .load_from_file(transfer, path, &item)
                 .map_err(|e| match from_pipeline(e) {
                     EngineError::Stream { source, .. } => EngineError::OutOfMemory {
@@ -121,7 +170,8 @@ pub fn build<T: Transfer>(
             "path: layers {} -> {choice}",
             ranges(&pinned_layers)
         );
-        let k = routed.add(Box::new(pinned));
+        let k = routed.add(Box::new(shared.clone()));
+        pinned_index = Some(k);
         for i in pinned_layers {
             routed.route(i as u64, k);
         }
@@ -233,8 +283,73 @@ pub fn build<T: Transfer>(
     }
     Ok(Sources {
         routed,
+        pinned: shared,
+        resident_index: resident,
+        pinned_index,
+        spill_index: None,
         schedule,
         report,
         prefetch,
     })
+}
+
+impl Sources {
+    /// Re-routes running layer `layer` to `to` between passes (the schedule, which names every
+    /// running layer, stays): to the device, it is read in place and its pinned copy (if any)
+    /// is freed; to pinned RAM, it is read from the file into a buffer pinned by `transfer`
+    /// (when that fails, it goes to storage instead); to storage, it is read through an mmap
+    /// reader of the model with `io_threads` workers. Returns the home it got.
+    pub fn reroute<T: Transfer>(
+        &mut self,
+        setup: &Setup,
+        layer: usize,
+        to: Home,
+        transfer: &T,
+        io_threads: usize,
+    ) -> Result<Home> {
+        let l = setup
+            .layout
+            .layers
+            .get(layer)
+            .ok_or_else(|| EngineError::Usage(format!("layer {layer} is not in the model")))?;
+        let key = layer as u64;
+        let home = match to {
+            Home::Skipped => return Ok(Home::Skipped),
+            Home::Device => {
+                self.routed.route(key, self.resident_index);
+                Home::Device
+            }
+            Home::Pinned => {
+                let loaded = {
+                    let mut p = self.pinned.lock();
+                    p.contains(key) || p.load_from_file(transfer, &setup.path, &l.item()).is_ok()
+                };
+                if loaded {
+                    let k = match self.pinned_index {
+                        Some(k) => k,
+                        None => *self
+                            .pinned_index
+                            .insert(self.routed.add(Box::new(self.pinned.clone()))),
+                    };
+                    self.routed.route(key, k);
+                    return Ok(Home::Pinned);
+                }
+                return self.reroute(setup, layer, Home::Storage, transfer, io_threads);
+            }
+            Home::Storage => {
+                let k = match self.spill_index {
+                    Some(k) => k,
+                    None => {
+                        let m = MmapSource::open(&setup.path, io_threads.max(1))
+                            .map_err(from_pipeline)?;
+                        *self.spill_index.insert(self.routed.add(Box::new(m)))
+                    }
+                };
+                self.routed.route(key, k);
+                Home::Storage
+            }
+        };
+        self.pinned.lock().remove(key);
+        Ok(home)
+    }
 }

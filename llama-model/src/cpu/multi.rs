@@ -86,6 +86,40 @@ impl MultiState {
         self.book.pool()
     }
 
+    /// Grows the KV pool by `blocks` blocks (their keys and values allocated now, zeroed) and
+    /// `seqs` sequence slots; between steps only. Block ids and tables in use stay valid.
+    pub fn grow_pool(&mut self, blocks: usize, seqs: usize) -> Result<(), ForwardError> {
+        self.book.not_open("grow_pool")?;
+        let total = self
+            .book
+            .pool()
+            .total_blocks()
+            .checked_add(blocks)
+            .and_then(|t| t.checked_mul(KV_BLOCK * self.config.kv_dim()))
+            .ok_or_else(|| ForwardError::Batch(format!("{blocks} more KV blocks overflow")))?;
+        self.book.pool_mut().grow(blocks, seqs)?;
+        for v in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            v.resize(total, f16::ZERO);
+        }
+        Ok(())
+    }
+
+    /// Shrinks the KV pool towards `keep` blocks, dropping only free blocks at its tail (see
+    /// [`KvPool::trim`]) and their memory; between steps only (no-op during a step). Returns
+    /// the blocks the pool has now.
+    pub fn trim_pool(&mut self, keep: usize) -> usize {
+        if self.book.not_open("trim_pool").is_err() {
+            return self.book.pool().total_blocks();
+        }
+        let total = self.book.pool_mut().trim(keep);
+        let len = total * KV_BLOCK * self.config.kv_dim();
+        for v in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            v.truncate(len);
+            v.shrink_to_fit();
+        }
+        total
+    }
+
     /// Starts an empty sequence.
     pub fn add_seq(&mut self) -> Result<KvSeq, ForwardError> {
         Ok(self.book.add_seq()?)
