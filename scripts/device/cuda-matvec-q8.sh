@@ -21,15 +21,7 @@ VOCAB=llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 [ -e "$K/bins.tar.xz" ] && tar -xJf "$K/bins.tar.xz" -C "$BIN"
 for p in a b; do [ -e "$K/model.$p" ] && cp "$K/model.$p" "/tmp/parts/model.$p"; done
-nv=${VRAMLESS_NVRTC_LIB:-}
-if [ -z "$nv" ]; then
-    nv=$(python3 -c "import site,os
-for d in site.getsitepackages(): print(os.path.join(d, 'nvidia/cu13/lib/libnvrtc.so.13'))" 2>/dev/null |
-        while read -r p; do [ -e "$p" ] && echo "$p"; done | head -1)
-fi
-[ -z "$nv" ] && nv=$(find / -xdev -name 'libnvrtc.so.13*' ! -name '*builtins*' 2>/dev/null | head -1)
-echo "NVRTC: ${nv:-not found}"
-export VRAMLESS_NVRTC_LIB="$nv" LD_LIBRARY_PATH="$(dirname "${nv:-/x}"):${LD_LIBRARY_PATH:-}"
+. "$(dirname "$0")/nvrtc-env.sh"  # NVRTC: VRAMLESS_NVRTC_LIB, LD_LIBRARY_PATH
 export VRAMLESS_REQUIRE_GPU=1 VRAMLESS_KERNEL_CACHE=/tmp/vramless-kernel-cache RUST_BACKTRACE=1
 export VRAMLESS_SMOLLM2_FIXTURES="$PWD/llama-model/tests/fixtures/smollm2"
 rc=0
