@@ -180,89 +180,71 @@ impl<R: RegisterIo, M: DmaMemory> ExtentReader<R, M> {
         Ok(())
     }
 
-    /// Reads `len` bytes (whole blocks) of the file at `offset` straight into `region` (mapped
-    /// caller memory): one command run per extent piece, holes zero-filled in place.
-    fn read_into(&mut self, offset: u64, region: &mut HostRegion, len: usize) -> Result<()> {
+    /// Walks a read of `len` bytes at file offset `offset` in pieces of at most `max_piece`
+    /// bytes: `piece(reader, done, n, blocks)` for `n` bytes at `done` in the destination,
+    /// either a hole (`None`: zeros) or whole blocks of one extent (whose last block may run past
+    /// `len`, by less than a block, when the destination ends mid-block). `max_piece` is a
+    /// multiple of the block size.
+    fn walk(
+        &mut self,
+        offset: u64,
+        len: usize,
+        max_piece: usize,
+        mut piece: impl FnMut(&mut Self, usize, usize, Option<BlockRange>) -> Result<()>,
+    ) -> Result<()> {
         let bs = self.block_size();
         let mut done = 0usize;
         while done < len {
             let pos = offset
                 .checked_add(done as u64)
                 .ok_or_else(|| Error::InvalidArgument("read offset overflows u64".into()))?;
-            let want = len - done;
-            let Some((lba, run)) = self.locate(pos) else {
-                let next = self.next_extent_after(pos).unwrap_or(u64::MAX);
-                let n = (want as u64).min(next - pos) as usize;
-                region.zero(done, n)?;
-                done += n;
-                continue;
-            };
-            // Whole blocks of this extent (`len` is whole blocks, so `n` is too).
-            let n = (want as u64)
-                .min(run.max(bs))
-                .div_ceil(bs)
-                .saturating_mul(bs) as usize;
-            let n = n.min(want);
-            self.ctrl.read(
-                0,
-                &self.ns,
-                BlockRange {
-                    lba,
-                    blocks: (n as u64) / bs,
-                },
-                region,
-                done,
-                self.queue_depth,
-            )?;
-            done += n;
+            let want = (len - done).min(max_piece);
+            match self.locate(pos) {
+                None => {
+                    // No extent here: a hole (or the tail padding); reads as zeros.
+                    let next = self.next_extent_after(pos).unwrap_or(u64::MAX);
+                    let n = (want as u64).min(next - pos) as usize;
+                    piece(self, done, n, None)?;
+                    done += n;
+                }
+                Some((lba, run)) => {
+                    // Whole blocks, within this extent, within the piece.
+                    let blocks = (want as u64).min(run.max(bs)).div_ceil(bs);
+                    let n = usize::try_from(blocks * bs).map_or(len - done, |b| b.min(len - done));
+                    piece(self, done, n, Some(BlockRange { lba, blocks }))?;
+                    done += n;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Reads `len` bytes (whole blocks) of the file at `offset` straight into `region` (mapped
+    /// caller memory), holes zero-filled in place.
+    fn read_into(&mut self, offset: u64, region: &mut HostRegion, len: usize) -> Result<()> {
+        self.walk(offset, len, usize::MAX, |r, done, n, blocks| match blocks {
+            None => region.zero(done, n),
+            Some(range) => r.ctrl.read(0, &r.ns, range, region, done, r.queue_depth),
+        })
     }
 
     /// [`ExtentReader::read_at`] through the reader's DMA buffer: each piece read there, then
     /// copied out to `dst`.
     fn read_bounced(&mut self, offset: u64, dst: &mut [u8]) -> Result<()> {
-        let bs = self.block_size();
-        if offset % bs != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "file offset {offset} is not a multiple of the {bs}-byte block"
-            )));
-        }
-        let bsz = bs as usize;
-        let mut done = 0usize;
-        while done < dst.len() {
-            let pos = offset
-                .checked_add(done as u64)
-                .ok_or_else(|| Error::InvalidArgument("read offset overflows u64".into()))?;
-            let want = (dst.len() - done).min(FILE_READ_CHUNK);
-            let Some((lba, run)) = self.locate(pos) else {
-                // No extent here: a hole (or the tail padding); reads as zeros.
-                let next = self.next_extent_after(pos).unwrap_or(u64::MAX);
-                let n = (want as u64).min(next - pos) as usize;
-                dst[done..done + n].fill(0);
-                done += n;
-                continue;
-            };
-            // Whole blocks, within this extent, within the chunk.
-            let n = (want as u64).min(run.max(bs)) as usize;
-            let blocks = n.div_ceil(bsz);
-            let read = (blocks * bsz).min(FILE_READ_CHUNK);
-            self.ctrl.read(
-                0,
-                &self.ns,
-                BlockRange {
-                    lba,
-                    blocks: (read / bsz) as u64,
-                },
-                &mut self.bounce,
-                0,
-                self.queue_depth,
-            )?;
-            let take = read.min(dst.len() - done);
-            self.bounce.read_bytes(0, &mut dst[done..done + take])?;
-            done += take;
-        }
-        Ok(())
+        self.walk(offset, dst.len(), FILE_READ_CHUNK, |r, done, n, blocks| {
+            let out = &mut dst[done..done + n];
+            match blocks {
+                None => {
+                    out.fill(0);
+                    Ok(())
+                }
+                Some(range) => {
+                    r.ctrl
+                        .read(0, &r.ns, range, &mut r.bounce, 0, r.queue_depth)?;
+                    r.bounce.read_bytes(0, out)
+                }
+            }
+        })
     }
 
     /// The file offset where the next extent after `pos` begins.
