@@ -1,5 +1,5 @@
 //! Helpers of the GPU speed reports (`benches/benches/cuda_*.rs`, feature `cuda`): the backend
-//! or a clear exit, timing, and the JSON sink.
+//! or a clear exit, and timing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,19 +33,4 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// The device-to-device copy bandwidth (bytes/s, read + write) of a 1 GiB copy, the limit a
-/// memory-bound kernel is compared with; exits with status 2 when the copy fails.
-pub fn d2d_or_exit(b: &CudaBackend) -> f64 {
-    match b.measure_d2d_bandwidth(1 << 30, 20) {
-        Ok(bw) => {
-            eprintln!("D2D copy (1 GiB, read + write): {:.0} GB/s", bw / 1e9);
-            bw
-        }
-        Err(e) => {
-            eprintln!("!!! the D2D copy failed, nothing measured: {e}");
-            std::process::exit(2);
-        }
-    }
 }

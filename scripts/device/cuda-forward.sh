@@ -51,7 +51,7 @@ rc=0
     echo "== generate --device cpu (same greedy prompt, default Q8 kernel; informational)"
     "$BIN/generate" --device cpu --model "$model" --prompt "The capital of France is" \
         --max-tokens 32 --ctx 1024 --json "$OUT/gen-cpu.json" --bench || rc=1
-    echo "== matvec bandwidth (report only)"
+    echo "== small decode kernels, time per launch (report only; products: the cuda_matvec bench)"
     "$BIN/bench_cuda_kernels" || rc=1
     echo "== exit $rc"
     exit $rc

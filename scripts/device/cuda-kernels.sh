@@ -28,7 +28,7 @@ rc=0
     echo "== kernel cache"; ls -l "$VRAMLESS_KERNEL_CACHE"
     echo "== cuda_kernels (warm: cubins from the cache)"
     "$BIN/cuda_kernels" --nocapture --test-threads=1 || rc=1
-    echo "== matvec bandwidth (report only)"
+    echo "== small decode kernels, time per launch (report only; products: the cuda_matvec bench)"
     "$BIN/bench_cuda_kernels" || rc=1
     echo "== exit $rc"
     exit $rc

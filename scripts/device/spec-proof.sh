@@ -38,15 +38,7 @@ for b in synth-model speculate bench-stream-model; do
     [ -x "$BIN/$b" ] || { echo "missing $BIN/$b (see the build commands at the top)"; exit 2; }
 done
 if [ "$DEVICE" = cuda ]; then
-    nv=${VRAMLESS_NVRTC_LIB:-}
-    if [ -z "$nv" ]; then
-        nv=$(python3 -c "import site,os
-for d in site.getsitepackages(): print(os.path.join(d, 'nvidia/cu13/lib/libnvrtc.so.13'))" 2>/dev/null |
-            while read -r p; do [ -e "$p" ] && echo "$p"; done | head -1)
-    fi
-    [ -z "$nv" ] && nv=$(find / -xdev -name 'libnvrtc.so.13*' ! -name '*builtins*' 2>/dev/null | head -1)
-    echo "NVRTC: ${nv:-not found}"
-    export VRAMLESS_NVRTC_LIB="$nv" LD_LIBRARY_PATH="$(dirname "${nv:-/x}"):${LD_LIBRARY_PATH:-}"
+    . scripts/device/nvrtc-env.sh  # NVRTC: VRAMLESS_NVRTC_LIB, LD_LIBRARY_PATH
 fi
 export VRAMLESS_KERNEL_CACHE=${VRAMLESS_KERNEL_CACHE:-/tmp/vramless-kernel-cache} RUST_BACKTRACE=1
 VOCAB=llama-model/tests/fixtures/vocab/ggml-vocab-llama-bpe.gguf
