@@ -4,13 +4,18 @@
 //! growth statistics show it), every sequence's greedy tokens still equal running it alone
 //! through the single-sequence `Engine`, and once they finish the layers come back. KV beyond
 //! the whole device room is a typed error that changes nothing, and the engine keeps serving.
+//! Sequences that join while another one is mid-run grow the pool under its live KV. With
+//! feature `cuda` and a GPU the same runs go through the CUDA backend (VRAM KV pool, device
+//! buffers of resident layers freed and uploaded again), against the single-sequence CUDA
+//! engine.
 
 use std::collections::BTreeMap;
 
 use llama_model::sampler::SamplerConfig;
 use llama_model::tokenizer::Tokenizer;
 use vramless_engine::engine::{
-    BatchEngine, DataPath, Engine, EngineError, EngineOptions, Home, SeqEvent, SeqId, SeqRequest,
+    BatchEngine, DataPath, Device, Engine, EngineError, EngineOptions, Home, SeqEvent, SeqId,
+    SeqRequest,
 };
 
 #[macro_use]
@@ -21,8 +26,13 @@ const CTX: usize = 96;
 const NEW: usize = 5;
 
 fn opts(ram: u64, path: DataPath, growth: bool) -> EngineOptions {
+    opts_on(Device::Cpu, 130 << 20, ram, path, growth)
+}
+
+fn opts_on(device: Device, vram: u64, ram: u64, path: DataPath, growth: bool) -> EngineOptions {
     EngineOptions {
-        vram_budget: Some(130 << 20),
+        device,
+        vram_budget: Some(vram),
         ram_budget: Some(ram),
         path,
         ctx: CTX,
@@ -144,6 +154,117 @@ fn grow_run_and_check(
         s.demoted > 0 && s.promoted > 0 && s.grown > 0 && s.trimmed > 0,
         "{name}: {s:?}"
     );
+}
+
+/// Runs `seq` alone to the end (greedy, `n` tokens) through the single-sequence engine.
+fn single_run(single: &mut Engine, seq: &[u32], n: usize) -> Vec<u32> {
+    single.reset();
+    single.greedy(seq, n).unwrap()
+}
+
+/// One long sequence runs a few steps; then sequences join until a layer has left the device,
+/// so the pool grows under the first one's live KV; every sequence equals its single run.
+fn join_mid_run_and_check(name: &str, b: &mut BatchEngine, single: &mut Engine, p: &[Vec<u32>]) {
+    const FIRST: usize = 12;
+    let first = b.add(req(&p[3], FIRST)).unwrap();
+    let mut got: BTreeMap<SeqId, Vec<u32>> = BTreeMap::new();
+    let take = |b: &mut BatchEngine, got: &mut BTreeMap<SeqId, Vec<u32>>| {
+        for e in b.step().unwrap() {
+            if let SeqEvent::Token { id, token } = e {
+                got.entry(id).or_default().push(token);
+            }
+        }
+    };
+    for _ in 0..4 {
+        take(b, &mut got);
+    }
+    assert!(
+        !got.is_empty() && b.active() == 1,
+        "{name}: the first sequence is decoding"
+    );
+    let (_, before, _) = b.kv_usage();
+    let demoted = b.growth_stats().unwrap().demoted;
+    let mut ids = vec![(first, 3, FIRST)];
+    while b.growth_stats().unwrap().demoted == demoted {
+        assert!(ids.len() < 60, "{name}: 60 sequences and no layer moved");
+        let pi = ids.len() % 3;
+        ids.push((b.add(req(&p[pi], NEW)).unwrap(), pi, NEW));
+    }
+    assert!(b.kv_usage().1 > before, "{name}: the pool grew mid-run");
+    let mut steps = 0;
+    while b.active() > 0 {
+        take(b, &mut got);
+        steps += 1;
+        assert!(steps < 200, "{name}: the batch does not end");
+    }
+    for &(id, pi, n) in &ids {
+        assert_eq!(
+            got[&id],
+            single_run(single, &p[pi], n),
+            "{name}: {id} differs from its single run"
+        );
+    }
+    assert_eq!(
+        b.homes(),
+        b.plan().homes,
+        "{name}: the layers went back home"
+    );
+}
+
+#[test]
+fn a_sequence_mid_run_keeps_its_kv_while_the_pool_grows() {
+    let model = model_or_skip!();
+    let p = prompts(&model);
+    let mut single = Engine::open(&model, &opts(0, DataPath::Auto, false)).unwrap();
+    let mut b = BatchEngine::open(&model, &opts(1 << 30, DataPath::Auto, true)).unwrap();
+    join_mid_run_and_check("cpu", &mut b, &mut single, &p);
+}
+
+/// The smallest device budget (from 140 MiB up) at which the CUDA plan keeps at least three
+/// layers resident and streams the rest.
+#[cfg(feature = "cuda")]
+fn cuda_batch_engine(model: &std::path::Path, ram: u64, path: DataPath) -> BatchEngine {
+    for mib in (140u64..=480).step_by(10) {
+        let o = opts_on(Device::Cuda, mib << 20, ram, path, true);
+        if let Ok(b) = BatchEngine::open(model, &o) {
+            let k = resident(&b.plan().homes);
+            if k >= 3 && b.plan().streaming {
+                eprintln!("cuda growth: {mib} MiB device budget, {k} layers resident");
+                return b;
+            }
+        }
+    }
+    panic!("no device budget from 140 to 480 MiB keeps 3 layers resident and streams the rest");
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_more_sequences_than_planned_demote_layers_and_tokens_stay_equal() {
+    let model = model_or_skip!();
+    if let Err(e) = slep_pipeline::cuda_available() {
+        test_support::skip_gpu(e);
+        return;
+    }
+    let p = prompts(&model);
+    let resident_opts = EngineOptions {
+        vram_budget: None,
+        ..opts_on(Device::Cuda, 0, 0, DataPath::Auto, false)
+    };
+    let mut single = Engine::open(&model, &resident_opts).unwrap();
+    for (name, ram, path, to) in [
+        (
+            "cuda, demoted to pinned RAM",
+            1 << 30,
+            DataPath::Auto,
+            Home::Pinned,
+        ),
+        ("cuda, demoted to storage", 0, DataPath::Mmap, Home::Storage),
+    ] {
+        let mut b = cuda_batch_engine(&model, ram, path);
+        b.set_prefill_chunk(32);
+        grow_run_and_check(name, &mut b, &mut single, &p, to);
+        join_mid_run_and_check(name, &mut b, &mut single, &p);
+    }
 }
 
 #[test]

@@ -45,6 +45,7 @@ mod stage;
 mod stats;
 #[allow(unsafe_code)]
 mod sys;
+mod trace;
 
 pub use align::{AlignedSpan, DEFAULT_BLOCK};
 pub use auto::{choose_source, Choice, Location, MachineCaps};
@@ -68,6 +69,7 @@ pub use source::resident::ResidentSource;
 pub use source::routed::RoutedSource;
 pub use stage::{CopySegment, Fetched, HostMemory, HostRegion, Source, SourceKind, Transfer};
 pub use stats::{PipelineStats, StageStats};
+pub use trace::{Span, Stage, Trace};
 
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

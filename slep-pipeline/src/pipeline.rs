@@ -15,6 +15,7 @@
 
 use std::error::Error;
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::buffer::{HostBuffer, PAGE};
@@ -22,6 +23,7 @@ use crate::error::{PipelineError, Result};
 use crate::schedule::{Item, Schedule};
 use crate::stage::{CopySegment, Fetched, Source, SourceKind, Transfer};
 use crate::stats::PipelineStats;
+use crate::trace::{Stage, Trace};
 
 /// Default number of device slots (double buffering).
 pub const DEFAULT_SLOTS: usize = 2;
@@ -105,6 +107,7 @@ pub struct Pipeline<T: Transfer> {
     next_slot_id: usize,
     staging: Vec<HostBuffer>,
     external_staging: bool,
+    trace: Option<Arc<Trace>>,
 }
 
 type ConsumerError = Box<dyn Error + Send + Sync>;
@@ -125,6 +128,7 @@ impl<T: Transfer> Pipeline<T> {
             next_slot_id: 0,
             staging: Vec::new(),
             external_staging: false,
+            trace: None,
         };
         p.ensure_slots()?;
         Ok(p)
@@ -143,6 +147,16 @@ impl<T: Transfer> Pipeline<T> {
         self.n_staging = buffers.len().max(1);
         self.staging = buffers;
         self.external_staging = true;
+    }
+
+    /// Records every pass's read, copy, wait and compute spans into `trace` (`None`: stop).
+    pub fn set_trace(&mut self, trace: Option<Arc<Trace>>) {
+        self.trace = trace;
+    }
+
+    /// The trace passes record into, if any.
+    pub fn trace(&self) -> Option<&Arc<Trace>> {
+        self.trace.as_ref()
     }
 
     /// The transfer.
@@ -257,11 +271,15 @@ impl<T: Transfer> Pipeline<T> {
         }
         let (ready_tx, ready_rx) = channel::<Result<ReadyMsg<T>>>();
         let transfer = &self.transfer;
+        let trace = self.trace.as_deref();
 
         let outcome = std::thread::scope(|scope| {
-            let reader = scope.spawn(|| reader_loop(items, source, staging_rx, fetch_tx));
-            let copier =
-                scope.spawn(|| copy_loop(items, transfer, fetch_rx, staging_tx, slot_rx, ready_tx));
+            let reader = scope.spawn(|| reader_loop(items, source, staging_rx, fetch_tx, trace));
+            let copier = scope.spawn(|| {
+                copy_loop(
+                    items, transfer, fetch_rx, staging_tx, slot_rx, ready_tx, trace,
+                )
+            });
             let mut result: Result<()> = Ok(());
             // Slots whose reader left no event, held until the device settled.
             let mut unsettled: Vec<SlotEntry<T::Slot>> = Vec::new();
@@ -279,6 +297,9 @@ impl<T: Transfer> Pipeline<T> {
                     }
                 };
                 let wait = waited.elapsed();
+                if let Some(tr) = trace {
+                    tr.record(Stage::Wait, item.key, waited, waited + wait);
+                }
                 if index == 0 {
                     stats.fill = wait;
                 } else {
@@ -298,7 +319,11 @@ impl<T: Transfer> Pipeline<T> {
                 };
                 let t = Instant::now();
                 let released = consume(ready);
-                stats.compute.add(len as u64, t.elapsed());
+                let busy = t.elapsed();
+                if let Some(tr) = trace {
+                    tr.record(Stage::Compute, item.key, t, t + busy);
+                }
+                stats.compute.add(len as u64, busy);
                 stats.items += 1;
                 stats.bytes += len as u64;
                 match released {
@@ -369,6 +394,7 @@ fn reader_loop<S: Source + ?Sized>(
     source: &mut S,
     staging_rx: Receiver<HostBuffer>,
     fetch_tx: Sender<Result<FetchMsg>>,
+    trace: Option<&Trace>,
 ) -> (
     Vec<HostBuffer>,
     Receiver<HostBuffer>,
@@ -388,6 +414,9 @@ fn reader_loop<S: Source + ?Sized>(
                 if let Fetched::Staged(spans) = &fetched {
                     let bytes: usize = spans.iter().map(|s| s.1).sum();
                     stats.add(bytes as u64, busy);
+                    if let Some(tr) = trace {
+                        tr.record(Stage::Read, item.key, t, t + busy);
+                    }
                 }
                 Ok(FetchMsg {
                     index,
@@ -416,6 +445,7 @@ fn copy_loop<T: Transfer>(
     staging_tx: Sender<HostBuffer>,
     slot_rx: Receiver<Released<T>>,
     ready_tx: Sender<Result<ReadyMsg<T>>>,
+    trace: Option<&Trace>,
 ) -> (Vec<Released<T>>, crate::stats::StageStats) {
     let mut stats = crate::stats::StageStats::default();
     let mut spare: Vec<Released<T>> = Vec::new();
@@ -463,8 +493,13 @@ fn copy_loop<T: Transfer>(
                 );
                 let r = r.and_then(|(ev, bytes)| {
                     transfer.wait(&ev)?;
+                    let done = Instant::now();
                     let busy = transfer.elapsed(&ev).unwrap_or_else(|| t.elapsed());
                     stats.add(bytes, busy);
+                    if let Some(tr) = trace {
+                        // Placed where the copy ran: it completed (about) when the wait returned.
+                        tr.record(Stage::Copy, key, done.checked_sub(busy).unwrap_or(t), done);
+                    }
                     Ok(ev)
                 });
                 // The copy completed (or failed): staging and direct regions may be reused now.

@@ -185,6 +185,9 @@ fn run(a: Args) -> Result<(), String> {
         f64::INFINITY
     };
     let st0 = engine.stats().clone();
+    a.engine
+        .write_trace(engine.trace())
+        .map_err(|e| e.to_string())?;
     let ratio = if limit.is_finite() {
         tok_s / limit
     } else {
@@ -298,6 +301,9 @@ fn batch_mode(
         "bench-stream-model: bus limit {limit:.3} steps/s ({h2d:.2} GB/s over {:.2} GB streamed per step)",
         streamed as f64 / 1e9
     );
+    a.engine
+        .write_trace(engine.trace())
+        .map_err(|e| e.to_string())?;
     let mem = if a.churn_steps > 0 {
         let m = churn(
             &mut engine,

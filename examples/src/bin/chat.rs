@@ -131,6 +131,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if args.engine.trace.is_some() {
+        return Err("--trace records the passes of one run: use it with generate, speculate or bench-stream-model, not chat".into());
+    }
     if !matches!(args.device.as_str(), "cpu" | "cuda") {
         return Err(format!("unknown device `{}`: use cpu or cuda", args.device));
     }

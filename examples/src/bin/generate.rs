@@ -167,6 +167,9 @@ fn run(args: Args) -> Result<(), String> {
         if args.engine.stats {
             eprint!("{}", engine.stats().report());
         }
+        args.engine
+            .write_trace(engine.trace())
+            .map_err(|e| e.to_string())?;
         return Ok(());
     }
     #[cfg(feature = "cuda")]
@@ -278,9 +281,18 @@ fn batch(args: &Args, path: &Path, file: &Path) -> Result<(), String> {
         total as f64 / secs.max(1e-12),
         engine.stats().passes
     );
+    if let Some(g) = engine.growth_stats() {
+        eprintln!(
+            "generate: KV growth: {} layer moves off the device, {} back; the pool grew {} times and shrank {} times",
+            g.demoted, g.promoted, g.grown, g.trimmed
+        );
+    }
     if args.engine.stats {
         eprint!("{}", engine.stats().report());
     }
+    args.engine
+        .write_trace(engine.trace())
+        .map_err(|e| e.to_string())?;
     if let Some(j) = &args.json {
         let v: Vec<serde_json::Value> = prompts
             .iter()

@@ -104,6 +104,9 @@ fn model_id(engine: &BatchEngine, path: &Path) -> String {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if args.engine.trace.is_some() {
+        return Err("--trace records the passes of one run: use it with generate, speculate or bench-stream-model, not serve".into());
+    }
     if args.engine.max_seqs == 0 {
         return Err("--max-seqs 0: at least one request must be able to run".into());
     }

@@ -230,6 +230,9 @@ fn run_engine(args: Args) -> Result<(), String> {
     if args.engine.stats {
         eprint!("{}", engine.stats().report());
     }
+    args.engine
+        .write_trace(engine.trace())
+        .map_err(|e| e.to_string())?;
     let mut plain = None;
     let mut plain_s = 0.0;
     if args.compare {

@@ -4,9 +4,10 @@
 //! pipeline's slots), the statistics. Prefill chunking, all-or-nothing rollback and the batch
 //! scheduler are written once above this trait ([`super::Engine`], [`super::batch`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use slep_pipeline::{Pipeline, PipelineStats, Ready, Source, Transfer};
+use slep_pipeline::{Pipeline, PipelineStats, Ready, Source, Stage, Trace, Transfer};
 
 use super::error::{from_pipeline, EngineError, Result};
 use super::layout::LayerLayout;
@@ -147,6 +148,10 @@ pub trait Backend: Send {
     /// The batch KV pool's accounting.
     fn kv_usage(&self) -> KvUsage;
 
+    /// The timeline of every pass, when opened with [`EngineOptions::trace`].
+    fn trace(&self) -> Option<&Arc<Trace>> {
+        None
+    }
     /// Every layer's home now (the plan's until layers move).
     fn homes(&self) -> Vec<Home> {
         self.setup().plan.homes.clone()
@@ -182,7 +187,7 @@ pub trait Backend: Send {
 /// The error of a backend that cannot grow its KV pool.
 pub fn no_growth() -> EngineError {
     EngineError::Usage(
-        "this backend cannot grow its KV pool by moving layers off the device (KV growth runs on the CPU backend): open the engine without KV growth, or with more sequences".into(),
+        "this engine cannot grow its KV pool by moving layers off the device (it needs the multi-sequence engine with a plan that streams): open it without KV growth, or with more sequences".into(),
     )
 }
 
@@ -200,6 +205,8 @@ pub struct Core<T: Transfer> {
     pub homes: Vec<Home>,
     /// Worker threads of a storage reader opened for demoted layers.
     io_threads: usize,
+    /// The timeline of every pass ([`EngineOptions::trace`]).
+    pub trace: Option<Arc<Trace>>,
 }
 
 impl<T: Transfer> std::fmt::Debug for Core<T> {
@@ -242,9 +249,12 @@ impl<T: Transfer> Core<T> {
         storage: Option<Box<dyn Source>>,
     ) -> Result<Self> {
         let sources = build(&setup, opts, &transfer, storage)?;
+        let trace = opts.trace.then(|| Arc::new(Trace::new()));
         let pipeline = if setup.plan.streaming {
             let slot = usize::try_from(setup.plan.slot_bytes).unwrap_or(usize::MAX);
-            Some(Pipeline::new(transfer, setup.plan.slots, slot).map_err(from_pipeline)?)
+            let mut p = Pipeline::new(transfer, setup.plan.slots, slot).map_err(from_pipeline)?;
+            p.set_trace(trace.clone());
+            Some(p)
         } else {
             None
         };
@@ -261,31 +271,48 @@ impl<T: Transfer> Core<T> {
             stats,
             homes,
             io_threads: opts.io_threads,
+            trace,
         })
     }
 
     /// Applies layer moves between passes: re-routes each layer's pipeline source (see
-    /// [`Sources::reroute`]); the schedule stays. Needs the pipeline (a plan that streams).
-    /// `transfer` pins the buffers of layers bound for pinned RAM.
-    pub fn move_layers(&mut self, moves: &[LayerMove], transfer: &T) -> Result<()> {
+    /// [`Sources::reroute`]); the schedule stays. Needs the pipeline (a plan that streams),
+    /// whose transfer pins the buffers of layers bound for pinned RAM. A move that fails stops
+    /// there: the moves before it stay applied ([`Core::homes`] says where every layer is).
+    pub fn move_layers(&mut self, moves: &[LayerMove]) -> Result<()> {
         if moves.is_empty() {
             return Ok(());
         }
-        if self.pipeline.is_none() {
+        let Self {
+            setup,
+            pipeline,
+            sources,
+            stats,
+            homes,
+            io_threads,
+            ..
+        } = self;
+        let Some(pipeline) = pipeline.as_ref() else {
             return Err(EngineError::Usage(
                 "layers can move off the device only when the plan streams (it has no streaming slots)".into(),
             ));
-        }
+        };
+        let mut r = Ok(());
         for m in moves {
-            let got =
-                self.sources
-                    .reroute(&self.setup, m.layer, m.to, transfer, self.io_threads)?;
-            if let Some(h) = self.homes.get_mut(m.layer) {
-                *h = got;
+            match sources.reroute(setup, m.layer, m.to, pipeline.transfer(), *io_threads) {
+                Ok(got) => {
+                    if let Some(h) = homes.get_mut(m.layer) {
+                        *h = got;
+                    }
+                }
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
             }
         }
-        self.stats.bytes_per_pass = bytes_per_pass(&self.setup, &self.homes);
-        Ok(())
+        stats.bytes_per_pass = bytes_per_pass(setup, homes);
+        r
     }
 
     /// Runs every running layer once, in order, through `f(setup, compact index, layer, data)`:
@@ -300,6 +327,7 @@ impl<T: Transfer> Core<T> {
             setup,
             pipeline,
             sources,
+            trace,
             ..
         } = self;
         let setup = &*setup;
@@ -307,7 +335,11 @@ impl<T: Transfer> Core<T> {
             None => {
                 for &i in &setup.running {
                     let k = setup.compact[i].unwrap_or(i);
+                    let t = Instant::now();
                     f(setup, k, &setup.layout.layers[i], LayerData::Resident)?;
+                    if let Some(tr) = trace {
+                        tr.record(Stage::Compute, i as u64, t, Instant::now());
+                    }
                 }
                 Ok(None)
             }

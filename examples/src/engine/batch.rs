@@ -463,6 +463,11 @@ impl BatchEngine {
         self.backend.stats()
     }
 
+    /// The timeline of every step so far, when opened with [`EngineOptions::trace`].
+    pub fn trace(&self) -> Option<&std::sync::Arc<slep_pipeline::Trace>> {
+        self.backend.trace()
+    }
+
     /// Forgets the statistics.
     pub fn clear_stats(&mut self) {
         self.backend.stats_mut().clear()

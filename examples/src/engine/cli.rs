@@ -45,13 +45,20 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 8)]
     pub max_seqs: usize,
     /// Take sequences beyond --max-seqs (and KV beyond the planned pool) by demoting resident
-    /// layers to pinned RAM or storage while they run, promoting them back after (CPU backend).
+    /// layers to pinned RAM or storage while they run, promoting them back after (needs a plan that
+    /// streams).
     #[arg(long)]
     pub kv_growth: bool,
     /// Print live statistics (tok/s, bytes per token per tier, GB/s per stage, stalls, the
     /// plan's prediction).
     #[arg(long)]
     pub stats: bool,
+    /// Write a Chrome / Perfetto trace (JSON trace events; open it in https://ui.perfetto.dev or
+    /// chrome://tracing) of every pass to FILE at the end: per layer the storage read, the bus
+    /// copy, the wait for data, the host's compute or kernel launches and, on CUDA, the GPU's
+    /// kernels timed by events, one row each.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 impl EngineArgs {
@@ -63,6 +70,16 @@ impl EngineArgs {
             || self.nvme_pci.is_some()
             || self.skip_map.is_some()
             || self.stats
+            || self.trace.is_some()
+    }
+
+    /// Writes `trace` (the engine's, see [`super::Engine::trace`]) to `--trace FILE` when it was
+    /// given, with a summary of each stage's busy time on stderr.
+    pub fn write_trace(&self, trace: Option<&std::sync::Arc<slep_pipeline::Trace>>) -> Result<()> {
+        let (Some(path), Some(trace)) = (&self.trace, trace) else {
+            return Ok(());
+        };
+        super::trace::write(trace, path)
     }
 
     /// The engine options for `device` with a KV cache of `ctx` positions.
@@ -114,6 +131,7 @@ impl EngineArgs {
             prefetch: self.prefetch,
             max_seqs: self.max_seqs.max(1),
             kv_growth: self.kv_growth,
+            trace: self.trace.is_some(),
             ..EngineOptions::default()
         })
     }

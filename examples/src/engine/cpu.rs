@@ -405,6 +405,10 @@ impl Backend for CpuEngine {
         self.core.homes.clone()
     }
 
+    fn trace(&self) -> Option<&std::sync::Arc<slep_pipeline::Trace>> {
+        self.core.trace.as_ref()
+    }
+
     /// The CPU "device" is host memory: a resident layer is read in place from the mapped
     /// file, so demoting one frees nothing but re-routes it through the pipeline; the KV pool
     /// grows and shrinks in host memory.
@@ -427,6 +431,6 @@ impl Backend for CpuEngine {
     }
 
     fn move_layers(&mut self, moves: &[LayerMove]) -> Result<()> {
-        self.core.move_layers(moves, &CpuTransfer::default())
+        self.core.move_layers(moves)
     }
 }

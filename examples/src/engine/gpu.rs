@@ -18,13 +18,15 @@ use llama_model::cuda::{
 };
 use llama_model::paged::{KvPool, KvPoolOptions, KvSeq, StepPart, KV_BLOCK};
 use llama_model::{BATCHED_MIN_TOKENS, PREFILL_CHUNK};
-use slep_pipeline::{CudaSignal, CudaTransfer, Source};
+use slep_pipeline::{CudaSignal, CudaTransfer, Source, Trace};
 
 use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
 use super::error::{from_pipeline, EngineError, Result};
+use super::gpu_trace::LayerTimer;
 use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
 use super::plan::Home;
+use super::rebalance::LayerMove;
 use super::setup::{setup, DeviceFacts, Setup};
 use super::sources::bytes_bar;
 use super::stats::EngineStats;
@@ -286,12 +288,16 @@ impl GpuEngine {
             .begin_token(&weights.embd(&core.setup)?, token)
             .map_err(gpu_err("embedding"))?;
         let stream = state.backend().stream().clone();
+        let mut timer = LayerTimer::start(core.trace.clone(), &stream)?;
         let p = core.run_layers(|_, k, layer, data| {
             let w = weights.views(layer, &data, &stream)?;
+            timer.before(layer.index, &stream)?;
             forward_layer(k, &w, state).map_err(gpu_err("layer"))?;
+            timer.after(&stream)?;
             release(&data, &stream)
         })?;
         state.end_token().map_err(gpu_err("end of token"))?;
+        timer.finish()?;
         core.record(1, t0, p.as_ref());
         Ok(())
     }
@@ -315,12 +321,16 @@ impl GpuEngine {
                 .begin(state, &weights.embd(&core.setup)?, tokens)
                 .map_err(gpu_err("batch embedding"))?;
             let stream = state.backend().stream().clone();
+            let mut timer = LayerTimer::start(core.trace.clone(), &stream)?;
             let p = core.run_layers(|_, k, layer, data| {
                 let w = weights.views(layer, &data, &stream)?;
+                timer.before(layer.index, &stream)?;
                 forward_layer_batch(k, &w, state, &mut batch).map_err(gpu_err("batch layer"))?;
+                timer.after(&stream)?;
                 release(&data, &stream)
             })?;
             batch.end(state).map_err(gpu_err("end of batch"))?;
+            timer.finish()?;
             let (n, h) = weights.norm_head(&core.setup)?;
             let out = match head {
                 Head::None => HeadOut::None,
@@ -366,6 +376,24 @@ impl GpuEngine {
     }
 }
 
+/// Uploads layer `i`'s packed bytes from the mapped file into a new device buffer.
+fn upload_layer(backend: &CudaBackend, setup: &Setup, i: usize) -> Result<CudaSlice<u8>> {
+    let file = setup.file.as_bytes();
+    let l = setup
+        .layout
+        .layers
+        .get(i)
+        .ok_or_else(|| EngineError::Usage(format!("layer {i} is not in the model")))?;
+    match l.spans.as_slice() {
+        [r] => upload(
+            backend,
+            &file[r.start as usize..r.end as usize],
+            "resident layer",
+        ),
+        _ => upload(backend, &l.pack(file)?, "resident layer"),
+    }
+}
+
 /// Uploads the embedding, final norm, LM head and every resident layer.
 fn upload_weights(backend: &CudaBackend, setup: &Setup, verbose: bool) -> Result<Weights> {
     let file = setup.file.as_bytes();
@@ -390,17 +418,8 @@ fn upload_weights(backend: &CudaBackend, setup: &Setup, verbose: bool) -> Result
     let bar = bytes_bar(verbose, total, "uploading resident layers");
     let mut resident = HashMap::new();
     for &i in &dev {
-        let l = &lay.layers[i];
-        let buf = match l.spans.as_slice() {
-            [r] => upload(
-                backend,
-                &file[r.start as usize..r.end as usize],
-                "resident layer",
-            )?,
-            _ => upload(backend, &l.pack(file)?, "resident layer")?,
-        };
-        resident.insert(i, buf);
-        bar.inc(l.bytes);
+        resident.insert(i, upload_layer(backend, setup, i)?);
+        bar.inc(lay.layers[i].bytes);
     }
     bar.finish_and_clear();
     Ok(Weights {
@@ -564,14 +583,18 @@ impl Backend for GpuEngine {
                 .begin_step(&weights.embd(&core.setup)?, &parts)
                 .map_err(gpu_err("the step's embedding"))?;
             let stream = multi.stream().clone();
+            let mut timer = LayerTimer::start(core.trace.clone(), &stream)?;
             let p = core.run_layers(|_, k, layer, data| {
                 let w = weights.views(layer, &data, &stream)?;
+                timer.before(layer.index, &stream)?;
                 forward_layer_multi(k, &w, multi).map_err(gpu_err("layer"))?;
+                timer.after(&stream)?;
                 release(&data, &stream)
             })?;
             multi.end_step().map_err(gpu_err("the step's end"))?;
             let (n, h) = weights.norm_head(&core.setup)?;
             let got = multi.logits(&n, &h).map_err(gpu_err("LM head"))?;
+            timer.finish()?;
             Ok((got, p))
         })();
         let (got, p) = r.inspect_err(|_| multi.cancel_step())?;
@@ -584,6 +607,56 @@ impl Backend for GpuEngine {
         let n: usize = rows.iter().map(|r| r.tokens.len()).sum();
         core.record(n, t0, p.as_ref());
         Ok(out)
+    }
+
+    fn homes(&self) -> Vec<Home> {
+        self.core.homes.clone()
+    }
+
+    fn trace(&self) -> Option<&Arc<Trace>> {
+        self.core.trace.as_ref()
+    }
+
+    /// A layer moved off the device frees its buffer (in stream order, after the kernels that
+    /// read it); one moved onto it is uploaded from the mapped file before it is routed there.
+    fn can_grow_kv(&self) -> bool {
+        self.multi.is_some() && self.core.pipeline.is_some()
+    }
+
+    fn kv_grow(&mut self, blocks: usize, seqs: usize) -> Result<()> {
+        let multi = self.multi.as_mut().ok_or_else(no_pool)?;
+        multi
+            .grow_pool(blocks, seqs)
+            .map_err(gpu_err("growing the KV pool"))
+    }
+
+    fn kv_trim(&mut self, keep: usize) -> usize {
+        match &mut self.multi {
+            Some(m) => m.trim_pool(keep),
+            None => 0,
+        }
+    }
+
+    fn move_layers(&mut self, moves: &[LayerMove]) -> Result<()> {
+        let Self {
+            core,
+            backend,
+            weights,
+            ..
+        } = self;
+        for m in moves.iter().filter(|m| m.to == Home::Device) {
+            if !weights.resident.contains_key(&m.layer) {
+                let buf = upload_layer(backend, &core.setup, m.layer)?;
+                weights.resident.insert(m.layer, buf);
+            }
+        }
+        let r = core.move_layers(moves);
+        // Keep the buffers of layers that run from the device (and of the draft's layers).
+        let (homes, draft) = (&core.homes, &core.setup.draft);
+        weights
+            .resident
+            .retain(|i, _| homes.get(*i) == Some(&Home::Device) || draft.contains(i));
+        r
     }
 
     fn kv_usage(&self) -> KvUsage {

@@ -19,8 +19,11 @@
 //! - Not counted: the logits rows of sequences beyond the planned `max_seqs` (one vocabulary
 //!   row of f32 each, in the step's scratch) and the sequence slots (bookkeeping only).
 //! - Backends: the CPU backend (its "device" is host memory under the budget: a demoted layer
-//!   is re-routed through the pipeline, a promoted one is read in place again). Others answer
-//!   [`Backend::can_grow_kv`] false and opening with KV growth is a typed error.
+//!   is re-routed through the pipeline, a promoted one is read in place again) and the CUDA
+//!   backend (a demoted layer's device buffer is freed in stream order and the layer streams; a
+//!   promoted one is uploaded again; the VRAM KV pool moves to a larger or smaller buffer one
+//!   layer at a time). A backend that answers [`Backend::can_grow_kv`] false makes opening with
+//!   KV growth a typed error.
 
 use super::backend::Backend;
 use super::error::Result;

@@ -19,6 +19,8 @@ pub mod cpu;
 pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+#[cfg(feature = "cuda")]
+mod gpu_trace;
 pub mod growth;
 pub mod layout;
 pub mod options;
@@ -29,6 +31,7 @@ pub mod sources;
 pub mod speculative;
 pub mod stats;
 mod text;
+pub mod trace;
 
 use std::path::Path;
 
@@ -136,6 +139,12 @@ impl Engine {
     /// Pinned host-to-device bandwidth measured at start (GB/s; CUDA only).
     pub fn h2d_gbps(&self) -> Option<f64> {
         self.backend.h2d_gbps()
+    }
+
+    /// The timeline of every pass so far, when opened with [`EngineOptions::trace`] (write it
+    /// with [`trace::write`]).
+    pub fn trace(&self) -> Option<&std::sync::Arc<slep_pipeline::Trace>> {
+        self.backend.trace()
     }
 
     /// Feeds `tokens` in passes of at most the backend's pass size, `head` on the last; all or

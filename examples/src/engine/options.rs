@@ -84,8 +84,8 @@ pub struct EngineOptions {
     pub max_seqs: usize,
     /// The multi-sequence engine takes sequences and KV beyond the planned pool (`max_seqs`
     /// sequences of `ctx` positions): it demotes resident layers to pinned RAM or storage to
-    /// grow the pool, and promotes them back when the sequences finish (CPU backend; a plan
-    /// that streams). Off: beyond the pool, `add` refuses.
+    /// grow the pool, and promotes them back when the sequences finish (CPU and CUDA backends;
+    /// a plan that streams). Off: beyond the pool, `add` refuses.
     pub kv_growth: bool,
     /// Streaming slots (>= 2).
     pub slots: usize,
@@ -101,6 +101,9 @@ pub struct EngineOptions {
     pub draft_layers: usize,
     /// Print the plan and progress bars on stderr.
     pub verbose: bool,
+    /// Record a timeline of every pass (storage reads, bus copies, waits, compute; on CUDA each
+    /// layer's kernels timed by events): see [`super::Engine::trace`]. Off by default.
+    pub trace: bool,
 }
 
 impl Default for EngineOptions {
@@ -122,6 +125,7 @@ impl Default for EngineOptions {
             prefetch: 3,
             draft_layers: 0,
             verbose: true,
+            trace: false,
         }
     }
 }

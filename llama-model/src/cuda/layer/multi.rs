@@ -213,6 +213,70 @@ impl GpuMultiState {
         self.book.pool()
     }
 
+    /// Grows the KV pool by `blocks` blocks and `seqs` sequence slots; between steps only. Each
+    /// layer's keys and values move to a larger buffer in turn (the new blocks zeroed, the old
+    /// contents copied on the compute stream, the old buffer freed in stream order after the
+    /// copy), so the peak is the pool plus one layer's part of it. Block ids and tables in use
+    /// stay valid. On an error the pool keeps its size.
+    pub fn grow_pool(&mut self, blocks: usize, seqs: usize) -> Result<()> {
+        self.book.not_open("grow_pool")?;
+        let total = self
+            .book
+            .pool()
+            .total_blocks()
+            .checked_add(blocks)
+            .ok_or_else(|| overflow("the grown KV pool"))?;
+        if blocks > 0 {
+            self.resize_pool(total)?;
+        }
+        if let Err(e) = self.book.pool_mut().grow(blocks, seqs) {
+            let old = self.book.pool().total_blocks();
+            // Shrinking back only drops the zeroed tail just added.
+            let _ = self.resize_pool(old);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Shrinks the KV pool towards `keep` blocks, dropping only free blocks at its tail (see
+    /// [`KvPool::trim`]) and their device memory; between steps only (no-op during a step).
+    /// Returns the blocks the pool has now.
+    pub fn trim_pool(&mut self, keep: usize) -> usize {
+        if self.book.not_open("trim_pool").is_err() {
+            return self.book.pool().total_blocks();
+        }
+        let before = self.book.pool().total_blocks();
+        let total = self.book.pool_mut().trim(keep);
+        if total < before {
+            // On an error the blocks are gone from the books and their memory stays until the
+            // next resize: nothing reads it.
+            let _ = self.resize_pool(total);
+        }
+        total
+    }
+
+    /// Reallocates every layer's key and value buffers for `blocks` blocks, keeping the common
+    /// prefix (the pool's books are the caller's).
+    fn resize_pool(&mut self, blocks: usize) -> Result<()> {
+        let len = blocks
+            .checked_mul(KV_BLOCK * self.config.kv_dim())
+            .ok_or_else(|| overflow("the KV pool"))?;
+        let s = self.backend.stream().clone();
+        for pool in self.k_pool.iter_mut().chain(self.v_pool.iter_mut()) {
+            if pool.len() == len.max(1) {
+                continue;
+            }
+            let mut next = alloc::<u16>(&s, len)?;
+            let keep = pool.len().min(next.len());
+            s.memcpy_dtod(&pool.slice(..keep), &mut next.slice_mut(..keep))
+                .map_err(driver("copy the KV pool"))?;
+            // The old buffer is freed on the same stream, after the copy and every kernel
+            // enqueued before it.
+            *pool = next;
+        }
+        Ok(())
+    }
+
     /// Starts an empty sequence.
     pub fn add_seq(&mut self) -> Result<KvSeq> {
         Ok(self.book.add_seq()?)
