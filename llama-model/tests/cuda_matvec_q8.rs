@@ -2,13 +2,16 @@
 //! [`CudaOptions::matvec_q8`]): the activation is quantized per block of 32 on the GPU, then
 //! integer dot products run against Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K weights.
 //!
-//! - The GPU quantization equals, bit for bit, a host reference written from llama.cpp's x86
-//!   `quantize_row_q8_0/1` rules: `d = f16(amax / 127)`, `id = 127 / amax`, `q = round(x * id)`
-//!   with ties to even (the rules `llama-model/src/cpu/q8.rs` documents), on random data and on
-//!   crafted ties and all-zero blocks.
+//! - The GPU quantization (quants, f16 scales, q8_1 sum terms) equals, bit for bit, the CPU
+//!   backend's (`reference_quantize_q8`: `cpu::q8::quantize_q8`, itself bit-identical to
+//!   llama.cpp's x86 `quantize_row_q8_1`: `d = f16(amax / 127)`, `id = 127 / amax`,
+//!   `q = round(x * id)` with ties to even, `s = f16((amax / 127) * sum q)`), on random data and
+//!   on crafted ties, all-zero, tiny and huge blocks.
 //! - Every product (plain, accumulating, Q/K/V concatenated with mixed types, gate/up with
 //!   SwiGLU) against an f64 reference over the *quantized* activation:
-//!   `y_r = sum_b d_b * sum_j w_rj q_j` with `w` from `gguf::dequantize`; per-row error below
+//!   `y_r = sum_b d_b * sum_j w_rj q_j` with `w` from `gguf::dequantize` (for Q4_1 with the
+//!   block's sum term `s_b` in place of `d_b * sum_j q_j` in the minimum's part, as llama.cpp's
+//!   q4_1 x q8_1 product); per-row error below
 //!   1e-4 of `sum |w d q|`, relative L2 below 1e-4, at several shapes (odd row counts, one row,
 //!   long rows) and unit shapes (2 or 4 rows, 1 to 4 warps a unit). The quantized product is
 //!   also within 2e-2 of the unquantized f64 product (L2 over rows, relative to sum |w x|).
@@ -25,7 +28,9 @@ use cuda_common::{nan_buf, random_blocks};
 
 use gguf::GgmlType;
 use half::f16;
-use llama_model::cuda::{CudaBackend, CudaOptions, DeviceWeight, MatvecKsplit};
+use llama_model::cuda::{
+    reference_quantize_q8, CudaBackend, CudaOptions, DeviceWeight, MatvecKsplit,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -53,46 +58,72 @@ fn backend_with(q8: bool, rows: usize, ks: MatvecKsplit) -> Option<CudaBackend> 
     }
 }
 
-/// llama.cpp's x86 q8 quantization of one block of 32, on the host: (quants, f16 scale as f32).
-fn quantize_block(x: &[f32]) -> ([i8; 32], f32) {
-    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    let mut q = [0i8; 32];
-    for (o, v) in q.iter_mut().zip(x) {
-        *o = (v * id).round_ties_even() as i8;
+/// The quantized activation the references compute with (the CPU backend's quantizer, which
+/// the GPU's equals bit for bit: `gpu_quantization_equals_the_cpu_backends`): `d_b q_j` per
+/// element in f64, and per block `s_b - d_b sum_j q_j`, what Q4_1's minimum multiplies on top of
+/// the dequantized activation (llama.cpp's q4_1 x q8_1 takes `m * s_b`, `s_b` rounded to f16).
+struct RefX {
+    deq: Vec<f64>,
+    s_err: Vec<f64>,
+}
+
+fn ref_x(x: &[f32]) -> RefX {
+    let q = reference_quantize_q8(x);
+    let deq =
+        q.qs.iter()
+            .enumerate()
+            .map(|(j, v)| f64::from(q.d[j / 32]) * f64::from(*v))
+            .collect();
+    let s_err =
+        q.qs.chunks_exact(32)
+            .zip(q.d.iter().zip(&q.s))
+            .map(|(c, (d, s))| {
+                let sum: i32 = c.iter().map(|v| i32::from(*v)).sum();
+                f64::from(*s) - f64::from(*d) * f64::from(sum)
+            })
+            .collect();
+    RefX { deq, s_err }
+}
+
+/// The minimum of every block of a Q4_1 matrix (`None` for the other types).
+fn mins(ty: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
+    (ty == GgmlType::Q4_1).then(|| {
+        bytes
+            .chunks_exact(20)
+            .map(|b| f16::from_le_bytes([b[2], b[3]]).to_f32())
+            .collect()
+    })
+}
+
+/// Row `r` of `w` (dequantized, `cols` a row; `mins`: its Q4_1 block minimums) times the
+/// quantized activation, in f64: (dot, sum of |terms|).
+fn ref_dot(w: &[f32], mins: Option<&[f32]>, r: usize, cols: usize, x: &RefX) -> (f64, f64) {
+    let (mut dot, mut mag) = (0f64, 0f64);
+    for (wi, xi) in w[r * cols..(r + 1) * cols].iter().zip(&x.deq) {
+        let p = f64::from(*wi) * xi;
+        dot += p;
+        mag += p.abs();
     }
-    (q, f16::from_f32(d).to_f32())
-}
-
-fn quantize(x: &[f32]) -> (Vec<i8>, Vec<f32>) {
-    let mut qs = Vec::with_capacity(x.len());
-    let mut ds = Vec::with_capacity(x.len() / 32);
-    for c in x.chunks_exact(32) {
-        let (q, d) = quantize_block(c);
-        qs.extend_from_slice(&q);
-        ds.push(d);
+    if let Some(m) = mins {
+        let nb = cols / 32;
+        for (mb, e) in m[r * nb..(r + 1) * nb].iter().zip(&x.s_err) {
+            dot += f64::from(*mb) * e;
+        }
     }
-    (qs, ds)
+    (dot, mag)
 }
 
-/// The dequantized activation `d_b * q_j` in f64 (what the integer products compute with).
-fn dequantized(x: &[f32]) -> Vec<f64> {
-    let (qs, ds) = quantize(x);
-    qs.iter()
-        .enumerate()
-        .map(|(j, q)| f64::from(ds[j / 32]) * f64::from(*q))
-        .collect()
-}
-
+/// The GPU's quantization (quants, scales and q8_1 sum terms) equals the CPU backend's
+/// (`reference_quantize_q8`, bit-identical to llama.cpp's x86 `quantize_row_q8_1`) bit for bit,
+/// on random data and on crafted ties, all-zero, one-value, tiny and huge blocks.
 #[test]
-fn gpu_quantization_equals_llama_cpp_rounding() {
+fn gpu_quantization_equals_the_cpu_backends() {
     let Some(b) = backend_with(true, 4, MatvecKsplit::Auto) else {
         return;
     };
     let s = b.stream();
     let mut rng = StdRng::seed_from_u64(0x9_8b17);
-    let mut x: Vec<f32> = (0..8192).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+    let mut x: Vec<f32> = (0..65536).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
     // Block 0: amax 127 (d = id = 1), exact ties at +-0.5, 1.5, 2.5: to even.
     for (i, v) in [0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 127.0]
         .iter()
@@ -104,22 +135,61 @@ fn gpu_quantization_equals_llama_cpp_rounding() {
         *v = (*v * 10.0).round() + 0.5;
     }
     // Block 1: all zero (d = 0, quants 0). Block 2: one non-zero value. Block 3: tiny values.
+    // Block 4: amax 1 (d = 1/127 is no f16), -0.3 -> -38, s = f16(89 / 127). Block 5: huge.
     x[32..64].fill(0.0);
     x[64..96].fill(0.0);
     x[70] = -1e-3;
     for v in &mut x[96..128] {
         *v *= 1e-6;
     }
+    x[128..160].fill(0.0);
+    x[128] = 1.0;
+    x[129] = -0.3;
+    for v in &mut x[160..192] {
+        *v *= 3e4;
+    }
+    // Blocks of varying spread (the sum term's rounding depends on the sum of the quants).
+    for (k, c) in x[192..8192].chunks_exact_mut(32).enumerate() {
+        let scale = 10f32.powf(k as f32 / 40.0 - 3.0);
+        let bias = if k % 3 == 0 { 0.7 } else { 0.0 };
+        for v in c.iter_mut() {
+            *v = (*v + bias) * scale;
+        }
+    }
     let dx = s.clone_htod(&x).expect("x");
-    let (gq, gd) = b.quantize_q8(&dx, x.len()).expect("quantize");
-    let (hq, hd) = quantize(&x);
-    for (i, (g, h)) in gd.iter().zip(&hd).enumerate() {
-        assert_eq!(g.to_bits(), h.to_bits(), "block {i}: scale {g} vs {h}");
+    let g = b.quantize_q8(&dx, x.len()).expect("quantize");
+    let h = reference_quantize_q8(&x);
+    for (i, (gd, hd)) in g.d.iter().zip(&h.d).enumerate() {
+        assert_eq!(gd.to_bits(), hd.to_bits(), "block {i}: scale {gd} vs {hd}");
     }
-    for (i, (g, h)) in gq.iter().zip(&hq).enumerate() {
-        assert_eq!(g, h, "element {i} ({}): quant {g} vs {h}", x[i]);
+    for (i, (gs, hs)) in g.s.iter().zip(&h.s).enumerate() {
+        assert_eq!(
+            gs.to_bits(),
+            hs.to_bits(),
+            "block {i}: sum term {gs} vs {hs}"
+        );
     }
-    assert_eq!(&hq[..6], &[0, 2, 2, 0, -2, -2]);
+    for (i, (gq, hq)) in g.qs.iter().zip(&h.qs).enumerate() {
+        assert_eq!(gq, hq, "element {i} ({}): quant {gq} vs {hq}", x[i]);
+    }
+    assert_eq!((g.qs.len(), g.d.len(), g.s.len()), (65536, 2048, 2048));
+    assert_eq!(&h.qs[..6], &[0, 2, 2, 0, -2, -2]);
+    assert_eq!(h.qs[129], -38);
+    assert_eq!(h.s[4], f16::from_f32(89.0 / 127.0).to_f32());
+    // The sum term is not d * sum q: that is the difference llama.cpp's Q4_1 product sees.
+    let differ =
+        h.qs.chunks_exact(32)
+            .zip(h.d.iter().zip(&h.s))
+            .filter(|(c, (d, s))| {
+                let sum: i32 = c.iter().map(|v| i32::from(*v)).sum();
+                **d * sum as f32 != **s
+            })
+            .count();
+    eprintln!(
+        "quantization: {differ} of {} blocks have s != d * sum q",
+        h.d.len()
+    );
+    assert!(differ > 100);
 }
 
 struct Case {
@@ -128,11 +198,13 @@ struct Case {
     offset: usize,
 }
 
-/// Checks `y` (rows + 5 elements) against the quantized reference of `w . x` (plus `base`).
+/// Checks `y` (rows + 5 elements) against the quantized reference of `w . x` (plus `base`);
+/// `mins`: the Q4_1 block minimums of `w` ([`mins`]).
 #[allow(clippy::too_many_arguments)]
 fn check_rows(
     what: &str,
     w: &[f32],
+    mins: Option<&[f32]>,
     rows: usize,
     cols: usize,
     x: &[f32],
@@ -140,17 +212,15 @@ fn check_rows(
     y: &[f32],
     worst: &mut f64,
 ) {
-    let xq = dequantized(x);
+    let xq = ref_x(x);
     let (mut num, mut den, mut num_exact, mut mag_sum) = (0f64, 0f64, 0f64, 0f64);
     for r in 0..rows {
-        let row = &w[r * cols..(r + 1) * cols];
-        let (mut dot, mut mag, mut exact) = (0f64, 0f64, 0f64);
-        for ((wi, xi), xe) in row.iter().zip(&xq).zip(x) {
-            let p = f64::from(*wi) * xi;
-            dot += p;
-            mag += p.abs();
-            exact += f64::from(*wi) * f64::from(*xe);
-        }
+        let (dot, mag) = ref_dot(w, mins, r, cols, &xq);
+        let exact: f64 = w[r * cols..(r + 1) * cols]
+            .iter()
+            .zip(x)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
         let b0 = base.map_or(0.0, |b| f64::from(b[r]));
         let got = f64::from(y[r]) - b0;
         assert!(got.is_finite(), "{what} row {r}: got {got}");
@@ -260,7 +330,18 @@ fn q8_matvec_every_type_every_shape() {
                 b.matvec(&wv, &dx, &mut dy).expect("matvec");
                 let y = s.clone_dtoh(&dy).expect("y");
                 let what = format!("{ty} {}x{} (unit {unit_rows} rows, {ks:?})", c.rows, c.cols);
-                check_rows(&what, &w, c.rows, c.cols, &x, None, &y, &mut worst);
+                let m = mins(ty, &bytes);
+                check_rows(
+                    &what,
+                    &w,
+                    m.as_deref(),
+                    c.rows,
+                    c.cols,
+                    &x,
+                    None,
+                    &y,
+                    &mut worst,
+                );
             }
             eprintln!("q8 matvec {ty} unit {unit_rows} {ks:?}: max row error {worst:.2e}");
         }
@@ -298,7 +379,18 @@ fn q8_accumulate_concat_and_swiglu() {
             b.matvec_accumulate(&wv, &dx, &mut dy).expect("accumulate");
             let y = s.clone_dtoh(&dy).expect("y");
             let what = format!("accumulate {ty} {rows}x{cols} unit {unit_rows}");
-            check_rows(&what, &w, rows, cols, &x, Some(&y0), &y, &mut worst);
+            let m = mins(ty, &bytes);
+            check_rows(
+                &what,
+                &w,
+                m.as_deref(),
+                rows,
+                cols,
+                &x,
+                Some(&y0),
+                &y,
+                &mut worst,
+            );
         }
         // Q, K, V of mixed types (Q4_K_M: V in Q6_K) into one output.
         let cols = 4096;
@@ -337,7 +429,9 @@ fn q8_accumulate_concat_and_swiglu() {
                 y[at + rows..].to_vec()
             });
             let what = format!("concat part {i} {ty} {rows}x{cols} unit {unit_rows}");
-            check_rows(&what, &hw[i], *rows, cols, &x, None, &part, &mut worst);
+            check_rows(
+                &what, &hw[i], None, *rows, cols, &x, None, &part, &mut worst,
+            );
             at += rows;
         }
         // Gate and up with SwiGLU: out = silu(g . x) * (u . x), against the quantized
@@ -359,23 +453,16 @@ fn q8_accumulate_concat_and_swiglu() {
             let mut dout = nan_buf(s, rows + 5);
             b.matvec_swiglu(&gv, &uv, &dx, &mut dout).expect("swiglu");
             let out = s.clone_dtoh(&dout).expect("out");
-            let xq = dequantized(&x);
-            for r in 0..rows {
-                let dot = |w: &[f32]| -> (f64, f64) {
-                    w[r * cols..(r + 1) * cols].iter().zip(&xq).fold(
-                        (0.0, 0.0),
-                        |(d, m), (a, b)| {
-                            let p = f64::from(*a) * b;
-                            (d + p, m + p.abs())
-                        },
-                    )
-                };
-                let ((g, gm), (u, um)) = (dot(&gw), dot(&uw));
+            let xq = ref_x(&x);
+            let (gm_, um_) = (mins(ty, &gb), mins(ty, &ub));
+            for (r, o) in out[..rows].iter().enumerate() {
+                let (g, gm) = ref_dot(&gw, gm_.as_deref(), r, cols, &xq);
+                let (u, um) = ref_dot(&uw, um_.as_deref(), r, cols, &xq);
                 let silu = g / (1.0 + (-g).exp());
                 let want = silu * u;
                 // First-order error bound from the two products' tolerances.
                 let tol = 1e-4 * (gm * u.abs() + um * silu.abs() + gm * um) + 1e-6;
-                let got = f64::from(out[r]);
+                let got = f64::from(*o);
                 assert!(
                     (got - want).abs() <= tol,
                     "swiglu {ty} row {r} unit {unit_rows}: gpu {got} ref {want} (tol {tol:e})"
@@ -515,26 +602,30 @@ fn q8_rmsnorm_fused_products() {
                 continue;
             }
             let mut worst = 0f64;
-            check_rows(&what, &wf[0], rows, cols, xn, None, y1, &mut worst);
+            let (m0, m1) = (mins(ty, &wb[0]), mins(ty, &wb[1]));
+            let (m0, m1) = (m0.as_deref(), m1.as_deref());
+            check_rows(&what, &wf[0], m0, rows, cols, xn, None, y1, &mut worst);
             let mut part = y2[..rows].to_vec();
             part.extend([f32::NAN; 5]);
-            check_rows(&what, &wf[0], rows, cols, xn, None, &part, &mut worst);
-            check_rows(&what, &wf[1], rows, cols, xn, None, &y2[rows..], &mut worst);
-            let xq = dequantized(xn);
-            for r in 0..rows {
-                let dot = |w: &[f32]| -> (f64, f64) {
-                    w[r * cols..(r + 1) * cols].iter().zip(&xq).fold(
-                        (0.0, 0.0),
-                        |(d, m), (a, b)| {
-                            let p = f64::from(*a) * b;
-                            (d + p, m + p.abs())
-                        },
-                    )
-                };
-                let ((g, gm), (u, um)) = (dot(&wf[0]), dot(&wf[1]));
+            check_rows(&what, &wf[0], m0, rows, cols, xn, None, &part, &mut worst);
+            check_rows(
+                &what,
+                &wf[1],
+                m1,
+                rows,
+                cols,
+                xn,
+                None,
+                &y2[rows..],
+                &mut worst,
+            );
+            let xq = ref_x(xn);
+            for (r, o) in y3[..rows].iter().enumerate() {
+                let (g, gm) = ref_dot(&wf[0], m0, r, cols, &xq);
+                let (u, um) = ref_dot(&wf[1], m1, r, cols, &xq);
                 let silu = g / (1.0 + (-g).exp());
                 let tol = 1e-4 * (gm * u.abs() + um * silu.abs() + gm * um) + 1e-6;
-                let got = f64::from(y3[r]);
+                let got = f64::from(*o);
                 assert!(
                     (got - silu * u).abs() <= tol,
                     "{what}: swiglu row {r}: {got} vs {}",

@@ -9,7 +9,8 @@
 # test binaries cuda_nvrtc cuda_matvec_q8 cuda_kernels cuda_fused cuda_forward cuda_synth, the
 # bench cuda_matvec, bench-decode and synth-model; strip them into a folder, `tar -cJf
 # $KERN_DIR/bins.tar.xz -C folder .`, carry $KERN_DIR (default .device-kern).
-# Stages ($STAGES): nvrtc q8 kernels bench e2e ncu forward synth.
+# Stages ($STAGES): nvrtc q8 kernels bench e2e ncu forward synth (e2e: q8 off/on at prompt
+# lengths 128 and 32; E2E_VARIANTS=1 adds 2-row units and 4 warps a unit).
 set -uo pipefail
 # Run from the repository root.
 OUT=${OUT:-/tmp/kern-out}
@@ -58,8 +59,10 @@ bench() { # label, env..., then bench-decode args after --
             echo "synth took $((SECONDS - t0)) s"
             bench l8b-before VRAMLESS_MATVEC_Q8=0 -- --model /tmp/m.gguf --prompt-len 128 --gen 128
             bench l8b-after VRAMLESS_MATVEC_Q8=1 -- --model /tmp/m.gguf --prompt-len 128 --gen 128
-            bench l8b-after-r2 VRAMLESS_MATVEC_Q8=1 VRAMLESS_MATVEC_ROWS=2 -- --model /tmp/m.gguf --prompt-len 32 --gen 128
-            bench l8b-after-k4 VRAMLESS_MATVEC_Q8=1 VRAMLESS_MATVEC_KSPLIT=4 -- --model /tmp/m.gguf --prompt-len 32 --gen 128
+            if [ "${E2E_VARIANTS:-0}" = 1 ]; then
+                bench l8b-after-r2 VRAMLESS_MATVEC_Q8=1 VRAMLESS_MATVEC_ROWS=2 -- --model /tmp/m.gguf --prompt-len 32 --gen 128
+                bench l8b-after-k4 VRAMLESS_MATVEC_Q8=1 VRAMLESS_MATVEC_KSPLIT=4 -- --model /tmp/m.gguf --prompt-len 32 --gen 128
+            fi
             bench l8b-before2 VRAMLESS_MATVEC_Q8=0 -- --model /tmp/m.gguf --prompt-len 32 --gen 128
             bench l8b-after2 VRAMLESS_MATVEC_Q8=1 -- --model /tmp/m.gguf --prompt-len 32 --gen 128
             ;;

@@ -57,13 +57,14 @@ pub(super) struct Kernels {
 
 /// Device buffers of the 8-bit activation of the matrix-vector products
 /// ([`CudaOptions::matvec_q8`]): `qs` holds [`super::matvec_q8::MAX_Q8_COLS`] quants, `d` one
-/// scale per block of 32. One per backend, shared by every product: a product enqueues its
+/// scale and `s` one sum term per block of 32. One per backend, shared by every product: a product enqueues its
 /// quantization and its kernel while holding the lock, so on the one compute stream each
 /// product reads the quants it wrote.
 #[derive(Debug)]
 pub(super) struct Q8Scratch {
     pub(super) qs: CudaSlice<u8>,
     pub(super) d: CudaSlice<f32>,
+    pub(super) s: CudaSlice<f32>,
 }
 
 /// One GPU with its compute stream and every kernel compiled for its architecture.
@@ -194,6 +195,9 @@ impl CudaBackend {
                 .alloc_zeros::<u8>(super::matvec_q8::MAX_Q8_COLS)
                 .map_err(driver("alloc"))?,
             d: stream
+                .alloc_zeros::<f32>(super::matvec_q8::MAX_Q8_COLS / 32)
+                .map_err(driver("alloc"))?,
+            s: stream
                 .alloc_zeros::<f32>(super::matvec_q8::MAX_Q8_COLS / 32)
                 .map_err(driver("alloc"))?,
         };

@@ -10,10 +10,23 @@ use super::sys;
 /// The prelude every kernel module starts with (types, block decoders, reductions).
 pub const COMMON_PRELUDE: &str = include_str!("kernels/common.cuh");
 
-/// The kernel modules: (name, source). Each is compiled as `COMMON_PRELUDE + source`.
+/// The kernel modules: (name, source). Each is compiled as `COMMON_PRELUDE + source`. The two
+/// matrix-vector modules start with their shared work layout (`kernels/matvec_body.cuh`).
 pub const KERNEL_MODULES: &[(&str, &str)] = &[
-    ("matvec", include_str!("kernels/matvec.cu")),
-    ("matvec_q8", include_str!("kernels/matvec_q8.cu")),
+    (
+        "matvec",
+        concat!(
+            include_str!("kernels/matvec_body.cuh"),
+            include_str!("kernels/matvec.cu")
+        ),
+    ),
+    (
+        "matvec_q8",
+        concat!(
+            include_str!("kernels/matvec_body.cuh"),
+            include_str!("kernels/matvec_q8.cu")
+        ),
+    ),
     ("embed", include_str!("kernels/embed.cu")),
     ("elementwise", include_str!("kernels/elementwise.cu")),
     ("attention", include_str!("kernels/attention.cu")),

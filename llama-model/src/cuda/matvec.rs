@@ -98,8 +98,31 @@ impl CudaBackend {
         if self.q8_eligible(cols, &jobs) {
             return self.launch_matvec_q8(op, mode, super::matvec_q8::Q8Src::Vector(x), cols, jobs);
         }
-        let r = self.matvec_rows;
         let ks = self.matvec_split(jobs[0].t, cols, false);
+        let f = if self.matvec_rows == 4 {
+            &self.k.matvec4
+        } else {
+            &self.k.matvec
+        };
+        self.launch_jobs(op, f, &[x], cols, mode, ks, jobs)
+    }
+
+    /// Launches matrix-vector kernel `f` (`kernels/matvec_body.cuh`'s layout, for the f32 and
+    /// the 8-bit kernels alike) over the CTAs `jobs` need in `mode` with `ks` warps a unit: the
+    /// kernel's parameters are the activation's device addresses `act`, then `cols`, `mode`,
+    /// `ks` and the three jobs.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch_jobs(
+        &self,
+        op: &'static str,
+        f: &cudarc::driver::CudaFunction,
+        act: &[u64],
+        cols: usize,
+        mode: i32,
+        ks: usize,
+        jobs: [Job; 3],
+    ) -> Result<()> {
+        let r = self.matvec_rows;
         let per = if mode == MV_SWIGLU { r / 2 } else { r };
         let units_per_cta = MV_WARPS / ks;
         let mut ctas = 0usize;
@@ -120,13 +143,11 @@ impl CudaBackend {
         let cols32 = i32_arg(op, "cols", cols)?;
         let ks32 = ks as i32;
         let [a, b, c] = jobs;
-        let f = if r == 4 {
-            &self.k.matvec4
-        } else {
-            &self.k.matvec
-        };
         let mut l = Launch::new(self.stream(), f);
-        l.0.arg(&x).arg(&cols32).arg(&mode).arg(&ks32);
+        for p in act {
+            l.0.arg(p);
+        }
+        l.0.arg(&cols32).arg(&mode).arg(&ks32);
         l.0.arg(&a.w).arg(&a.t).arg(&a.rows).arg(&a.y);
         l.0.arg(&b.w).arg(&b.t).arg(&b.rows).arg(&b.y);
         l.0.arg(&c.w).arg(&c.t).arg(&c.rows).arg(&c.y);

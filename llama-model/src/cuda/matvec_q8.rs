@@ -7,9 +7,9 @@
 
 use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
 
-use super::backend::{cfg, i32_arg, CudaBackend};
+use super::backend::{cfg, i32_arg, CudaBackend, Q8Scratch};
 use super::error::{CudaError, Result};
-use super::matvec::{Job, MV_STORE, MV_SWIGLU, MV_WARPS};
+use super::matvec::{Job, MV_STORE, MV_SWIGLU};
 use super::sys::Launch;
 use super::weights::{type_code, DeviceWeight};
 
@@ -110,20 +110,23 @@ impl CudaBackend {
         op: &'static str,
         x: u64,
         cols: usize,
-        qs: &mut CudaSlice<u8>,
-        d: &mut CudaSlice<f32>,
+        q: &mut Q8Scratch,
     ) -> Result<()> {
         let cols32 = i32_arg(op, "cols", cols)?;
         let grid = (cols / 32).div_ceil(Q8_WARPS) as u32;
         let mut l = Launch::new(self.stream(), &self.k.quantize_q8);
-        l.0.arg(&x).arg(&cols32).arg(qs).arg(d);
+        l.0.arg(&x)
+            .arg(&cols32)
+            .arg(&mut q.qs)
+            .arg(&mut q.d)
+            .arg(&mut q.s);
         l.run(op, cfg(grid, (Q8_WARPS * 32) as u32))
     }
 
     /// The quantization of `x` (first `cols` elements, a multiple of 32, at most 65536) the
-    /// 8-bit path computes on the GPU, downloaded: the quants and one scale per block of 32
-    /// (`x_j ~= d[j / 32] * qs[j]`). For checking the rounding against a reference.
-    pub fn quantize_q8(&self, x: &CudaSlice<f32>, cols: usize) -> Result<(Vec<i8>, Vec<f32>)> {
+    /// 8-bit path computes on the GPU, downloaded (for checking it against the CPU backend's,
+    /// [`reference_quantize_q8`]).
+    pub fn quantize_q8(&self, x: &CudaSlice<f32>, cols: usize) -> Result<Q8Activation> {
         const OP: &str = "quantize_q8";
         if cols % 32 != 0 || cols > MAX_Q8_COLS || x.len() < cols {
             return Err(CudaError::Shape {
@@ -133,17 +136,20 @@ impl CudaBackend {
         }
         let (xp, _gx) = x.device_ptr(self.stream());
         let mut g = self.q8.lock().unwrap_or_else(|e| e.into_inner());
-        let super::backend::Q8Scratch { qs, d } = &mut *g;
-        self.enqueue_quantize(OP, xp, cols, qs, d)?;
-        let qv = self
-            .stream()
-            .clone_dtoh(&qs.slice(..cols))
+        self.enqueue_quantize(OP, xp, cols, &mut g)?;
+        let st = self.stream();
+        let get = |v: &CudaSlice<f32>| {
+            st.clone_dtoh(&v.slice(..cols / 32))
+                .map_err(super::error::driver(OP))
+        };
+        let qs = st
+            .clone_dtoh(&g.qs.slice(..cols))
             .map_err(super::error::driver(OP))?;
-        let dv = self
-            .stream()
-            .clone_dtoh(&d.slice(..cols / 32))
-            .map_err(super::error::driver(OP))?;
-        Ok((qv.into_iter().map(|b| b as i8).collect(), dv))
+        Ok(Q8Activation {
+            qs: qs.into_iter().map(|b| b as i8).collect(),
+            d: get(&g.d)?,
+            s: get(&g.s)?,
+        })
     }
 
     /// Quantizes the input (`src`) and launches the 8-bit kernel over `jobs` (the caller
@@ -156,50 +162,57 @@ impl CudaBackend {
         cols: usize,
         jobs: [Job; 3],
     ) -> Result<()> {
-        let r = self.matvec_rows;
-        let ks = self.matvec_split(jobs[0].t, cols, true);
-        let per = if mode == MV_SWIGLU { r / 2 } else { r };
-        let units_per_cta = MV_WARPS / ks;
-        let mut ctas = 0usize;
-        for (i, j) in jobs.iter().enumerate() {
-            if mode == MV_SWIGLU && i > 0 {
-                break;
-            }
-            let rows = usize::try_from(j.rows).unwrap_or(0);
-            ctas += rows.div_ceil(per).div_ceil(units_per_cta);
-        }
-        if ctas == 0 {
+        if !jobs.iter().any(|j| j.rows > 0) {
             return Ok(());
         }
-        let grid = u32::try_from(ctas).map_err(|_| CudaError::Shape {
-            op,
-            detail: format!("{ctas} CTAs are too many"),
-        })?;
-        let cols32 = i32_arg(op, "cols", cols)?;
-        let ks32 = ks as i32;
-        let mut g = self.q8.lock().unwrap_or_else(|e| e.into_inner());
-        let super::backend::Q8Scratch { qs, d } = &mut *g;
+        let mut guard = self.q8.lock().unwrap_or_else(|e| e.into_inner());
+        let g: &mut Q8Scratch = &mut guard;
         match src {
-            Q8Src::Vector(x) => self.enqueue_quantize(op, x, cols, qs, d)?,
+            Q8Src::Vector(x) => self.enqueue_quantize(op, x, cols, g)?,
             Q8Src::Norm { x, w, out, eps } => {
+                let cols32 = i32_arg(op, "cols", cols)?;
                 let mut l = Launch::new(self.stream(), &self.k.rmsnorm_q8);
                 l.0.arg(&x).arg(&w).arg(&out).arg(&cols32).arg(&eps);
-                l.0.arg(&mut *qs).arg(&mut *d);
+                l.0.arg(&mut g.qs).arg(&mut g.d).arg(&mut g.s);
                 l.run(op, cfg(1, NQ_THREADS))?;
             }
         }
-        let [a, b, c] = jobs;
-        let f = if r == 4 {
+        let st = self.stream();
+        let ((qp, _gq), (dp, _gd), (sp, _gs)) =
+            (g.qs.device_ptr(st), g.d.device_ptr(st), g.s.device_ptr(st));
+        let f = if self.matvec_rows == 4 {
             &self.k.matvec_q8_4
         } else {
             &self.k.matvec_q8
         };
-        let mut l = Launch::new(self.stream(), f);
-        l.0.arg(&*qs).arg(&*d).arg(&cols32).arg(&mode).arg(&ks32);
-        l.0.arg(&a.w).arg(&a.t).arg(&a.rows).arg(&a.y);
-        l.0.arg(&b.w).arg(&b.t).arg(&b.rows).arg(&b.y);
-        l.0.arg(&c.w).arg(&c.t).arg(&c.rows).arg(&c.y);
-        l.run(op, cfg(grid, (MV_WARPS * 32) as u32))
+        let ks = self.matvec_split(jobs[0].t, cols, true);
+        self.launch_jobs(op, f, &[qp, dp, sp], cols, mode, ks, jobs)
+    }
+}
+
+/// An activation quantized as the 8-bit path does, per block `b` of 32 elements `j`:
+/// `x_j ~= d[b] * qs[j]`, and `s[b]` (llama.cpp's q8_1 sum term `f16((amax / 127) * sum qs)`,
+/// which Q4_1's minimum multiplies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Q8Activation {
+    /// The quants, `cols` of them.
+    pub qs: Vec<i8>,
+    /// The scale of each block (an f16 value widened to f32).
+    pub d: Vec<f32>,
+    /// The sum term of each block (an f16 value widened to f32).
+    pub s: Vec<f32>,
+}
+
+/// The CPU backend's quantization of `x` (`llama_model::cpu`'s 8-bit kernel, bit-identical to
+/// llama.cpp's x86 `quantize_row_q8_1`; the length a multiple of 32): the reference the GPU's
+/// [`CudaBackend::quantize_q8`] equals bit for bit.
+pub fn reference_quantize_q8(x: &[f32]) -> Q8Activation {
+    let mut blocks = Vec::with_capacity(x.len() / 32);
+    crate::cpu::q8::quantize_q8(&x[..x.len() / 32 * 32], &mut blocks);
+    Q8Activation {
+        qs: blocks.iter().flat_map(|b| b.qs).collect(),
+        d: blocks.iter().map(|b| b.d).collect(),
+        s: blocks.iter().map(|b| b.s).collect(),
     }
 }
 
@@ -291,5 +304,76 @@ impl CudaBackend {
         const OP: &str = "rmsnorm_matvec_swiglu";
         let (cols, jobs) = self.swiglu_jobs(OP, gate, up, out)?;
         self.norm_then(OP, MV_SWIGLU, x, norm, xn, eps, cols, jobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference_quantize_q8;
+
+    /// `kernels/matvec_q8.cu`'s `q8_store` for one block, operation by operation in f32 (the
+    /// kernel's intrinsics are IEEE single-precision operations rounded to nearest even):
+    /// `fmaxf` of `fabsf` over the warp, `__fdiv_rn(127, amax)`, `__float2int_rn(__fmul_rn(v,
+    /// id))`, the warp's integer sum of the quants, `cvt.rn.f16.f32` of `__fdiv_rn(amax, 127)`
+    /// and of `__fmul_rn(that, sum)`.
+    fn kernel_block(v: &[f32]) -> ([i8; 32], f32, f32) {
+        let amax = v.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let id = if amax != 0.0 { 127.0f32 / amax } else { 0.0 };
+        let mut qs = [0i8; 32];
+        let mut sum = 0i32;
+        for (q, x) in qs.iter_mut().zip(v) {
+            let r = (x * id).round_ties_even() as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        let dr = amax / 127.0;
+        let h = |f: f32| half::f16::from_f32(f).to_f32();
+        (qs, h(dr), h(dr * sum as f32))
+    }
+
+    /// The kernel's arithmetic (above) equals the CPU backend's quantizer (`cpu::q8`, llama.cpp's
+    /// x86 rounding: its ties-to-even by adding and subtracting 1.5 * 2^23) bit for bit, on
+    /// blocks of every magnitude, with exact ties, zeros and single values: the GPU test
+    /// (`tests/cuda_matvec_q8.rs`) then only has to show the kernel does what it says.
+    #[test]
+    fn kernel_quantizer_arithmetic_equals_the_cpu_quantizer() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 23) as f32 * 2.0 - 1.0
+        };
+        let mut x = Vec::new();
+        for k in 0..4000 {
+            let scale = 10f32.powf((k % 160) as f32 / 10.0 - 8.0);
+            let bias = if k % 3 == 0 { 0.8 } else { 0.0 };
+            let mut b: Vec<f32> = (0..32).map(|_| (next() + bias) * scale).collect();
+            match k % 7 {
+                // amax = 127: the products are the values, so halves are exact ties.
+                0 => {
+                    for (j, v) in b.iter_mut().enumerate() {
+                        *v = ((*v * 50.0 / scale).round() + 0.5).clamp(-126.5, 126.5);
+                        if j == 5 {
+                            *v = -127.0;
+                        }
+                    }
+                }
+                1 => b.fill(0.0),
+                2 => {
+                    b.fill(0.0);
+                    b[k % 32] = scale;
+                }
+                _ => {}
+            }
+            x.extend(b);
+        }
+        let cpu = reference_quantize_q8(&x);
+        for (i, c) in x.chunks_exact(32).enumerate() {
+            let (qs, d, s) = kernel_block(c);
+            assert_eq!(&qs[..], &cpu.qs[32 * i..32 * i + 32], "block {i}: quants");
+            assert_eq!(d.to_bits(), cpu.d[i].to_bits(), "block {i}: scale");
+            assert_eq!(s.to_bits(), cpu.s[i].to_bits(), "block {i}: sum term");
+        }
     }
 }

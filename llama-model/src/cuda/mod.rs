@@ -11,7 +11,8 @@
 //! rows per warp; variants with the residual add in the epilogue, Q/K/V in one launch and
 //! gate/up with SwiGLU in the epilogue); with [`CudaOptions::matvec_q8`] (off by default) products with
 //! Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K weights instead quantize their input to 8 bits per
-//! block of 32 (llama.cpp's rounding; fused into the preceding RMSNorm where there is one) and
+//! block of 32 (bit for bit as the CPU backend's and llama.cpp's q8_1; fused into the preceding
+//! RMSNorm where there is one) and
 //! use integer dot products; RMSNorm; rotary embedding with Llama 3.1 frequency
 //! factors fused with the f16 KV store; SwiGLU; residual add; argmax; decode attention (GQA)
 //! over an f16 KV cache, split along the context (flash-decoding, online softmax) and merged by
@@ -52,6 +53,7 @@ pub use layer::multi::{
     MULTI_KERNEL_MODULES,
 };
 pub use layer::{forward_layer, DeviceLayerWeights, GpuState};
+pub use matvec_q8::{reference_quantize_q8, Q8Activation};
 pub use model::CudaModel;
 pub use options::{CudaOptions, MatvecKsplit};
 pub use sample::{finish_sample, gpu_sampling_plan, MAX_TOP_K};

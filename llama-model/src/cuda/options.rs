@@ -30,12 +30,15 @@ pub struct CudaOptions {
     pub matvec_rows: usize,
     /// Warps per unit of the matrix-vector kernel (default chosen per launch).
     pub matvec_ksplit: MatvecKsplit,
-    /// Quantize the activation of each matrix-vector product to 8 bits per block of 32 (as
-    /// llama.cpp's q8_1, with its rounding) and use integer dot products for Q4_0, Q4_1, Q5_0,
-    /// Q8_0, Q4_K and Q6_K weights. Default off: on the H200 it decodes a Llama-3.1-8B Q4_K_M
-    /// 1.28x faster, but the logits move further from llama.cpp's (SmolLM2 `capital` fixture
-    /// cosine 0.99773 against 0.99864 with the f32 kernels; docs/PERF.md, 2026-12-04), and the
-    /// project takes no speed that costs accuracy against the reference by default.
+    /// Quantize the activation of each matrix-vector product to 8 bits per block of 32 (bit for
+    /// bit as the CPU backend and llama.cpp's q8_1: scales, ties to even, sum terms) and use
+    /// integer dot products for Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K weights. Default off: on
+    /// the H200 it decodes a Llama-3.1-8B Q4_K_M 1.27x faster, but the GPU's inputs to the
+    /// quantizer differ from llama.cpp's in the last bits, which flips 8-bit roundings, and on
+    /// the SmolLM2 fixtures that moves the logits further from llama.cpp's (`capital` cosine
+    /// 0.9922 against 0.9986 with the f32 kernels; the CPU's own quantizer with its inputs
+    /// perturbed by 1e-7 lands anywhere in 0.9944-0.9995; docs/PERF.md, 2026-12-04). The project
+    /// takes no speed that costs accuracy against the reference by default.
     pub matvec_q8: bool,
     /// Folder of the compiled-kernel cache (cubins keyed by source, GPU architecture and NVRTC
     /// version); `None`: no disk cache, every start compiles with NVRTC.

@@ -1,15 +1,10 @@
 // Fused dequantize x matrix-vector products over ggml blocks read in place.
 //
 // y[r] = sum_c W[r][c] * x[c] for a row-major weight of `rows` x `cols` (ggml's ne0 = cols),
-// f32 accumulation, warp-shuffle reductions.
-//
-// One launch serves up to three weights that share one input x (e.g. Q, K and V), each CTA
-// working on one of them (uniform per CTA). A unit of R matrix rows (R = 2 in matvec_multi, 4
-// in matvec_multi4) is computed together, so every load of x feeds R rows; `ks` warps of the
-// CTA split a unit's row length and add their sums in shared memory. Modes:
-//   MV_STORE  y[r] = W[r] . x
-//   MV_ACCUM  y[r] += W[r] . x        (residual add fused into the epilogue)
-//   MV_SWIGLU y0[r] = silu(W0[r] . x) * (W1[r] . x)   (gate and up of the FFN, one output)
+// f32 accumulation, warp-shuffle reductions. The work layout (up to three weights a launch,
+// units of R rows: R = 2 in matvec_multi, 4 in matvec_multi4, warps splitting a unit's row
+// length, modes MV_STORE / MV_ACCUM / MV_SWIGLU) is matvec_body.cuh's, compiled before this
+// file; this file has the per-lane dot products of R rows.
 //
 // Fast paths (specialised per type, wide loads, integer-to-float by byte permutation) where
 // the weight's alignment allows; every type also has the generic path (any byte offset):
@@ -19,11 +14,6 @@
 // - Q8_0: 2 lanes a block, 16 elements a lane (2-byte aligned: always);
 // - F16/BF16: 8 elements a lane (one 16-byte load), F32: 4 (16-byte aligned rows).
 // - generic: the block decoders of decode8 below, one row at a time.
-
-#define MV_WARPS 4
-#define MV_STORE 0
-#define MV_ACCUM 1
-#define MV_SWIGLU 2
 
 // Decodes lane `s`'s 8 elements of the block at `b` into v[0..8]: v[0..4] are elements
 // e0..e0+3 and v[4..8] elements e1..e1+3 of the block; returns e0 and e1 through the pointers.
@@ -165,24 +155,12 @@ __device__ __forceinline__ float sum4(float4 a) { return (a.x + a.y) + (a.z + a.
 
 __device__ __forceinline__ float4 ldx4(const float* p) { return __ldg((const float4*)p); }
 
-// 4 bytes from a 2-byte aligned address.
-__device__ __forceinline__ u32 ld_u32_a2(const u8* p) {
-    const u16* q = (const u16*)p;
-    return (u32)q[0] | ((u32)q[1] << 16);
-}
-
-// (scale, min) of group g of a Q4_K super-block whose 12 scale bytes are the words y, z, w.
+// q4k_scale_min (matvec_body.cuh) as floats.
 __device__ __forceinline__ void q4k_sm(u32 y, u32 z, u32 w, int g, float* sc, float* mn) {
-    if (g < 4) {
-        const int sh = 8 * g;
-        *sc = (float)((y >> sh) & 63);
-        *mn = (float)((z >> sh) & 63);
-    } else {
-        const int sh = 8 * (g - 4);
-        const u32 wb = (w >> sh) & 255;
-        *sc = (float)((wb & 15) | ((((y >> sh) & 255) >> 6) << 4));
-        *mn = (float)((wb >> 4) | ((((z >> sh) & 255) >> 6) << 4));
-    }
+    int si, mi;
+    q4k_scale_min(y, z, w, g, &si, &mi);
+    *sc = (float)si;
+    *mn = (float)mi;
 }
 
 // Q4_K, 16-byte aligned rows: lane j = lane % 8 takes nibble bytes 16j..16j+15 of super-block
@@ -199,12 +177,7 @@ __device__ __forceinline__ void dot_q4k(const u8* const* rows, int cols,
 #pragma unroll 2
     for (int sb = (lane >> 3) + 4 * wi; sb < nb; sb += 4 * nw) {
         uint4 hd[R], q[R];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const u8* b = rows[r] + (size_t)sb * 144;
-            hd[r] = __ldg((const uint4*)b);
-            q[r] = __ldg((const uint4*)(b + 16 + 16 * j));
-        }
+        q4k_load<R>(rows, sb, j, hd, q);
         const float* xs = x + (size_t)sb * 256 + xo;
         float4 xl[4], xh[4];
 #pragma unroll
@@ -249,29 +222,15 @@ __device__ __forceinline__ void dot_q6k(const u8* const* rows, int cols,
     for (int sb = (lane >> 4) + 2 * wi; sb < nb; sb += 2 * nw) {
         u32 qa[R], qb[R], qh[R];
         u16 dh[R], sw[R][4];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const u8* b = rows[r] + (size_t)sb * 210;
-            qa[r] = ld_u32_a2(b + 64 * h + m);
-            qb[r] = ld_u32_a2(b + 64 * h + 32 + m);
-            qh[r] = ld_u32_a2(b + 128 + 32 * h + m);
-            dh[r] = *(const u16*)(b + 208);
-            const u16* scw = (const u16*)(b + 192 + 8 * h);
-#pragma unroll
-            for (int k = 0; k < 4; ++k) sw[r][k] = scw[k];
-        }
+        q6k_load<R>(rows, sb, h, m, qa, qb, qh, dh, sw);
         const float* xs = x + (size_t)sb * 256 + 128 * h + m;
         float4 xk[4];
 #pragma unroll
         for (int k = 0; k < 4; ++k) xk[k] = ldx4(xs + 32 * k);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-            const u32 q[4] = {
-                (qa[r] & 0x0F0F0F0Fu) | ((qh[r] << 4) & 0x30303030u),
-                (qb[r] & 0x0F0F0F0Fu) | ((qh[r] << 2) & 0x30303030u),
-                ((qa[r] >> 4) & 0x0F0F0F0Fu) | (qh[r] & 0x30303030u),
-                ((qb[r] >> 4) & 0x0F0F0F0Fu) | ((qh[r] >> 2) & 0x30303030u),
-            };
+            u32 q[4];
+            q6k_words(qa[r], qb[r], qh[r], q);
             float t = 0.0f;
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
@@ -401,112 +360,24 @@ __device__ __forceinline__ void dot_rows(int t, const u8* const* rows, size_t rb
     for (int r = 0; r < R; ++r) acc[r] = dot_generic(t, rows[r], cols, x, lane, wi, nw);
 }
 
-// Units (CTAs' work items) of a job: R rows each, or R / 2 output rows (gate + up pairs) in
-// swiglu.
-__device__ __forceinline__ int mv_units(int mode, int rows, int r) {
-    const int per = mode == MV_SWIGLU ? r / 2 : r;
-    return (rows + per - 1) / per;
-}
-
-// `x` must be 16-byte aligned (device allocations are; the Rust side checks). Job j is
-// (w_j, t_j, rows_j, y_j); a job with rows_j == 0 is absent. In MV_SWIGLU, job 0 is the gate
-// and job 1 the up projection (same type and rows), the output goes to y0, job 2 is absent.
-// `ks` (1, 2 or 4) warps work on one unit, splitting the row length (interleaved steps); a CTA
-// holds MV_WARPS / ks units; the partial sums meet in shared memory.
+// The f32 activation's dot product of R rows, for mv_body.
 template <int R>
-__device__ __forceinline__ void matvec_body(const float* __restrict__ x, int cols, int mode, int ks,
-                                            const u8* w0, int t0, int rows0, float* y0,
-                                            const u8* w1, int t1, int rows1, float* y1,
-                                            const u8* w2, int t2, int rows2, float* y2) {
-    __shared__ float red[MV_WARPS][R];
-    const int lane = threadIdx.x & (WARP - 1);
-    const int warp = threadIdx.x >> 5;
-    const int upc = MV_WARPS / ks;  // units per CTA
-    const int c0 = (mv_units(mode, rows0, R) + upc - 1) / upc;
-    const int c1 = mode == MV_SWIGLU ? 0 : (mv_units(mode, rows1, R) + upc - 1) / upc;
-    int cta = blockIdx.x;
-    const u8* w;
-    int t, rows;
-    float* y;
-    if (cta < c0) {
-        w = w0; t = t0; rows = rows0; y = y0;
-    } else if (cta < c0 + c1) {
-        cta -= c0;
-        w = w1; t = t1; rows = rows1; y = y1;
-    } else {
-        cta -= c0 + c1;
-        w = w2; t = t2; rows = rows2; y = y2;
+struct F32Dot {
+    const float* __restrict__ x;
+    __device__ __forceinline__ void operator()(int t, const u8* const* rows, size_t rb, int cols,
+                                               int lane, int wi, int nw, float* acc) const {
+        dot_rows<R>(t, rows, rb, cols, x, lane, wi, nw, acc);
     }
-    const int unit = cta * upc + warp / ks;
-    const int wi = warp % ks;
-    const bool active = unit < mv_units(mode, rows, R);
-    const size_t rb = row_bytes(t, cols);
-    const u8* p[R];
-    int rr[R];
-    if (mode == MV_SWIGLU) {
-#pragma unroll
-        for (int i = 0; i < R / 2; ++i) {
-            const int r = max(0, min(unit * (R / 2) + i, rows - 1));
-            rr[2 * i] = rr[2 * i + 1] = r;
-            p[2 * i] = w0 + (size_t)r * rb;
-            p[2 * i + 1] = w1 + (size_t)r * rb;
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < R; ++i) {
-            rr[i] = max(0, min(unit * R + i, rows - 1));
-            p[i] = w + (size_t)rr[i] * rb;
-        }
-    }
-    float a[R];
-    if (active) {
-        dot_rows<R>(t, p, rb, cols, x, lane, wi, ks, a);
-#pragma unroll
-        for (int i = 0; i < R; ++i) a[i] = warp_sum(a[i]);
-        if (lane == 0) {
-#pragma unroll
-            for (int i = 0; i < R; ++i) red[warp][i] = a[i];
-        }
-    }
-    __syncthreads();
-    if (!active || lane != 0 || wi != 0) return;
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-        float v = red[warp][i];
-        for (int k = 1; k < ks; ++k) v += red[warp + k][i];
-        a[i] = v;
-    }
-    if (mode == MV_SWIGLU) {
-#pragma unroll
-        for (int i = 0; i < R / 2; ++i) {
-            if (unit * (R / 2) + i >= rows) break;
-            const float g = a[2 * i];
-            y0[rr[2 * i]] = g / (1.0f + expf(-g)) * a[2 * i + 1];
-        }
-        return;
-    }
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-        if (unit * R + i >= rows) break;
-        if (mode == MV_ACCUM) y[rr[i]] += a[i];
-        else y[rr[i]] = a[i];
-    }
-}
+};
 
-// Two rows a unit.
+// `x` must be 16-byte aligned (device allocations are; the Rust side checks). Two rows a unit.
 extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP)
-matvec_multi(const float* __restrict__ x, int cols, int mode, int ks,
-             const u8* __restrict__ w0, int t0, int rows0, float* y0,
-             const u8* __restrict__ w1, int t1, int rows1, float* y1,
-             const u8* __restrict__ w2, int t2, int rows2, float* y2) {
-    matvec_body<2>(x, cols, mode, ks, w0, t0, rows0, y0, w1, t1, rows1, y1, w2, t2, rows2, y2);
+matvec_multi(const float* __restrict__ x, int cols, int mode, int ks, MV_JOB_PARAMS) {
+    mv_body<2>(F32Dot<2>{x}, cols, mode, ks, MV_JOB_ARGS);
 }
 
 // Four rows a unit (more loads in flight, x loads shared by four rows).
 extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP)
-matvec_multi4(const float* __restrict__ x, int cols, int mode, int ks,
-              const u8* __restrict__ w0, int t0, int rows0, float* y0,
-              const u8* __restrict__ w1, int t1, int rows1, float* y1,
-              const u8* __restrict__ w2, int t2, int rows2, float* y2) {
-    matvec_body<4>(x, cols, mode, ks, w0, t0, rows0, y0, w1, t1, rows1, y1, w2, t2, rows2, y2);
+matvec_multi4(const float* __restrict__ x, int cols, int mode, int ks, MV_JOB_PARAMS) {
+    mv_body<4>(F32Dot<4>{x}, cols, mode, ks, MV_JOB_ARGS);
 }

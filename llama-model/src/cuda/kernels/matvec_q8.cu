@@ -1,60 +1,66 @@
 // Matrix-vector products with 8-bit activations and integer dot products (dp4a).
 //
 // The activation x (f32, `cols` a multiple of 32) is first quantized once per product by
-// `quantize_q8` into blocks of 32: qs[c] (i8, all blocks back to back, 16-byte aligned) and
-// one f32 scale d[b] per block, with llama.cpp's x86 rounding (llama-model/src/cpu/q8.rs):
+// `quantize_q8` into blocks of 32: qs[c] (i8, all blocks back to back, 16-byte aligned), one
+// f32 scale d[b] and one f32 sum term s[b] per block, bit for bit as the CPU backend's
+// `cpu::q8::quantize_q8` (llama.cpp's x86 `quantize_row_q8_1`):
 //   amax = max |x_j|, d = f16(amax / 127) (kept as f32), id = 127 / amax (0 when amax = 0),
-//   q_j = round_ties_even(x_j * id).
+//   q_j = round_ties_even(x_j * id), s = f16((amax / 127) * sum_j q_j) (the UNROUNDED scale).
 // The products then read the weight's ggml blocks in place and compute, per 32-element
-// activation block b and weight block (scale dw, offset or minimum),
-//   sum_j w_j x_j ~= d_b * dw * sum_j qw_j q_j          (+ offset / minimum terms),
-// with the integer sums in dp4a and the activation sums sum_j q_j (for offsets and minimums)
-// as exact integers too, so the result is sum_b d_b * sum_j w_j q_j up to f32 rounding of the
-// per-block scale products (what the f64 reference in tests/cuda_kernels.rs checks).
+// activation block b and weight block (scale dw, offset or minimum m),
+//   Q8_0:       dw * d_b * sum_j qw_j q_j
+//   Q4_0, Q5_0: dw * d_b * sum_j (qw_j - 8 or 16) q_j      (the offset times the exact sum q)
+//   Q4_1:       dw * d_b * sum_j qw_j q_j + m * s_b         (llama.cpp's q4_1 x q8_1)
+// with the integer sums in dp4a: the per-block terms are llama.cpp's, only the f32
+// accumulation order over blocks differs. The K-quants (llama.cpp quantizes their activations
+// to q8_K, blocks of 256 with an f32 scale; here the same 32-blocks serve every type) use the
+// exact integer sums sum_j q_j for their minimums: Q4_K
+//   d * sum_g d_g (sc_g sum_j qw_j q_j) - dmin * sum_g d_g (mn_g sum_j q_j),
+// Q6_K d * sum_g d_g sc_g sum_j (qw_j - 32) q_j; tests/cuda_matvec_q8.rs checks them against
+// an f64 reference over the quantized activation.
 //
-// Layout of the work (as kernels/matvec.cu): one launch serves up to three weights sharing one
-// x (Q, K, V), a unit of R rows is computed together (every activation load feeds R rows),
-// `ks` warps split a unit's row length and meet in shared memory. Modes MV_STORE, MV_ACCUM,
-// MV_SWIGLU as in matvec.cu. Per type, a warp step covers:
+// Layout of the work: matvec_body.cuh's (compiled before this file), with this file's dot
+// products of R rows. Per type, a warp step covers:
 // - Q4_K: 8 lanes a super-block (16 bytes of nibbles = 32 elements a lane, 16-byte loads of
 //   nibbles and header; rows 16-byte aligned), 4 super-blocks a step;
 // - Q6_K: 16 lanes a super-block (16 elements a lane: 4-byte runs of ql, ql + 32 and qh, as
 //   pairs of 2-byte loads: super-blocks are only 2-byte aligned), 2 super-blocks a step;
 // - Q8_0: 2 lanes a block (16 quants a lane), 16 blocks a step (2-byte aligned);
 // - Q4_0, Q4_1, Q5_0: 2 lanes a block (8 nibble bytes = 16 elements a lane), 16 blocks a step.
-// The Rust side (cuda/matvec.rs) launches this path only for those types and alignments.
+// The Rust side (cuda/matvec_q8.rs) launches this path only for those types and alignments.
 
-#define MV_WARPS 4
-#define MV_STORE 0
-#define MV_ACCUM 1
-#define MV_SWIGLU 2
 #define Q8_WARPS 8
-// CTAs per SM the 4-row kernel is register-limited to (7: at most 72 registers, 28 warps an SM; 8 spills).
-#ifndef Q8_MIN_CTAS
-#define Q8_MIN_CTAS 7
-#endif
 
 // Lane `lane` of a warp holding activation v = element 32 blk + lane: writes its quant and,
-// lane 0, the block's scale (llama.cpp's rounding, see the header).
+// lane 0, the block's scale and sum term (the CPU's rounding, see the header).
 __device__ __forceinline__ void q8_store(float v, int blk, int lane, i8* __restrict__ qs,
-                                         float* __restrict__ d) {
+                                         float* __restrict__ d, float* __restrict__ s) {
     float amax = fabsf(v);
 #pragma unroll
     for (int o = WARP / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    // IEEE division (NVRTC's default -prec-div=true), as the CPU's f32 `127.0 / amax`.
+    // IEEE division and product (NVRTC's default -prec-div=true; __f*_rn are never contracted),
+    // as the CPU's f32 `127.0 / amax`, `amax / 127.0` and `d * sum`.
     const float id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
     const int q = __float2int_rn(__fmul_rn(v, id));
     qs[blk * 32 + lane] = (i8)q;
-    if (lane == 0) d[blk] = half_bits_to_f32(f32_to_half_bits(__fdiv_rn(amax, 127.0f)));
+    int sum = q;
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) {
+        const float dr = __fdiv_rn(amax, 127.0f);
+        d[blk] = half_bits_to_f32(f32_to_half_bits(dr));
+        s[blk] = half_bits_to_f32(f32_to_half_bits(__fmul_rn(dr, (float)sum)));
+    }
 }
 
 // One warp per block of 32 activations.
 extern "C" __global__ void __launch_bounds__(Q8_WARPS * WARP)
-quantize_q8(const float* __restrict__ x, int cols, i8* __restrict__ qs, float* __restrict__ d) {
+quantize_q8(const float* __restrict__ x, int cols, i8* __restrict__ qs, float* __restrict__ d,
+            float* __restrict__ s) {
     const int blk = blockIdx.x * Q8_WARPS + (threadIdx.x >> 5);
     const int lane = threadIdx.x & (WARP - 1);
     if (blk * 32 >= cols) return;
-    q8_store(x[blk * 32 + lane], blk, lane, qs, d);
+    q8_store(x[blk * 32 + lane], blk, lane, qs, d, s);
 }
 
 // RMSNorm of one row of n values (n a multiple of 32), as elementwise.cu's rmsnorm
@@ -63,7 +69,7 @@ quantize_q8(const float* __restrict__ x, int cols, i8* __restrict__ qs, float* _
 #define NQ_THREADS 1024
 extern "C" __global__ void __launch_bounds__(NQ_THREADS)
 rmsnorm_q8(const float* x, const float* __restrict__ w, float* out, int n, float eps,
-           i8* __restrict__ qs, float* __restrict__ d) {
+           i8* __restrict__ qs, float* __restrict__ d, float* __restrict__ s) {
     float ss = 0.0f;
     for (int i = threadIdx.x; i < n; i += NQ_THREADS) ss += x[i] * x[i];
     ss = cta_sum<NQ_THREADS>(ss);
@@ -73,7 +79,7 @@ rmsnorm_q8(const float* x, const float* __restrict__ w, float* out, int n, float
     for (int i = threadIdx.x; i < n; i += NQ_THREADS) {
         const float v = x[i] * scale * w[i];
         out[i] = v;
-        q8_store(v, i >> 5, lane, qs, d);
+        q8_store(v, i >> 5, lane, qs, d, s);
     }
 }
 
@@ -85,26 +91,6 @@ __device__ __forceinline__ int dp4a(int a, int b, int c) {
 
 // Sum of the four signed bytes of a.
 __device__ __forceinline__ int bsum4(int a) { return dp4a(a, 0x01010101, 0); }
-
-// 4 bytes from a 2-byte aligned address.
-__device__ __forceinline__ u32 ld32_a2(const u8* p) {
-    const u16* q = (const u16*)p;
-    return (u32)q[0] | ((u32)q[1] << 16);
-}
-
-// (scale, min) of group g of a Q4_K super-block whose 12 scale bytes are the words y, z, w.
-__device__ __forceinline__ void q4k_scale_min(u32 y, u32 z, u32 w, int g, int* sc, int* mn) {
-    if (g < 4) {
-        const int sh = 8 * g;
-        *sc = (int)((y >> sh) & 63);
-        *mn = (int)((z >> sh) & 63);
-    } else {
-        const int sh = 8 * (g - 4);
-        const u32 wb = (w >> sh) & 255;
-        *sc = (int)((wb & 15) | ((((y >> sh) & 255) >> 6) << 4));
-        *mn = (int)((wb >> 4) | ((((z >> sh) & 255) >> 6) << 4));
-    }
-}
 
 // Q4_K: lane j = lane % 8 takes nibble bytes 16j..16j+15 of super-block lane / 8 (+4 a step):
 // elements 64c + 16h + (0..16) (low nibbles, group 2c) and 64c + 32 + 16h + (0..16) (high
@@ -120,12 +106,7 @@ __device__ __forceinline__ void q8dot_q4k(const u8* const* rows, int cols, const
 #pragma unroll 2
     for (int sb = (lane >> 3) + 4 * wi; sb < nb; sb += 4 * nw) {
         uint4 hd[R], q[R];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const u8* b = rows[r] + (size_t)sb * 144;
-            hd[r] = __ldg((const uint4*)b);
-            q[r] = __ldg((const uint4*)(b + 16 + 16 * j));
-        }
+        q4k_load<R>(rows, sb, j, hd, q);
         const int4 xl = __ldg((const int4*)(xq + (size_t)sb * 256 + xo));
         const int4 xh = __ldg((const int4*)(xq + (size_t)sb * 256 + xo + 32));
         const float dl = __ldg(xd + (size_t)sb * 8 + 2 * c);
@@ -169,17 +150,7 @@ __device__ __forceinline__ void q8dot_q6k(const u8* const* rows, int cols, const
     for (int sb = (lane >> 4) + 2 * wi; sb < nb; sb += 2 * nw) {
         u32 qa[R], qb[R], qh[R];
         u16 dh[R], sw[R][4];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const u8* b = rows[r] + (size_t)sb * 210;
-            qa[r] = ld32_a2(b + 64 * h + m);
-            qb[r] = ld32_a2(b + 64 * h + 32 + m);
-            qh[r] = ld32_a2(b + 128 + 32 * h + m);
-            dh[r] = *(const u16*)(b + 208);
-            const u16* scw = (const u16*)(b + 192 + 8 * h);
-#pragma unroll
-            for (int k = 0; k < 4; ++k) sw[r][k] = scw[k];
-        }
+        q6k_load<R>(rows, sb, h, m, qa, qb, qh, dh, sw);
         const i8* xs = xq + (size_t)sb * 256 + 128 * h + m;
         int xk[4], sx[4];
         float dk[4];
@@ -191,12 +162,8 @@ __device__ __forceinline__ void q8dot_q6k(const u8* const* rows, int cols, const
         }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-            const u32 q[4] = {
-                (qa[r] & 0x0F0F0F0Fu) | ((qh[r] << 4) & 0x30303030u),
-                (qb[r] & 0x0F0F0F0Fu) | ((qh[r] << 2) & 0x30303030u),
-                ((qa[r] >> 4) & 0x0F0F0F0Fu) | (qh[r] & 0x30303030u),
-                ((qb[r] >> 4) & 0x0F0F0F0Fu) | ((qh[r] >> 2) & 0x30303030u),
-            };
+            u32 q[4];
+            q6k_words(qa[r], qb[r], qh[r], q);
             float t = 0.0f;
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
@@ -224,7 +191,7 @@ __device__ __forceinline__ void q8dot_q80(const u8* const* rows, int cols, const
             const u8* b = rows[r] + (size_t)blk * 34;
             dw[r] = *(const u16*)b;
 #pragma unroll
-            for (int i = 0; i < 4; ++i) w[r][i] = ld32_a2(b + 2 + 16 * hf + 4 * i);
+            for (int i = 0; i < 4; ++i) w[r][i] = ld_u32_a2(b + 2 + 16 * hf + 4 * i);
         }
         const int4 xv = __ldg((const int4*)(xq + (size_t)blk * 32 + 16 * hf));
         const float dx = __ldg(xd + blk);
@@ -245,11 +212,13 @@ __device__ __forceinline__ u32 spread4(u32 b) {
 }
 
 // Q4_0, Q4_1, Q5_0: 2 lanes a block; lane hf takes nibble bytes 8hf..8hf+7: elements
-// 8hf + (0..8) (low nibbles) and 16 + 8hf + (0..8) (high nibbles).
+// 8hf + (0..8) (low nibbles) and 16 + 8hf + (0..8) (high nibbles). Q4_1's minimum term
+// m * s_b (xsum: the blocks' s) is added once a block, by lane hf = 0.
 template <int R, int T>
 __device__ __forceinline__ void q8dot_legacy(const u8* const* rows, int cols,
                                              const i8* __restrict__ xq,
-                                             const float* __restrict__ xd, int lane, int wi,
+                                             const float* __restrict__ xd,
+                                             const float* __restrict__ xsum, int lane, int wi,
                                              int nw, float* acc) {
     const int bb = T == T_Q4_0 ? 18 : (T == T_Q4_1 ? 20 : 22);
     const int qo = T == T_Q4_0 ? 2 : (T == T_Q4_1 ? 4 : 6);
@@ -264,15 +233,16 @@ __device__ __forceinline__ void q8dot_legacy(const u8* const* rows, int cols,
             const u8* b = rows[r] + (size_t)blk * bb;
             dw[r] = *(const u16*)b;
             mw[r] = T == T_Q4_1 ? *(const u16*)(b + 2) : (u16)0;
-            qh[r] = T == T_Q5_0 ? ld32_a2(b + 2) : 0u;
-            w[r][0] = ld32_a2(b + qo + 8 * hf);
-            w[r][1] = ld32_a2(b + qo + 8 * hf + 4);
+            qh[r] = T == T_Q5_0 ? ld_u32_a2(b + 2) : 0u;
+            w[r][0] = ld_u32_a2(b + qo + 8 * hf);
+            w[r][1] = ld_u32_a2(b + qo + 8 * hf + 4);
         }
         const i8* xs = xq + (size_t)blk * 32 + 8 * hf;
         const int2 xl = __ldg((const int2*)xs);
         const int2 xh = __ldg((const int2*)(xs + 16));
         const float dx = __ldg(xd + blk);
-        const int sx = bsum4(xl.x) + bsum4(xl.y) + bsum4(xh.x) + bsum4(xh.y);
+        const int sx = T == T_Q4_1 ? 0 : bsum4(xl.x) + bsum4(xl.y) + bsum4(xh.x) + bsum4(xh.y);
+        const float sb = T == T_Q4_1 && hf == 0 ? __ldg(xsum + blk) : 0.0f;
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             u32 l0 = w[r][0] & 0x0F0F0F0Fu, l1 = w[r][1] & 0x0F0F0F0Fu;
@@ -291,7 +261,7 @@ __device__ __forceinline__ void q8dot_legacy(const u8* const* rows, int cols,
             const float dd = half_bits_to_f32(dw[r]) * dx;
             if (T == T_Q4_0) acc[r] += dd * (float)(si - 8 * sx);
             else if (T == T_Q5_0) acc[r] += dd * (float)(si - 16 * sx);
-            else acc[r] += dd * (float)si + half_bits_to_f32(mw[r]) * dx * (float)sx;
+            else acc[r] += dd * (float)si + half_bits_to_f32(mw[r]) * sb;
         }
     }
 }
@@ -299,123 +269,43 @@ __device__ __forceinline__ void q8dot_legacy(const u8* const* rows, int cols,
 template <int R>
 __device__ __forceinline__ void q8dot_rows(int t, const u8* const* rows, int cols,
                                            const i8* __restrict__ xq, const float* __restrict__ xd,
-                                           int lane, int wi, int nw, float* acc) {
+                                           const float* __restrict__ xsum, int lane, int wi,
+                                           int nw, float* acc) {
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.0f;
     switch (t) {
         case T_Q4_K: q8dot_q4k<R>(rows, cols, xq, xd, lane, wi, nw, acc); break;
         case T_Q6_K: q8dot_q6k<R>(rows, cols, xq, xd, lane, wi, nw, acc); break;
         case T_Q8_0: q8dot_q80<R>(rows, cols, xq, xd, lane, wi, nw, acc); break;
-        case T_Q4_0: q8dot_legacy<R, T_Q4_0>(rows, cols, xq, xd, lane, wi, nw, acc); break;
-        case T_Q4_1: q8dot_legacy<R, T_Q4_1>(rows, cols, xq, xd, lane, wi, nw, acc); break;
-        case T_Q5_0: q8dot_legacy<R, T_Q5_0>(rows, cols, xq, xd, lane, wi, nw, acc); break;
+        case T_Q4_0: q8dot_legacy<R, T_Q4_0>(rows, cols, xq, xd, xsum, lane, wi, nw, acc); break;
+        case T_Q4_1: q8dot_legacy<R, T_Q4_1>(rows, cols, xq, xd, xsum, lane, wi, nw, acc); break;
+        case T_Q5_0: q8dot_legacy<R, T_Q5_0>(rows, cols, xq, xd, xsum, lane, wi, nw, acc); break;
         default: break;
     }
 }
 
-__device__ __forceinline__ int q8_units(int mode, int rows, int r) {
-    const int per = mode == MV_SWIGLU ? r / 2 : r;
-    return (rows + per - 1) / per;
-}
-
-// As matvec_body in matvec.cu, with the quantized activation (xq, xd) for x.
+// The quantized activation's dot product of R rows (quants, scales, sum terms), for mv_body.
 template <int R>
-__device__ __forceinline__ void matvec_q8_body(const i8* __restrict__ xq,
-                                               const float* __restrict__ xd, int cols, int mode,
-                                               int ks, const u8* w0, int t0, int rows0, float* y0,
-                                               const u8* w1, int t1, int rows1, float* y1,
-                                               const u8* w2, int t2, int rows2, float* y2) {
-    __shared__ float red[MV_WARPS][R];
-    const int lane = threadIdx.x & (WARP - 1);
-    const int warp = threadIdx.x >> 5;
-    const int upc = MV_WARPS / ks;
-    const int c0 = (q8_units(mode, rows0, R) + upc - 1) / upc;
-    const int c1 = mode == MV_SWIGLU ? 0 : (q8_units(mode, rows1, R) + upc - 1) / upc;
-    int cta = blockIdx.x;
-    const u8* w;
-    int t, rows;
-    float* y;
-    if (cta < c0) {
-        w = w0; t = t0; rows = rows0; y = y0;
-    } else if (cta < c0 + c1) {
-        cta -= c0;
-        w = w1; t = t1; rows = rows1; y = y1;
-    } else {
-        cta -= c0 + c1;
-        w = w2; t = t2; rows = rows2; y = y2;
+struct Q8Dot {
+    const i8* __restrict__ xq;
+    const float* __restrict__ xd;
+    const float* __restrict__ xsum;
+    __device__ __forceinline__ void operator()(int t, const u8* const* rows, size_t, int cols,
+                                               int lane, int wi, int nw, float* acc) const {
+        q8dot_rows<R>(t, rows, cols, xq, xd, xsum, lane, wi, nw, acc);
     }
-    const int unit = cta * upc + warp / ks;
-    const int wi = warp % ks;
-    const bool active = unit < q8_units(mode, rows, R);
-    const size_t rb = row_bytes(t, cols);
-    const u8* p[R];
-    int rr[R];
-    if (mode == MV_SWIGLU) {
-#pragma unroll
-        for (int i = 0; i < R / 2; ++i) {
-            const int r = max(0, min(unit * (R / 2) + i, rows - 1));
-            rr[2 * i] = rr[2 * i + 1] = r;
-            p[2 * i] = w0 + (size_t)r * rb;
-            p[2 * i + 1] = w1 + (size_t)r * rb;
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < R; ++i) {
-            rr[i] = max(0, min(unit * R + i, rows - 1));
-            p[i] = w + (size_t)rr[i] * rb;
-        }
-    }
-    float a[R];
-    if (active) {
-        q8dot_rows<R>(t, p, cols, xq, xd, lane, wi, ks, a);
-#pragma unroll
-        for (int i = 0; i < R; ++i) a[i] = warp_sum(a[i]);
-        if (lane == 0) {
-#pragma unroll
-            for (int i = 0; i < R; ++i) red[warp][i] = a[i];
-        }
-    }
-    __syncthreads();
-    if (!active || lane != 0 || wi != 0) return;
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-        float v = red[warp][i];
-        for (int k = 1; k < ks; ++k) v += red[warp + k][i];
-        a[i] = v;
-    }
-    if (mode == MV_SWIGLU) {
-#pragma unroll
-        for (int i = 0; i < R / 2; ++i) {
-            if (unit * (R / 2) + i >= rows) break;
-            const float g = a[2 * i];
-            y0[rr[2 * i]] = g / (1.0f + expf(-g)) * a[2 * i + 1];
-        }
-        return;
-    }
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-        if (unit * R + i >= rows) break;
-        if (mode == MV_ACCUM) y[rr[i]] += a[i];
-        else y[rr[i]] = a[i];
-    }
-}
+};
 
 // Two rows a unit.
 extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP)
-matvec_q8(const i8* __restrict__ xq, const float* __restrict__ xd, int cols, int mode, int ks,
-          const u8* __restrict__ w0, int t0, int rows0, float* y0,
-          const u8* __restrict__ w1, int t1, int rows1, float* y1,
-          const u8* __restrict__ w2, int t2, int rows2, float* y2) {
-    matvec_q8_body<2>(xq, xd, cols, mode, ks, w0, t0, rows0, y0, w1, t1, rows1, y1, w2, t2,
-                      rows2, y2);
+matvec_q8(const i8* __restrict__ xq, const float* __restrict__ xd, const float* __restrict__ xsum,
+          int cols, int mode, int ks, MV_JOB_PARAMS) {
+    mv_body<2>(Q8Dot<2>{xq, xd, xsum}, cols, mode, ks, MV_JOB_ARGS);
 }
 
 // Four rows a unit.
 extern "C" __global__ void __launch_bounds__(MV_WARPS * WARP)
-matvec_q8_4(const i8* __restrict__ xq, const float* __restrict__ xd, int cols, int mode, int ks,
-            const u8* __restrict__ w0, int t0, int rows0, float* y0,
-            const u8* __restrict__ w1, int t1, int rows1, float* y1,
-            const u8* __restrict__ w2, int t2, int rows2, float* y2) {
-    matvec_q8_body<4>(xq, xd, cols, mode, ks, w0, t0, rows0, y0, w1, t1, rows1, y1, w2, t2,
-                      rows2, y2);
+matvec_q8_4(const i8* __restrict__ xq, const float* __restrict__ xd,
+            const float* __restrict__ xsum, int cols, int mode, int ks, MV_JOB_PARAMS) {
+    mv_body<4>(Q8Dot<4>{xq, xd, xsum}, cols, mode, ks, MV_JOB_ARGS);
 }

@@ -16,11 +16,12 @@ use crate::paged::KV_BLOCK;
 
 /// Kernel modules of the multi-sequence step, `(name, source)`, each compiled as
 /// `COMMON_PRELUDE + source` like the backend's own modules.
-/// The module also holds the decode matvec's block decoders (`matvec.cu`), which the few-row
-/// products (`multi_matvec.cu`) share.
+/// The module also holds the decode matvec's block decoders (`matvec.cu`, after its work
+/// layout `matvec_body.cuh`), which the few-row products (`multi_matvec.cu`) share.
 pub const MULTI_KERNEL_MODULES: &[(&str, &str)] = &[(
     "multi",
     concat!(
+        include_str!("../../kernels/matvec_body.cuh"),
         include_str!("../../kernels/matvec.cu"),
         include_str!("../../kernels/multi.cu"),
         include_str!("../../kernels/multi_matvec.cu")
