@@ -645,9 +645,8 @@ impl Backend for GpuEngine {
             ..
         } = self;
         for m in moves.iter().filter(|m| m.to == Home::Device) {
-            if !weights.resident.contains_key(&m.layer) {
-                let buf = upload_layer(backend, &core.setup, m.layer)?;
-                weights.resident.insert(m.layer, buf);
+            if let std::collections::hash_map::Entry::Vacant(v) = weights.resident.entry(m.layer) {
+                v.insert(upload_layer(backend, &core.setup, m.layer)?);
             }
         }
         let r = core.move_layers(moves);
