@@ -1,9 +1,9 @@
 //! CPU single-token matrix-vector products per weight type and Llama-3.1-8B shape, both
 //! kernels: GB/s of weight bytes read, from memory (the matrix is rotated over copies totalling
-//! >= 1 GiB, so no product finds its weights in cache) and cache-hot (one copy, the compute
+//! at least 1 GiB, so no product finds its weights in cache) and cache-hot (one copy, the compute
 //! ceiling), for each rayon pool size in `CPU_MATVEC_THREADS` (comma-separated; default: all
 //! cores and 1); `CPU_MATVEC_TYPES` (e.g. `Q4_K,Q8_0`) limits the types, `CPU_MATVEC_MS` sets
-//! the time per figure (default 300 ms).
+//! the time per figure (default 300 ms), `CPU_MATVEC_Q8_ONLY` (any value) skips the f32 kernel.
 //!
 //! Beside each figure: the fraction of llama.cpp's CPU decode on the H200 machine (66.7 GB/s of
 //! weights, 70B CPU-only, 2026-12-02, docs/PERF.md) and of this machine's memory-read bandwidth
@@ -97,8 +97,13 @@ fn main() {
     }
     drop(buf);
     for (n, pool) in threads.iter().zip(&pools) {
-        // As many tasks as a 4096-row product makes (rows_per_task: n_rows / (8 threads)).
-        let tasks = (4096 / (8 * n)).clamp(8, 256);
+        // As many tasks as a 4096-row product makes (rows_per_task: n_rows / (threads x
+        // VRAMLESS_CPU_TASKS_PER_THREAD, default 8)).
+        let tpt: usize = std::env::var("VRAMLESS_CPU_TASKS_PER_THREAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8);
+        let tasks = (4096 / (tpt * n)).clamp(8, 256);
         let tasks = 4096usize.div_ceil(tasks);
         let s = time_per_call(Duration::from_millis(100), |_| {
             pool.install(|| {
@@ -118,6 +123,11 @@ fn main() {
         "type", "rows x cols", "thr", "kernel", "GB/s", "/66.7", "/read", "hot GB/s", "us/call"
     );
     let only = std::env::var("CPU_MATVEC_TYPES").unwrap_or_default();
+    let kernels: &[(Kernel, &str)] = if std::env::var_os("CPU_MATVEC_Q8_ONLY").is_some() {
+        &[(Kernel::Q8, "q8")]
+    } else {
+        &[(Kernel::Q8, "q8"), (Kernel::F32, "f32")]
+    };
     for ty in TYPES {
         if !only.is_empty()
             && !only
@@ -138,7 +148,7 @@ fn main() {
             let mut out = vec![0f32; rows];
             let gb = one.len() as f64 / 1e9;
             for ((n, pool), read_bw) in threads.iter().zip(&pools).zip(&bw) {
-                for (kernel, name) in [(Kernel::Q8, "q8"), (Kernel::F32, "f32")] {
+                for &(kernel, name) in kernels {
                     let mut run = |i: usize, rotate: bool| {
                         let w = &views[if rotate { i % copies } else { 0 }];
                         pool.install(|| matmul(w, black_box(&x), 1, &mut out, kernel))

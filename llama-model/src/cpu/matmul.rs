@@ -73,10 +73,23 @@ pub fn kquant_kernel() -> &'static str {
     simd_k::q8k_path()
 }
 
+/// Parallel tasks per rayon thread a product aims for (`VRAMLESS_CPU_TASKS_PER_THREAD`, read
+/// once; default 8): more balance the threads, fewer cost less scheduling.
+fn tasks_per_thread() -> usize {
+    static TPT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *TPT.get_or_init(|| {
+        std::env::var("VRAMLESS_CPU_TASKS_PER_THREAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(8)
+    })
+}
+
 /// Rows per parallel task: enough tasks to balance the threads, few enough to amortise.
 fn rows_per_task(n_rows: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    (n_rows / (threads * 8)).clamp(8, 256)
+    (n_rows / (threads * tasks_per_thread())).clamp(8, 256)
 }
 
 /// Computes `out[t][r] = dot(W row r, x[t])` for `n_tokens` tokens.

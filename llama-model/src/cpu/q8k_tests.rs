@@ -163,12 +163,15 @@ fn kernels_match_f64_references_of_the_dequantized_weights() {
 }
 
 /// The dispatched kernels (AVX2 where the CPU has it) sum the same exact integers and run the
-/// same f32 steps as the portable ones, so they agree bit for bit, for one and several tokens.
+/// same f32 steps (each row's super-blocks in order, also through the column tiles of the
+/// one-token loop) as the portable ones, so they agree bit for bit, for one and several tokens.
 #[test]
 fn dispatched_rows_equal_portable_rows_bit_for_bit() {
     for ty in TYPES {
-        for n_tokens in [1usize, 2, 5] {
-            let (n_sb, n_rows) = (4, 7);
+        // 40 super-blocks x 19 rows: several column tiles and row groups of the one-token loop.
+        for (n_tokens, n_sb, n_rows) in
+            [(1usize, 4usize, 7usize), (1, 40, 19), (2, 4, 7), (5, 3, 3)]
+        {
             let row_bytes = n_sb * block_bytes(ty);
             let data = random_blocks(ty, n_sb * n_rows, 40 + ty.id() as u64);
             let x = values(n_sb * QK_K * n_tokens, 5 + n_tokens as u64);

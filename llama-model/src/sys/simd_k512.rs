@@ -2,6 +2,10 @@
 //! instruction. Two entry points per format: `*_bw` (AVX-512F/BW: `maddubs`, then `madd` by the
 //! scales and an add) and `*_vnni` (the `madd` and add fused into `vpdpwssd`); both compute the
 //! exact integers of the portable code.
+//!
+//! Compiled only under `cfg(vramless_avx512)`, i.e. by Rust 1.89 or newer (see `build.rs`), so
+//! the intrinsics stabilised in 1.89 are fine here despite the crate's rust-version.
+#![allow(clippy::incompatible_msrv)]
 
 use std::arch::x86_64::*;
 
@@ -54,10 +58,9 @@ fn load64(p: &[u8; 64]) -> __m512i {
 #[target_feature(enable = "avx512f,avx512bw,avx2")]
 fn load_x2(x: &BlockQ8K, at: usize, at2: usize) -> __m512i {
     let p = |a: usize| -> &[i8; 32] {
-        match x.qs.get(a..a + 32).and_then(|s| s.try_into().ok()) {
-            Some(v) => v,
-            None => &[0; 32],
-        }
+        x.qs.get(a..a + 32)
+            .and_then(|s| s.try_into().ok())
+            .unwrap_or(&[0; 32])
     };
     // SAFETY: each pointer is 32 readable bytes; `loadu` has no alignment requirement.
     unsafe {
@@ -71,10 +74,10 @@ fn load_x2(x: &BlockQ8K, at: usize, at2: usize) -> __m512i {
 /// Activations `x.qs[at..at + 64]`.
 #[target_feature(enable = "avx512f,avx512bw,avx2")]
 fn load_x64(x: &BlockQ8K, at: usize) -> __m512i {
-    let s: &[i8; 64] = match x.qs.get(at..at + 64).and_then(|s| s.try_into().ok()) {
-        Some(v) => v,
-        None => &[0; 64],
-    };
+    let s: &[i8; 64] =
+        x.qs.get(at..at + 64)
+            .and_then(|s| s.try_into().ok())
+            .unwrap_or(&[0; 64]);
     // SAFETY: `s` is 64 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
 }
