@@ -1,45 +1,177 @@
-//! CPU single-token matrix-vector products per weight type, both kernels: the weight bytes per
-//! second each reaches (criterion's bytes throughput), on a 4096 x 4096 matrix of random valid
-//! blocks (one Llama-3.1-8B attention projection), all threads of the rayon pool. The limit to
-//! compare with is the machine's memory bandwidth; llama.cpp's CPU decode on the same machine
-//! is the peer (`llama-bench -ngl 0`).
+//! CPU single-token matrix-vector products per weight type and Llama-3.1-8B shape, both
+//! kernels: GB/s of weight bytes read, from memory (the matrix is rotated over copies totalling
+//! at least 1 GiB, so no product finds its weights in cache) and cache-hot (one copy, the compute
+//! ceiling), for each rayon pool size in `CPU_MATVEC_THREADS` (comma-separated; default: all
+//! cores and 1); `CPU_MATVEC_TYPES` (e.g. `Q4_K,Q8_0`) limits the types, `CPU_MATVEC_MS` sets
+//! the time per figure (default 300 ms), `CPU_MATVEC_Q8_ONLY` (any value) skips the f32 kernel.
+//!
+//! Beside each figure: the fraction of llama.cpp's CPU decode on the H200 machine (66.7 GB/s of
+//! weights, 70B CPU-only, 2026-12-02, docs/PERF.md) and of this machine's memory-read bandwidth
+//! measured in the same run (every thread summing its share of a 2 GiB buffer). Also printed:
+//! the cost of one empty rayon pass over as many tasks as a product uses (scheduling overhead).
+//!
+//! `cargo bench -p vramless-benches --bench cpu_matvec` (plain text, not criterion).
 
-use criterion::{black_box, Criterion, Throughput};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
 use gguf::GgmlType;
-use llama_model::cpu::{matmul, Kernel, TensorView};
+use llama_model::cpu::{kquant_kernel, matmul, Kernel, TensorView};
+use rayon::prelude::*;
 use vramless_benches::quant_data::random_tensor_bytes;
 
-const ROWS: usize = 4096;
-const COLS: usize = 4096;
+/// llama.cpp CPU-only decode on the H200 machine's 16 cores (GB/s of weights per token).
+const PEER_GBS: f64 = 66.7;
 
-fn cpu_matvec(c: &mut Criterion) {
-    let x: Vec<f32> = (0..COLS).map(|i| ((i % 23) as f32 - 11.0) / 11.0).collect();
-    for ty in [
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-    ] {
-        let data = random_tensor_bytes(ty, ROWS * COLS, 7).expect("whole blocks");
-        let w = TensorView::new("w", &data, ty, COLS, ROWS).expect("view");
-        let mut g = c.benchmark_group(format!("cpu_matvec_{ty}"));
-        g.throughput(Throughput::Bytes(data.len() as u64));
-        for (kernel, name) in [(Kernel::Q8, "q8"), (Kernel::F32, "f32")] {
-            let mut out = vec![0f32; ROWS];
-            g.bench_function(name, |b| {
-                b.iter(|| {
-                    matmul(&w, black_box(&x), 1, &mut out, kernel).expect("matmul");
-                    black_box(&out);
-                })
-            });
-        }
-        g.finish();
+/// (rows, cols) of the 8B products: attention projection, FFN gate/up, FFN down.
+const SHAPES: [(usize, usize); 3] = [(4096, 4096), (14336, 4096), (4096, 14336)];
+
+const TYPES: [GgmlType; 4] = [
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_0,
+];
+
+/// Bytes the rotating copies of one matrix add up to (at least).
+const ROTATION_BYTES: usize = 1 << 30;
+
+/// Runs `f` (one product) until `budget` has passed (at least 3 times, after one warm-up) and
+/// returns the mean seconds per call.
+fn time_per_call(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
+    f(0);
+    let start = Instant::now();
+    let mut n = 0;
+    while n < 3 || start.elapsed() < budget {
+        f(n + 1);
+        n += 1;
     }
+    start.elapsed().as_secs_f64() / n as f64
+}
+
+/// Read bandwidth: each thread sums its share of `buf` as u64 words, best of 5 passes.
+fn read_bandwidth(pool: &rayon::ThreadPool, buf: &[u64]) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s: u64 = pool.install(|| {
+            buf.par_chunks(1 << 16)
+                .map(|c| c.iter().fold(0u64, |a, v| a.wrapping_add(*v)))
+                .reduce(|| 0, u64::wrapping_add)
+        });
+        black_box(s);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (buf.len() * 8) as f64 / best / 1e9
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    cpu_matvec(&mut c);
-    c.final_summary();
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads: Vec<usize> = std::env::var("CPU_MATVEC_THREADS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![all, 1]);
+    let budget = Duration::from_millis(
+        std::env::var("CPU_MATVEC_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(300),
+    );
+    let pools: Vec<rayon::ThreadPool> = threads
+        .iter()
+        .map(|&n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .expect("pool")
+        })
+        .collect();
+
+    println!("k-quant kernel: {}", kquant_kernel());
+    let buf: Vec<u64> = (0..(2usize << 30) / 8).map(|i| i as u64).collect();
+    let mut bw = Vec::new();
+    for (n, pool) in threads.iter().zip(&pools) {
+        let b = read_bandwidth(pool, &buf);
+        println!("memory read bandwidth, {n} threads: {b:.1} GB/s");
+        bw.push(b);
+    }
+    drop(buf);
+    for (n, pool) in threads.iter().zip(&pools) {
+        // As many tasks as a 4096-row product makes (rows_per_task: n_rows / (threads x
+        // VRAMLESS_CPU_TASKS_PER_THREAD, default 8)).
+        let tpt: usize = std::env::var("VRAMLESS_CPU_TASKS_PER_THREAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8);
+        let tasks = (4096 / (tpt * n)).clamp(8, 256);
+        let tasks = 4096usize.div_ceil(tasks);
+        let s = time_per_call(Duration::from_millis(100), |_| {
+            pool.install(|| {
+                (0..tasks).into_par_iter().for_each(|i| {
+                    black_box(i);
+                })
+            })
+        });
+        println!(
+            "empty rayon pass, {n} threads, {tasks} tasks: {:.1} us",
+            s * 1e6
+        );
+    }
+
+    println!(
+        "\n{:<6} {:>11} {:>4} {:>7} {:>9} {:>7} {:>7} {:>9} {:>9}",
+        "type", "rows x cols", "thr", "kernel", "GB/s", "/66.7", "/read", "hot GB/s", "us/call"
+    );
+    let only = std::env::var("CPU_MATVEC_TYPES").unwrap_or_default();
+    let kernels: &[(Kernel, &str)] = if std::env::var_os("CPU_MATVEC_Q8_ONLY").is_some() {
+        &[(Kernel::Q8, "q8")]
+    } else {
+        &[(Kernel::Q8, "q8"), (Kernel::F32, "f32")]
+    };
+    for ty in TYPES {
+        if !only.is_empty()
+            && !only
+                .split(',')
+                .any(|t| t.eq_ignore_ascii_case(&ty.to_string()))
+        {
+            continue;
+        }
+        for (rows, cols) in SHAPES {
+            let one = random_tensor_bytes(ty, rows * cols, 7).expect("whole blocks");
+            let copies = ROTATION_BYTES.div_ceil(one.len()).max(2);
+            let mats: Vec<Vec<u8>> = (0..copies).map(|_| one.clone()).collect();
+            let views: Vec<TensorView<'_>> = mats
+                .iter()
+                .map(|m| TensorView::new("w", m, ty, cols, rows).expect("view"))
+                .collect();
+            let x: Vec<f32> = (0..cols).map(|i| ((i % 23) as f32 - 11.0) / 11.0).collect();
+            let mut out = vec![0f32; rows];
+            let gb = one.len() as f64 / 1e9;
+            for ((n, pool), read_bw) in threads.iter().zip(&pools).zip(&bw) {
+                for &(kernel, name) in kernels {
+                    let mut run = |i: usize, rotate: bool| {
+                        let w = &views[if rotate { i % copies } else { 0 }];
+                        pool.install(|| matmul(w, black_box(&x), 1, &mut out, kernel))
+                            .expect("matmul");
+                        black_box(&out);
+                    };
+                    let cold = time_per_call(budget, |i| run(i, true));
+                    let hot = time_per_call(budget / 2, |i| run(i, false));
+                    let gbs = gb / cold;
+                    println!(
+                        "{:<6} {:>11} {:>4} {:>7} {:>9.2} {:>7.3} {:>7.3} {:>9.2} {:>9.1}",
+                        ty.to_string(),
+                        format!("{rows}x{cols}"),
+                        n,
+                        name,
+                        gbs,
+                        gbs / PEER_GBS,
+                        gbs / read_bw,
+                        gb / hot,
+                        cold * 1e6
+                    );
+                }
+            }
+        }
+    }
 }

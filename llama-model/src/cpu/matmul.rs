@@ -2,12 +2,55 @@
 //! the activations, computed in parallel over rows (rayon). With a batch of tokens each weight
 //! row is decoded once and used for all of them.
 
+use std::cell::Cell;
+use std::thread::LocalKey;
+
 use rayon::prelude::*;
 
 use super::error::ForwardError;
-use super::q8::{has_q8_kernel, quantize_q8};
+use super::q8::{has_q8_kernel, quantize_q8, BlockQ8};
+use super::q8k::{has_q8k_kernel, quantize_q8k, BlockQ8K, QK_K};
 use super::simd;
 use super::weights::TensorView;
+use crate::sys::simd_k;
+
+thread_local! {
+    /// The calling thread's buffers for quantized activations, reused across products so the
+    /// decode hot path does not allocate (taken out while in use: a nested product on the same
+    /// thread finds an empty one and allocates instead of aliasing).
+    static SCRATCH_Q8: Cell<Vec<BlockQ8>> = const { Cell::new(Vec::new()) };
+    static SCRATCH_Q8K: Cell<Vec<BlockQ8K>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer `key` (emptied by `f` as it likes).
+fn with_scratch<T: 'static, R>(
+    key: &'static LocalKey<Cell<Vec<T>>>,
+    f: impl FnOnce(&mut Vec<T>) -> R,
+) -> R {
+    let mut v = key.with(Cell::take);
+    let r = f(&mut v);
+    key.with(|c| c.set(v));
+    r
+}
+
+/// How one weight type meets the activations under a kernel choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// 8-bit activations per block of 32.
+    Q8,
+    /// q8_K activations per super-block of 256.
+    Q8K,
+    /// f32 activations, weight rows decoded to f32.
+    F32,
+}
+
+fn path(kernel: Kernel, ty: gguf::GgmlType, row_len: usize) -> Path {
+    match kernel {
+        Kernel::Q8 if has_q8_kernel(ty) => Path::Q8,
+        Kernel::Q8 if has_q8k_kernel(ty) && row_len % QK_K == 0 => Path::Q8K,
+        _ => Path::F32,
+    }
+}
 
 /// How matrix-vector products treat the activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,16 +58,38 @@ pub enum Kernel {
     /// Activations stay f32; each weight row is decoded to f32 (the plain reference).
     F32,
     /// For 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) activations are quantized to
-    /// 8 bits per block of 32 and dotted with integer arithmetic, as llama.cpp does; other
-    /// types fall back to [`Kernel::F32`].
+    /// 8 bits per block of 32, for the k-quants Q4_K, Q5_K and Q6_K to q8_K (8 bits per
+    /// super-block of 256), and dotted with integer arithmetic, as llama.cpp does; other types
+    /// fall back to [`Kernel::F32`].
     #[default]
     Q8,
+}
+
+/// Which copy of the k-quant (q8_K) kernels this CPU runs under [`Kernel::Q8`]:
+/// `"avx512-vnni"`, `"avx512bw"`, `"avx2"` or `"portable"` (run-time detection; the AVX-512
+/// copies exist when built with Rust 1.89 or newer; `VRAMLESS_NO_AVX512` / `VRAMLESS_NO_VNNI`
+/// in the environment step down, to compare).
+pub fn kquant_kernel() -> &'static str {
+    simd_k::q8k_path()
+}
+
+/// Parallel tasks per rayon thread a product aims for (`VRAMLESS_CPU_TASKS_PER_THREAD`, read
+/// once; default 8): more balance the threads, fewer cost less scheduling.
+fn tasks_per_thread() -> usize {
+    static TPT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *TPT.get_or_init(|| {
+        std::env::var("VRAMLESS_CPU_TASKS_PER_THREAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(8)
+    })
 }
 
 /// Rows per parallel task: enough tasks to balance the threads, few enough to amortise.
 fn rows_per_task(n_rows: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    (n_rows / (threads * 8)).clamp(8, 256)
+    (n_rows / (threads * tasks_per_thread())).clamp(8, 256)
 }
 
 /// Computes `out[t][r] = dot(W row r, x[t])` for `n_tokens` tokens.
@@ -78,22 +143,29 @@ fn rows_times_tokens(
     let row_bytes = w.row_bytes();
     let chunk_rows = rows_per_task(w.n_rows);
     let ty = w.ggml_type;
-    if kernel == Kernel::Q8 && has_q8_kernel(ty) {
-        let blocks_per_row = w.row_len / 32;
-        let mut xq = Vec::with_capacity(blocks_per_row * n_tokens);
-        quantize_q8(x, &mut xq);
-        dst.par_chunks_mut(chunk_rows * n_tokens)
-            .zip(w.data.par_chunks(chunk_rows * row_bytes))
-            .for_each(|(o, rows)| simd::rows_q8(ty, rows, row_bytes, &xq, blocks_per_row, o));
-        Ok(())
-    } else {
-        dst.par_chunks_mut(chunk_rows * n_tokens)
-            .zip(w.data.par_chunks(chunk_rows * row_bytes))
+    let tasks = dst
+        .par_chunks_mut(chunk_rows * n_tokens)
+        .zip(w.data.par_chunks(chunk_rows * row_bytes));
+    match path(kernel, ty, w.row_len) {
+        Path::Q8 => with_scratch(&SCRATCH_Q8, |xq| {
+            xq.clear();
+            quantize_q8(x, xq);
+            let bpr = w.row_len / 32;
+            tasks.for_each(|(o, rows)| simd::rows_q8(ty, rows, row_bytes, xq, bpr, o));
+            Ok(())
+        }),
+        Path::Q8K => with_scratch(&SCRATCH_Q8K, |xq| {
+            quantize_q8k(x, xq);
+            let bpr = w.row_len / QK_K;
+            tasks.for_each(|(o, rows)| simd_k::rows_q8k(ty, rows, row_bytes, xq, bpr, o));
+            Ok(())
+        }),
+        Path::F32 => tasks
             .try_for_each(|(o, rows)| simd::rows_f32(ty, rows, row_bytes, x, w.row_len, o))
             .map_err(|reason| ForwardError::Dequant {
                 name: w.name.to_string(),
                 reason,
-            })
+            }),
     }
 }
 
@@ -126,33 +198,47 @@ pub fn matmul_shared_input(
             )));
         }
     }
-    let all_q8 = kernel == Kernel::Q8 && ws.iter().all(|w| has_q8_kernel(w.ggml_type));
-    let mut xq = Vec::new();
-    if all_q8 {
-        quantize_q8(x, &mut xq);
-    }
-    let total_rows: usize = ws.iter().map(|w| w.n_rows).sum();
-    let chunk_rows = rows_per_task(total_rows);
-    // One task per run of rows of one matrix.
-    let mut tasks = Vec::new();
-    for (w, o) in ws.iter().zip(outs.iter_mut()) {
-        let rb = w.row_bytes();
-        for (oc, rows) in o.chunks_mut(chunk_rows).zip(w.data.chunks(chunk_rows * rb)) {
-            tasks.push((*w, oc, rows));
-        }
-    }
-    tasks.into_par_iter().try_for_each(|(w, o, rows)| {
-        let rb = w.row_bytes();
-        if all_q8 {
-            simd::rows_q8(w.ggml_type, rows, rb, &xq, w.row_len / 32, o);
-            Ok(())
-        } else {
-            simd::rows_f32(w.ggml_type, rows, rb, x, w.row_len, o).map_err(|reason| {
-                ForwardError::Dequant {
-                    name: w.name.to_string(),
-                    reason,
+    let paths: Vec<Path> = ws
+        .iter()
+        .map(|w| path(kernel, w.ggml_type, w.row_len))
+        .collect();
+    with_scratch(&SCRATCH_Q8, |xq8| {
+        with_scratch(&SCRATCH_Q8K, |xq8k| {
+            xq8.clear();
+            xq8k.clear();
+            if paths.contains(&Path::Q8) {
+                quantize_q8(x, xq8);
+            }
+            if paths.contains(&Path::Q8K) {
+                quantize_q8k(x, xq8k);
+            }
+            let total_rows: usize = ws.iter().map(|w| w.n_rows).sum();
+            let chunk_rows = rows_per_task(total_rows);
+            // One task per run of rows of one matrix.
+            let mut tasks = Vec::new();
+            for ((w, o), p) in ws.iter().zip(outs.iter_mut()).zip(&paths) {
+                let rb = w.row_bytes();
+                for (oc, rows) in o.chunks_mut(chunk_rows).zip(w.data.chunks(chunk_rows * rb)) {
+                    tasks.push((*w, *p, oc, rows));
                 }
+            }
+            let (xq8, xq8k) = (&*xq8, &*xq8k);
+            tasks.into_par_iter().try_for_each(|(w, p, o, rows)| {
+                let (rb, ty) = (w.row_bytes(), w.ggml_type);
+                match p {
+                    Path::Q8 => simd::rows_q8(ty, rows, rb, xq8, w.row_len / 32, o),
+                    Path::Q8K => simd_k::rows_q8k(ty, rows, rb, xq8k, w.row_len / QK_K, o),
+                    Path::F32 => {
+                        return simd::rows_f32(ty, rows, rb, x, w.row_len, o).map_err(|reason| {
+                            ForwardError::Dequant {
+                                name: w.name.to_string(),
+                                reason,
+                            }
+                        })
+                    }
+                }
+                Ok(())
             })
-        }
+        })
     })
 }

@@ -6,8 +6,9 @@
 //!
 //! Everything is plain f32 code except the matrix products, whose [`Kernel`] picks how
 //! activations meet the weights: [`Kernel::F32`] decodes each weight row to f32 (the textbook
-//! reference); [`Kernel::Q8`] (default) quantizes activations to 8 bits per block of 32 and uses
-//! integer dot products like llama.cpp, with AVX2 versions chosen at run time
+//! reference); [`Kernel::Q8`] (default) quantizes activations to 8 bits (per block of 32 for the
+//! 32-element formats, per super-block of 256 as q8_K for Q4_K/Q5_K/Q6_K) and uses integer dot
+//! products like llama.cpp, with AVX2 / AVX-512 versions chosen at run time
 //! (the crate's only `unsafe` code lives in its `sys` module).
 //!
 //! A matrix can be split by rows ([`TensorView::rows`]): [`matmul`] over a row range yields
@@ -26,6 +27,7 @@ mod model;
 mod multi;
 mod norm;
 pub(crate) mod q8;
+pub(crate) mod q8k;
 mod rope;
 use crate::sys::simd;
 pub(crate) mod tiled;
@@ -36,7 +38,7 @@ pub use blocks::{decode_row, decodes_natively};
 pub use error::ForwardError;
 pub use head::{embed, logits, vector};
 pub use layer::{forward_layer, silu, State};
-pub use matmul::{matmul, matmul_shared_input, Kernel};
+pub use matmul::{kquant_kernel, matmul, matmul_shared_input, Kernel};
 pub use model::{Model, ModelOptions};
 pub use multi::{forward_layer_multi, MultiState};
 pub use norm::rmsnorm;

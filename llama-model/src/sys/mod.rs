@@ -3,6 +3,7 @@
 //! block carries a `// SAFETY:` comment; everything else in the crate is safe Rust.
 
 pub(crate) mod simd;
+pub(crate) mod simd_k;
 
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
