@@ -3,7 +3,8 @@
 //! at least 1 GiB, so no product finds its weights in cache) and cache-hot (one copy, the compute
 //! ceiling), for each rayon pool size in `CPU_MATVEC_THREADS` (comma-separated; default: all
 //! cores and 1); `CPU_MATVEC_TYPES` (e.g. `Q4_K,Q8_0`) limits the types, `CPU_MATVEC_MS` sets
-//! the time per figure (default 300 ms), `CPU_MATVEC_Q8_ONLY` (any value) skips the f32 kernel.
+//! the time per figure (default 300 ms), `CPU_MATVEC_Q8_ONLY` (any value) skips the f32 kernel,
+//! `CPU_MATVEC_SIMD` (`avx512bw`, `avx2`, `portable`) caps the k-quant copy used.
 //!
 //! Beside each figure: the fraction of llama.cpp's CPU decode on the H200 machine (66.7 GB/s of
 //! weights, 70B CPU-only, 2026-12-02, docs/PERF.md) and of this machine's memory-read bandwidth
@@ -16,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use gguf::GgmlType;
-use llama_model::cpu::{kquant_kernel, matmul, Kernel, TensorView};
+use llama_model::cpu::{kquant_kernel, limit_kquant_simd, matmul, Kernel, KquantSimd, TensorView};
 use rayon::prelude::*;
 use vramless_benches::quant_data::random_tensor_bytes;
 
@@ -87,6 +88,13 @@ fn main() {
         })
         .collect();
 
+    // CPU_MATVEC_SIMD=avx512bw|avx2|portable: a ceiling on the k-quant copies, to compare them.
+    match std::env::var("CPU_MATVEC_SIMD").as_deref() {
+        Ok("avx512bw") => limit_kquant_simd(KquantSimd::Avx512Bw),
+        Ok("avx2") => limit_kquant_simd(KquantSimd::Avx2),
+        Ok("portable") => limit_kquant_simd(KquantSimd::Portable),
+        _ => {}
+    }
     println!("k-quant kernel: {}", kquant_kernel());
     let buf: Vec<u64> = (0..(2usize << 30) / 8).map(|i| i as u64).collect();
     let mut bw = Vec::new();
@@ -97,13 +105,9 @@ fn main() {
     }
     drop(buf);
     for (n, pool) in threads.iter().zip(&pools) {
-        // As many tasks as a 4096-row product makes (rows_per_task: n_rows / (threads x
-        // VRAMLESS_CPU_TASKS_PER_THREAD, default 8)).
-        let tpt: usize = std::env::var("VRAMLESS_CPU_TASKS_PER_THREAD")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8);
-        let tasks = (4096 / (tpt * n)).clamp(8, 256);
+        // As many tasks as a 4096-row product makes (llama-model's rows_per_task: n_rows /
+        // (threads x 8 tasks per thread)).
+        let tasks = (4096 / (8 * n)).clamp(8, 256);
         let tasks = 4096usize.div_ceil(tasks);
         let s = time_per_call(Duration::from_millis(100), |_| {
             pool.install(|| {

@@ -65,31 +65,46 @@ pub enum Kernel {
     Q8,
 }
 
-/// Which copy of the k-quant (q8_K) kernels this CPU runs under [`Kernel::Q8`]:
+/// Which copy of the k-quant (q8_K) kernels products run under [`Kernel::Q8`]:
 /// `"avx512-vnni"`, `"avx512bw"`, `"avx2"` or `"portable"` (run-time detection; the AVX-512
-/// copies exist when built with Rust 1.89 or newer; `VRAMLESS_NO_AVX512` / `VRAMLESS_NO_VNNI`
-/// in the environment step down, to compare).
+/// copies exist when built with Rust 1.89 or newer), under [`limit_kquant_simd`]'s ceiling.
 pub fn kquant_kernel() -> &'static str {
     simd_k::q8k_path()
 }
 
-/// Parallel tasks per rayon thread a product aims for (`VRAMLESS_CPU_TASKS_PER_THREAD`, read
-/// once; default 8): more balance the threads, fewer cost less scheduling.
-fn tasks_per_thread() -> usize {
-    static TPT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *TPT.get_or_init(|| {
-        std::env::var("VRAMLESS_CPU_TASKS_PER_THREAD")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(8)
-    })
+/// The copies of the k-quant kernels, fastest first (see [`limit_kquant_simd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KquantSimd {
+    /// AVX-512 F/BW with VNNI.
+    Avx512Vnni,
+    /// AVX-512 F/BW.
+    Avx512Bw,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// The portable loops.
+    Portable,
 }
+
+/// Makes every later k-quant product in the process use at most the `max` copy (all copies
+/// give the same bits; this is for comparing their speed, as the `cpu_matvec` bench does).
+/// The CPU's own features still bound the choice.
+pub fn limit_kquant_simd(max: KquantSimd) {
+    simd_k::set_ceiling(match max {
+        KquantSimd::Avx512Vnni => 3,
+        KquantSimd::Avx512Bw => 2,
+        KquantSimd::Avx2 => 1,
+        KquantSimd::Portable => 0,
+    });
+}
+
+/// Parallel tasks per rayon thread a product aims for: more balance the threads, fewer cost
+/// less scheduling (8 measured best of 1, 2, 4 and 8 on the 16-core H200 machine, docs/PERF.md).
+const TASKS_PER_THREAD: usize = 8;
 
 /// Rows per parallel task: enough tasks to balance the threads, few enough to amortise.
 fn rows_per_task(n_rows: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    (n_rows / (threads * tasks_per_thread())).clamp(8, 256)
+    (n_rows / (threads * TASKS_PER_THREAD)).clamp(8, 256)
 }
 
 /// Computes `out[t][r] = dot(W row r, x[t])` for `n_tokens` tokens.

@@ -38,7 +38,9 @@ pub use blocks::{decode_row, decodes_natively};
 pub use error::ForwardError;
 pub use head::{embed, logits, vector};
 pub use layer::{forward_layer, silu, State};
-pub use matmul::{kquant_kernel, matmul, matmul_shared_input, Kernel};
+pub use matmul::{
+    kquant_kernel, limit_kquant_simd, matmul, matmul_shared_input, Kernel, KquantSimd,
+};
 pub use model::{Model, ModelOptions};
 pub use multi::{forward_layer_multi, MultiState};
 pub use norm::rmsnorm;

@@ -162,7 +162,7 @@ fn kernels_match_f64_references_of_the_dequantized_weights() {
     }
 }
 
-/// The dispatched kernels (AVX2 where the CPU has it) sum the same exact integers and run the
+/// Every SIMD copy the CPU runs (AVX2, AVX-512BW, VNNI: each level up to the detected one) sums the same exact integers and run the
 /// same f32 steps (each row's super-blocks in order, also through the column tiles of the
 /// one-token loop) as the portable ones, so they agree bit for bit, for one and several tokens.
 #[test]
@@ -178,15 +178,19 @@ fn dispatched_rows_equal_portable_rows_bit_for_bit() {
             let mut xq = Vec::new();
             quantize_q8k(&x, &mut xq);
             let mut a = vec![0f32; n_rows * n_tokens];
-            let mut b = vec![0f32; n_rows * n_tokens];
             rows_q8k(ty, &data, row_bytes, &xq, n_sb, &mut a);
-            simd_k::rows_q8k(ty, &data, row_bytes, &xq, n_sb, &mut b);
-            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
-                assert_eq!(
-                    p.to_bits(),
-                    q.to_bits(),
-                    "{ty} x{n_tokens} [{i}]: {p} vs {q}"
-                );
+            // Every copy this CPU runs, not only the one dispatch picks.
+            for level in 0..=simd_k::detected_level() {
+                let name = simd_k::LEVEL_NAMES[usize::from(level)];
+                let mut b = vec![0f32; n_rows * n_tokens];
+                simd_k::rows_q8k_at(level, ty, &data, row_bytes, &xq, n_sb, &mut b);
+                for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                    assert_eq!(
+                        p.to_bits(),
+                        q.to_bits(),
+                        "{ty} {name} x{n_tokens} [{i}]: {p} vs {q}"
+                    );
+                }
             }
         }
     }
@@ -209,13 +213,16 @@ fn extreme_values_do_not_saturate() {
             let x = vec![sign; QK_K];
             let mut xq = Vec::new();
             quantize_q8k(&x, &mut xq);
-            let (mut p, mut d) = ([0f32], [0f32]);
+            let mut p = [0f32];
             rows_q8k(ty, &b, b.len(), &xq, 1, &mut p);
-            simd_k::rows_q8k(ty, &b, b.len(), &xq, 1, &mut d);
+            for level in 0..=simd_k::detected_level() {
+                let mut d = [0f32];
+                simd_k::rows_q8k_at(level, ty, &b, b.len(), &xq, 1, &mut d);
+                assert_eq!(p[0].to_bits(), d[0].to_bits(), "{ty} level {level}");
+            }
             let mut w = vec![0f32; QK_K];
             decode_row(ty, &b, &mut w).unwrap();
             let want: f64 = w.iter().map(|v| f64::from(*v) * f64::from(sign)).sum();
-            assert_eq!(p[0].to_bits(), d[0].to_bits(), "{ty}");
             assert!(
                 (f64::from(p[0]) - want).abs() <= 1e-5 * want.abs(),
                 "{ty}: {} vs {want}",

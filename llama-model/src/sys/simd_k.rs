@@ -24,41 +24,56 @@ fn has_avx2() -> bool {
         && std::arch::is_x86_feature_detected!("f16c")
 }
 
-/// 2: AVX-512 F/BW/VNNI (+ AVX2, FMA, F16C); 1: AVX-512 F/BW (+ ...); 0: neither. The
-/// `VRAMLESS_NO_AVX512` environment variable (any value) forces 0, to compare the paths.
-#[cfg(all(target_arch = "x86_64", vramless_avx512))]
-fn avx512_level() -> u8 {
+/// The copies of the k-quant loops, as levels: 3 AVX-512 F/BW/VNNI (+ AVX2, FMA, F16C),
+/// 2 AVX-512 F/BW (+ ...), 1 AVX2 + FMA + F16C, 0 portable.
+pub(crate) const LEVEL_NAMES: [&str; 4] = ["portable", "avx2", "avx512bw", "avx512-vnni"];
+
+/// The highest level this CPU (and this build) runs.
+pub(crate) fn detected_level() -> u8 {
     static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        let base = has_avx2()
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw");
-        if !base || std::env::var_os("VRAMLESS_NO_AVX512").is_some() {
-            0
-        } else if std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::env::var_os("VRAMLESS_NO_VNNI").is_none()
-        {
-            2
-        } else {
-            1
-        }
-    })
+    *LEVEL.get_or_init(detect)
 }
 
-/// Which copy of the k-quant loops this CPU runs: "avx512-vnni", "avx512bw", "avx2" or
+#[cfg(target_arch = "x86_64")]
+fn detect() -> u8 {
+    if !has_avx2() {
+        return 0;
+    }
+    #[cfg(vramless_avx512)]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        return if std::arch::is_x86_feature_detected!("avx512vnni") {
+            3
+        } else {
+            2
+        };
+    }
+    1
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> u8 {
+    0
+}
+
+/// A process-wide ceiling on the level (see [`crate::cpu::limit_kquant_simd`]).
+static CEILING: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+
+/// Sets the ceiling (levels above it are not used).
+pub(crate) fn set_ceiling(level: u8) {
+    CEILING.store(level, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The level products run at: the detected one, under the ceiling.
+pub(crate) fn level() -> u8 {
+    detected_level().min(CEILING.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Which copy of the k-quant loops products run: "avx512-vnni", "avx512bw", "avx2" or
 /// "portable".
 pub(crate) fn q8k_path() -> &'static str {
-    #[cfg(all(target_arch = "x86_64", vramless_avx512))]
-    match avx512_level() {
-        2 => return "avx512-vnni",
-        1 => return "avx512bw",
-        _ => {}
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        return "avx2";
-    }
-    "portable"
+    LEVEL_NAMES[usize::from(level().min(3))]
 }
 
 /// See [`q8k::rows_q8k`].
@@ -70,15 +85,30 @@ pub(crate) fn rows_q8k(
     blocks_per_row: usize,
     out: &mut [f32],
 ) {
+    rows_q8k_at(level(), ty, rows, row_bytes, xq, blocks_per_row, out)
+}
+
+/// [`rows_q8k`] with the copy of `level` (at most the detected level: a higher one runs the
+/// detected level's copy).
+pub(crate) fn rows_q8k_at(
+    level: u8,
+    ty: GgmlType,
+    rows: &[u8],
+    row_bytes: usize,
+    xq: &[BlockQ8K],
+    blocks_per_row: usize,
+    out: &mut [f32],
+) {
+    let level = level.min(detected_level());
     #[cfg(all(target_arch = "x86_64", vramless_avx512))]
-    match avx512_level() {
-        2 => {
+    match level {
+        3 => {
             // SAFETY: `rows_q8k_vnni` only requires the CPU features enabled on it, and
-            // `avx512_level()` just checked that this CPU has every one of them.
+            // `detected_level()` found every one of them on this CPU.
             unsafe { rows_q8k_vnni(ty, rows, row_bytes, xq, blocks_per_row, out) };
             return;
         }
-        1 => {
+        2 => {
             // SAFETY: as above, for the features of `rows_q8k_avx512`.
             unsafe { rows_q8k_avx512(ty, rows, row_bytes, xq, blocks_per_row, out) };
             return;
@@ -86,9 +116,9 @@ pub(crate) fn rows_q8k(
         _ => {}
     }
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if level >= 1 {
         // SAFETY: `rows_q8k_avx2` only requires the CPU features enabled on it, and
-        // `has_avx2()` just checked that this CPU has every one of them.
+        // `detected_level()` found every one of them on this CPU.
         unsafe { rows_q8k_avx2(ty, rows, row_bytes, xq, blocks_per_row, out) };
         return;
     }
