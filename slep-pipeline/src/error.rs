@@ -141,7 +141,7 @@ pub enum PipelineError {
         message: String,
     },
     /// NVRTC (the CUDA runtime compiler, `libnvrtc.so.13`) cannot be loaded.
-    #[error("NVRTC not available: {0}; `python3 -m pip install nvidia-cuda-nvrtc` and set VRAMLESS_NVRTC_LIB to its libnvrtc.so.13")]
+    #[error("NVRTC not available: {0}; `python3 -m pip install nvidia-cuda-nvrtc` and hand its libnvrtc.so.13 to use_nvrtc_library (or put its folder on LD_LIBRARY_PATH)")]
     NvrtcUnavailable(String),
     /// NVRTC rejected a kernel source.
     #[error("NVRTC could not compile the {kernel} kernel for {arch}: {message}\n{log}")]

@@ -17,42 +17,44 @@ fn cuda_err(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Pipelin
     }
 }
 
-/// Library names under which NVRTC may be found: `VRAMLESS_NVRTC_LIB` first, then cudarc's.
-fn nvrtc_names() -> Vec<String> {
-    let mut names = Vec::new();
-    if let Ok(p) = std::env::var("VRAMLESS_NVRTC_LIB") {
-        if !p.is_empty() {
-            names.push(p);
-        }
-    }
-    names.extend(cudarc::get_lib_name_candidates("nvrtc"));
-    names
+/// Loads the NVRTC library at `path` (and the `libnvrtc-builtins` beside it) and keeps it
+/// loaded, so cudarc's lookup by soname finds it: for an NVRTC outside the loader's search path
+/// (e.g. the `nvidia-cuda-nvrtc` pip wheel). Programs call it once at start; the crate reads no
+/// environment variable.
+pub fn use_nvrtc_library(path: &std::path::Path) -> Result<()> {
+    let name = path.to_string_lossy().into_owned();
+    pin_with_builtins(&name).map_err(|why| {
+        PipelineError::NvrtcUnavailable(format!("cannot load libnvrtc at {name} ({why})"))
+    })
 }
 
-/// Checks that NVRTC can be loaded, without touching cudarc (whose loader panics when the library
-/// is absent). A library named by `VRAMLESS_NVRTC_LIB` (and the builtins library beside it) is
-/// kept loaded so cudarc's lookup by soname finds it.
-pub fn nvrtc_available() -> Result<()> {
-    let names = nvrtc_names();
-    let mut errors = Vec::new();
-    for name in &names {
-        match crate::sys::nvrtc::pin_library(name) {
-            Ok(()) => {
-                if let Some(dir) = std::path::Path::new(name).parent() {
-                    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                        let file = e.file_name().to_string_lossy().into_owned();
-                        if file.starts_with("libnvrtc-builtins.so") {
-                            let _ = crate::sys::nvrtc::pin_library(&e.path().to_string_lossy());
-                        }
-                    }
-                }
-                return Ok(());
+/// Pins `name` and, when it is a path, the builtins library in its folder.
+fn pin_with_builtins(name: &str) -> std::result::Result<(), String> {
+    crate::sys::nvrtc::pin_library(name)?;
+    if let Some(dir) = std::path::Path::new(name).parent() {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if file.starts_with("libnvrtc-builtins.so") {
+                let _ = crate::sys::nvrtc::pin_library(&e.path().to_string_lossy());
             }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that NVRTC can be loaded (under cudarc's library names, or one given to
+/// [`use_nvrtc_library`]), without touching cudarc (whose loader panics when the library is
+/// absent).
+pub fn nvrtc_available() -> Result<()> {
+    let mut errors = Vec::new();
+    for name in cudarc::get_lib_name_candidates("nvrtc") {
+        match pin_with_builtins(&name) {
+            Ok(()) => return Ok(()),
             Err(why) => errors.push(why),
         }
     }
     Err(PipelineError::NvrtcUnavailable(format!(
-        "cannot load libnvrtc ({})",
+        "cannot load libnvrtc ({}); name its path with use_nvrtc_library",
         errors.join("; ")
     )))
 }

@@ -57,7 +57,7 @@ pub use cuda::{
 };
 pub use error::PipelineError;
 #[cfg(feature = "cuda")]
-pub use gpu_checksum::{compile_checksum_kernel, nvrtc_available, GpuChecksum};
+pub use gpu_checksum::{compile_checksum_kernel, nvrtc_available, use_nvrtc_library, GpuChecksum};
 pub use pipeline::{Pipeline, Ready, DEFAULT_SLOTS};
 pub use schedule::{ByteRange, Item, Schedule};
 pub use source::file::{FileSource, IoEngine, ReadMode};

@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use slep_pipeline::checksum::{item_checksum, KERNEL_NAME};
 use slep_pipeline::{
-    compile_checksum_kernel, nvrtc_available, ByteRange, CudaTransfer, FileSource, GpuChecksum,
-    IoEngine, Item, MmapBaselineSource, MmapSource, PinnedRamSource, Pipeline, ReadMode, Schedule,
-    Source,
+    compile_checksum_kernel, nvrtc_available, use_nvrtc_library, ByteRange, CudaTransfer,
+    FileSource, GpuChecksum, IoEngine, Item, MmapBaselineSource, MmapSource, PinnedRamSource,
+    Pipeline, ReadMode, Schedule, Source,
 };
 
 /// Prints past the test harness's output capture.
@@ -47,11 +47,20 @@ fn find_nvrtc() -> Option<String> {
         .find(|p| Path::new(p).exists())
 }
 
-/// Whether NVRTC loads as the library finds it (`VRAMLESS_NVRTC_LIB`, else the loader's
-/// search path); otherwise a loud skip (a failure under CI) naming the pip-installed library
-/// when there is one. Tests run in parallel: they never set the variable themselves.
+/// Whether NVRTC loads: the library named by `VRAMLESS_NVRTC_LIB` (handed to the crate with
+/// `use_nvrtc_library`; the crate reads no environment), else the loader's search path;
+/// otherwise a loud skip (a failure under CI) naming the pip-installed library when there is
+/// one. Tests run in parallel: they never set the variable themselves.
 fn nvrtc_or_skip() -> bool {
-    match nvrtc_available() {
+    let named = std::env::var("VRAMLESS_NVRTC_LIB")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(|p| use_nvrtc_library(Path::new(&p)));
+    let r = match named {
+        Some(Err(e)) => Err(e),
+        _ => nvrtc_available(),
+    };
+    match r {
         Ok(()) => true,
         Err(e) => {
             let hint = match find_nvrtc() {
