@@ -53,7 +53,7 @@ pub struct EngineArgs {
     /// plan's prediction).
     #[arg(long)]
     pub stats: bool,
-    /// Write a Chrome / Perfetto trace (JSON trace events; open it in https://ui.perfetto.dev or
+    /// Write a Chrome / Perfetto trace (JSON trace events; open it in <https://ui.perfetto.dev> or
     /// chrome://tracing) of every pass to FILE at the end: per layer the storage read, the bus
     /// copy, the wait for data, the host's compute or kernel launches and, on CUDA, the GPU's
     /// kernels timed by events, one row each.
