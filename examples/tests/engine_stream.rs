@@ -12,7 +12,9 @@ use llama_model::skip::{LayerPlan, Logits, Runner};
 use nvme_direct::emu::{EmuConfig, Emulator};
 use nvme_direct::{Config, Controller, ExtentReader, FileLocation};
 use slep_pipeline::NvmeSource;
-use vramless_engine::engine::{argmax, DataPath, Engine, EngineError, EngineOptions, Home, Skip};
+use vramless_engine::engine::{
+    argmax, DataPath, Device, Engine, EngineError, EngineOptions, Home, Hybrid, Skip,
+};
 
 #[macro_use]
 mod common;
@@ -240,6 +242,36 @@ fn typed_errors_say_what_to_change() {
         .options(vramless_engine::engine::Device::Cpu, 256)
         .unwrap_err();
     assert!(matches!(e, EngineError::BadSize { .. }), "{e}");
+    // Hybrid layers: a mode that does not parse, a kernel that does not exist, and the CPU
+    // device (nothing crosses a bus there) are usage errors that say what to use.
+    for (hybrid, kernel, device, says) in [
+        ("1.5", "q8", Device::Cuda, "0 to 0.95"),
+        ("sometimes", "q8", Device::Cuda, "use off, auto"),
+        ("auto", "avx9", Device::Cuda, "use q8, f32 or match"),
+        ("0.5", "q8", Device::Cpu, "needs --device cuda"),
+    ] {
+        let args = vramless_engine::engine::cli::EngineArgs {
+            hybrid: hybrid.into(),
+            hybrid_kernel: kernel.into(),
+            slots: 3,
+            storage_bw: "2GB/s".into(),
+            ..Default::default()
+        };
+        let e = args.options(device, 256).unwrap_err();
+        assert!(matches!(e, EngineError::Usage(_)), "{hybrid} {kernel}: {e}");
+        assert!(e.to_string().contains(says), "{hybrid} {kernel}: {e}");
+    }
+    let args = vramless_engine::engine::cli::EngineArgs {
+        hybrid: "0.25".into(),
+        hybrid_kernel: "f32".into(),
+        slots: 3,
+        storage_bw: "2GB/s".into(),
+        ..Default::default()
+    };
+    let o = args.options(Device::Cuda, 256).unwrap();
+    assert_eq!(o.hybrid, Hybrid::Fraction(0.25));
+    assert_eq!(o.hybrid_kernel, Some(llama_model::cpu::Kernel::F32));
+    assert!(args.any(), "--hybrid alone asks for the streaming engine");
     // CUDA asked for in a CPU-only build.
     #[cfg(not(feature = "cuda"))]
     {

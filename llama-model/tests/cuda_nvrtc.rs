@@ -28,6 +28,7 @@ const ENTRY_POINTS: &[(&str, &[&str])] = &[
             "rope",
             "swiglu",
             "add_inplace",
+            "store_f32",
             "argmax",
             "rep_penalty",
             "topk_pass",

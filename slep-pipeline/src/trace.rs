@@ -38,17 +38,20 @@ pub enum Stage {
     DeviceCompute,
     /// Compute on CPU threads beside the device.
     CpuCompute,
+    /// CPU threads waiting for the activations their next product reads (from the device).
+    CpuWait,
 }
 
 impl Stage {
     /// Every stage, in the order the viewer shows them.
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Read,
         Stage::Copy,
         Stage::Wait,
         Stage::Compute,
         Stage::DeviceCompute,
         Stage::CpuCompute,
+        Stage::CpuWait,
     ];
 
     /// The row name in the viewer.
@@ -60,6 +63,7 @@ impl Stage {
             Stage::Compute => "host compute / enqueue",
             Stage::DeviceCompute => "GPU compute",
             Stage::CpuCompute => "CPU compute",
+            Stage::CpuWait => "CPU wait for inputs",
         }
     }
 
@@ -219,6 +223,7 @@ fn st_cat(s: Stage) -> &'static str {
         Stage::Compute => "compute",
         Stage::DeviceCompute => "gpu",
         Stage::CpuCompute => "cpu",
+        Stage::CpuWait => "cpu-wait",
     }
 }
 

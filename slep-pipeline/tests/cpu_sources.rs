@@ -139,6 +139,59 @@ fn pinned_ram_source_delivers_loaded_items() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+#[test]
+fn pinned_ram_source_delivers_parts_of_loaded_items() {
+    let dir = scratch("pinned-parts");
+    let (path, file) = random_file(&dir, "data.bin", FILE_LEN, 7);
+    let whole = random_schedule(FILE_LEN as u64, 12, MAX_ITEM, 41);
+    let mut src = PinnedRamSource::new();
+    let t = CpuTransfer::default();
+    for item in whole.items() {
+        src.load_from_file(&t, &path, item).unwrap();
+    }
+    // Each item's parts: a prefix of every range (odd lengths, empty ones too), in the order
+    // a layer's device rows are streamed; the bytes must be the file's.
+    let parts: Vec<Item> = whole
+        .items()
+        .iter()
+        .map(|it| {
+            let ranges = it
+                .ranges
+                .iter()
+                .enumerate()
+                .map(|(k, r)| ByteRange::new(r.offset + (k as u64 % 3), r.len / 3))
+                .filter(|r| r.len > 0)
+                .collect();
+            Item::new(it.key, ranges)
+        })
+        .collect();
+    let parts = Schedule::new(parts);
+    stream_and_check(&mut src, &parts, &file, 3, MAX_ITEM as usize);
+    // The whole items still come whole, and the memory is there to read in place.
+    stream_and_check(&mut src, &whole, &file, 3, MAX_ITEM as usize);
+    let first = &whole.items()[0];
+    let mem = src.memory(first.key).expect("held");
+    assert_eq!(
+        &mem.bytes()[..first.ranges[0].len as usize],
+        &expected(&file, first)[..first.ranges[0].len as usize]
+    );
+    // A part outside the held ranges is a typed error, not other bytes.
+    let outside = Schedule::new(vec![Item::new(
+        first.key,
+        vec![ByteRange::new(FILE_LEN as u64 + 10, 4)],
+    )]);
+    let mut slot_src = src;
+    let err = Pipeline::new(CpuTransfer::default(), 2, MAX_ITEM as usize)
+        .unwrap()
+        .run(&outside, &mut slot_src, |_| Ok(None))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not inside the held ranges"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A fake NVMe-direct adapter over a byte vector that insists on block-aligned requests.
 struct FakeNvme {
     data: Vec<u8>,

@@ -41,6 +41,10 @@ struct Args {
     /// Greedy decode steps to time.
     #[arg(long, default_value_t = 8)]
     tokens: usize,
+    /// Greedy decode steps before the timed ones (e.g. while `--hybrid auto` searches its
+    /// share; their statistics are dropped).
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
     /// KV cache positions.
     #[arg(long, default_value_t = 512)]
     ctx: usize,
@@ -165,8 +169,12 @@ fn run(a: Args) -> Result<(), String> {
         prompt.len() as f64 / prefill_s,
         engine.stats().passes
     );
-    engine.clear_stats();
     let mut tokens = vec![next];
+    for _ in 0..a.warmup {
+        next = engine.decode_argmax(next).map_err(|e| e.to_string())?;
+        tokens.push(next);
+    }
+    engine.clear_stats();
     let t = Instant::now();
     for _ in 0..a.tokens {
         next = engine.decode_argmax(next).map_err(|e| e.to_string())?;
@@ -200,6 +208,32 @@ fn run(a: Args) -> Result<(), String> {
         serde_json::Value::Null
     };
     let st = &st0;
+    // Hybrid: the CPU's rows of the split layers are weights that did not cross the bus. The
+    // combined limit moves every streamed byte at the bus's and the CPU's speeds together, the
+    // CPU's as measured at start on the model's own layer (alone, not under the bus's load).
+    let passes = st.passes.max(1) as f64;
+    let cpu_per_token = st.cpu_bytes as f64 / passes;
+    let bus_per_token = if cpu_per_token > 0.0 {
+        st.copy_bytes as f64 / passes
+    } else {
+        streamed as f64
+    };
+    let cpu_gbps = engine.hybrid().map_or(0.0, |h| h.cpu_bw / 1e9);
+    let combined = if streamed > 0 && cpu_per_token > 0.0 {
+        (h2d + cpu_gbps) * 1e9 / streamed as f64
+    } else {
+        limit
+    };
+    if cpu_per_token > 0.0 {
+        eprintln!(
+            "bench-stream-model: hybrid: CPU share {:.0}%: {:.2} GB per token computed by CPU threads ({cpu_gbps:.1} GB/s measured alone at start, {:.1} GB/s of their busy time here) + {:.2} GB over the bus ({h2d:.1} GB/s) -> combined limit {combined:.3} tok/s; ratio {:.3}",
+            engine.hybrid().map_or(0.0, |h| h.fraction * 100.0),
+            cpu_per_token / 1e9,
+            if st.cpu_busy.is_zero() { 0.0 } else { st.cpu_bytes as f64 / st.cpu_busy.as_secs_f64() / 1e9 },
+            bus_per_token / 1e9,
+            tok_s / combined
+        );
+    }
     let plan = engine.plan();
     let count = |h| plan.layers(h).len();
     eprint!("{}", st.report());
@@ -233,6 +267,16 @@ fn run(a: Args) -> Result<(), String> {
         "stall_s": st.stall.as_secs_f64(),
         "copy_gb_s": if st.copy_busy.is_zero() { 0.0 } else { st.copy_bytes as f64 / st.copy_busy.as_secs_f64() / 1e9 },
         "read_gb_s": if st.read_busy.is_zero() { 0.0 } else { st.read_bytes as f64 / st.read_busy.as_secs_f64() / 1e9 },
+        "hybrid_cpu_bytes_per_token": cpu_per_token,
+        "hybrid_bus_bytes_per_token": bus_per_token,
+        "hybrid_fraction": engine.hybrid().map_or(0.0, |h| h.fraction),
+        "hybrid_cpu_gb_s": cpu_gbps,
+        "hybrid_cpu_busy_gb_s": if st.cpu_busy.is_zero() { 0.0 } else { st.cpu_bytes as f64 / st.cpu_busy.as_secs_f64() / 1e9 },
+        "hybrid_cpu_wait_s": st.cpu_wait.as_secs_f64(),
+        "hybrid_layers": engine.hybrid().map_or(0, |h| h.layers.len()),
+        "hybrid_predicted_tok_s": engine.hybrid().map(|h| 1.0 / h.predicted_s.max(1e-12)),
+        "combined_limit_tok_s": combined,
+        "combined_ratio": if combined.is_finite() { tok_s / combined } else { 0.0 },
         "tokens": tokens,
         "verify_cost": verify,
     });

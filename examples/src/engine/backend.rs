@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use slep_pipeline::{Pipeline, PipelineStats, Ready, Source, Stage, Trace, Transfer};
+use slep_pipeline::{Pipeline, PipelineStats, Ready, Schedule, Source, Stage, Trace, Transfer};
 
 use super::error::{from_pipeline, EngineError, Result};
 use super::layout::LayerLayout;
@@ -150,6 +150,10 @@ pub trait Backend: Send {
 
     /// The timeline of every pass, when opened with [`EngineOptions::trace`].
     fn trace(&self) -> Option<&Arc<Trace>> {
+        None
+    }
+    /// The hybrid split of streamed layers between the bus and CPU threads, when there is one.
+    fn hybrid(&self) -> Option<&super::hybrid::HybridPlan> {
         None
     }
     /// Every layer's home now (the plan's until layers move).
@@ -319,7 +323,21 @@ impl<T: Transfer> Core<T> {
     /// resident layers in place, streamed ones from the pipeline's slots. `f` returns the event
     /// after which the slot may be overwritten (device-side compute) or `None` when it is done
     /// with it. An error of `f` comes back as itself; a data path's as [`EngineError::Stream`].
-    pub fn run_layers<F>(&mut self, mut f: F) -> Result<Option<PipelineStats>>
+    pub fn run_layers<F>(&mut self, f: F) -> Result<Option<PipelineStats>>
+    where
+        F: FnMut(&Setup, usize, &LayerLayout, LayerData<'_, '_, T>) -> Result<Option<T::Event>>,
+    {
+        self.run_layers_on(None, f)
+    }
+
+    /// [`Core::run_layers`] with the pipeline streaming `schedule` instead of the whole
+    /// layers (e.g. only the device's rows of split layers; every running layer in order, keyed
+    /// by its index).
+    pub fn run_layers_on<F>(
+        &mut self,
+        schedule: Option<&Schedule>,
+        mut f: F,
+    ) -> Result<Option<PipelineStats>>
     where
         F: FnMut(&Setup, usize, &LayerLayout, LayerData<'_, '_, T>) -> Result<Option<T::Event>>,
     {
@@ -345,7 +363,8 @@ impl<T: Transfer> Core<T> {
             }
             Some(p) => {
                 let mut failed: Option<EngineError> = None;
-                let r = p.run(&sources.schedule, &mut sources.routed, |ready| {
+                let schedule = schedule.unwrap_or(&sources.schedule);
+                let r = p.run(schedule, &mut sources.routed, |ready| {
                     let i = ready.item.key as usize;
                     let layer = setup.layout.layers.get(i).ok_or_else(|| {
                         format!("the schedule names layer {i}, which the model lacks")

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
+use llama_model::cpu::Kernel;
+
 use super::budget::parse_size;
 use super::error::{EngineError, Result};
-use super::options::{DataPath, Device, EngineOptions, Skip};
+use super::options::{DataPath, Device, EngineOptions, Hybrid, Skip};
 
 /// Streaming-engine flags (flatten into a binary's clap arguments).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -59,6 +61,19 @@ pub struct EngineArgs {
     /// kernels timed by events, one row each.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Hybrid streamed layers (CUDA, one sequence's decode): CPU threads compute the last rows
+    /// of every matrix of each layer held in pinned RAM, in place, while the first rows cross
+    /// the bus. `auto`: the share that makes the CPU and the bus finish together, from the CPU
+    /// speed measured at start on the model's own layer (0 where the CPU is too slow); `off`;
+    /// or the CPU's fraction of each matrix's rows (e.g. 0.4).
+    #[arg(long, default_value = "off", value_name = "auto|off|FRACTION")]
+    pub hybrid: String,
+    /// CPU kernel of the hybrid share: q8 (activations quantized to 8 bits, integer dots: the
+    /// fast one, as llama.cpp's CPU backend), f32 (weights decoded to f32: slower, no input
+    /// rounding) or match (per matrix what the GPU does with the same matrix's rows: 8-bit
+    /// only where it quantizes its input too, so a split product rounds as the whole one).
+    #[arg(long, default_value = "q8", value_name = "q8|f32|match")]
+    pub hybrid_kernel: String,
 }
 
 impl EngineArgs {
@@ -71,6 +86,7 @@ impl EngineArgs {
             || self.skip_map.is_some()
             || self.stats
             || self.trace.is_some()
+            || !matches!(self.hybrid.as_str(), "" | "off")
     }
 
     /// Writes `trace` (the engine's, see [`super::Engine::trace`]) to `--trace FILE` when it was
@@ -106,6 +122,29 @@ impl EngineArgs {
                 reason: e.to_string(),
             }
         })?;
+        // An empty string is what `EngineArgs::default()` holds: the defaults.
+        let hybrid = Hybrid::parse(if self.hybrid.is_empty() {
+            "off"
+        } else {
+            &self.hybrid
+        })
+        .map_err(|e| EngineError::Usage(format!("--hybrid {e}")))?;
+        if hybrid != Hybrid::Off && device == Device::Cpu {
+            return Err(EngineError::Usage(
+                "--hybrid splits streamed layers between the bus and the CPU: it needs --device cuda"
+                    .into(),
+            ));
+        }
+        let hybrid_kernel = match self.hybrid_kernel.as_str() {
+            "match" => None,
+            "q8" | "" => Some(Kernel::Q8),
+            "f32" => Some(Kernel::F32),
+            other => {
+                return Err(EngineError::Usage(format!(
+                    "--hybrid-kernel `{other}`: use q8, f32 or match"
+                )))
+            }
+        };
         Ok(EngineOptions {
             device,
             vram_budget: self
@@ -132,6 +171,8 @@ impl EngineArgs {
             max_seqs: self.max_seqs.max(1),
             kv_growth: self.kv_growth,
             trace: self.trace.is_some(),
+            hybrid,
+            hybrid_kernel,
             ..EngineOptions::default()
         })
     }

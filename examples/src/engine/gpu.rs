@@ -13,16 +13,18 @@ use std::time::Instant;
 
 use cudarc::driver::CudaSlice;
 use llama_model::cuda::{
-    forward_layer, forward_layer_batch, forward_layer_multi, CudaBackend, CudaError,
-    DeviceLayerWeights, DeviceWeight, GpuBatch, GpuMultiState, GpuState,
+    forward_layer, forward_layer_batch, forward_layer_hybrid, forward_layer_multi, CudaBackend,
+    CudaError, DeviceLayerWeights, DeviceWeight, GpuBatch, GpuMultiState, GpuState, HostLayerRows,
+    HybridScratch,
 };
 use llama_model::paged::{KvPool, KvPoolOptions, KvSeq, StepPart, KV_BLOCK};
 use llama_model::{BATCHED_MIN_TOKENS, PREFILL_CHUNK};
-use slep_pipeline::{CudaSignal, CudaTransfer, Source, Trace};
+use slep_pipeline::{CudaSignal, CudaTransfer, Source, Stage, Trace};
 
 use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
 use super::error::{from_pipeline, EngineError, Result};
 use super::gpu_trace::LayerTimer;
+use super::hybrid::{host_view, HybridPlan, PassMeasure, SplitLayer};
 use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
 use super::plan::Home;
@@ -175,6 +177,11 @@ pub struct GpuEngine {
     /// The batch path: every sequence's paged KV in VRAM (batch engines only).
     multi: Option<GpuMultiState>,
     h2d_gbps: f64,
+    /// Layers split between the bus and CPU threads, with their exchange buffers
+    /// ([`EngineOptions::hybrid`]; decode tokens of the single sequence).
+    hybrid: Option<(HybridPlan, HybridScratch)>,
+    /// Print what the engine learns while it runs (the hybrid share).
+    verbose: bool,
 }
 
 impl std::fmt::Debug for GpuEngine {
@@ -258,6 +265,31 @@ impl GpuEngine {
         } else {
             None
         };
+        let hybrid = if batch {
+            if opts.hybrid != super::options::Hybrid::Off && opts.verbose {
+                eprintln!("hybrid: off: the multi-sequence engine streams whole layers (hybrid splits serve one sequence's decode)");
+            }
+            None
+        } else {
+            let pinned = core.sources.pinned.clone();
+            match HybridPlan::new(
+                &core.setup,
+                &core.homes,
+                opts.hybrid,
+                opts.hybrid_kernel,
+                |i| pinned.lock().memory(i as u64),
+            )? {
+                Some(plan) => {
+                    if opts.verbose {
+                        eprint!("{}", plan.report);
+                    }
+                    let scratch =
+                        HybridScratch::new(&state).map_err(gpu_err("hybrid host buffers"))?;
+                    Some((plan, scratch))
+                }
+                None => None,
+            }
+        };
         Ok(Self {
             core,
             backend,
@@ -267,6 +299,8 @@ impl GpuEngine {
             vbatch: None,
             multi,
             h2d_gbps,
+            hybrid,
+            verbose: opts.verbose,
         })
     }
 
@@ -282,6 +316,8 @@ impl GpuEngine {
             core,
             weights,
             state,
+            hybrid,
+            verbose,
             ..
         } = self;
         state
@@ -289,16 +325,67 @@ impl GpuEngine {
             .map_err(gpu_err("embedding"))?;
         let stream = state.backend().stream().clone();
         let mut timer = LayerTimer::start(core.trace.clone(), &stream)?;
-        let p = core.run_layers(|_, k, layer, data| {
-            let w = weights.views(layer, &data, &stream)?;
-            timer.before(layer.index, &stream)?;
-            forward_layer(k, &w, state).map_err(gpu_err("layer"))?;
-            timer.after(&stream)?;
+        let trace = core.trace.clone();
+        let (schedule, mut split) = match hybrid {
+            Some((plan, scratch)) => (Some(&plan.schedule), Some((&*plan, scratch))),
+            None => (None, None),
+        };
+        let mut cpu = PassMeasure::default();
+        let p = core.run_layers_on(schedule, |_, k, layer, data| {
+            let parts = split.as_mut().and_then(|(plan, scratch)| {
+                Some((plan.layers.get(&layer.index)?, plan.kernel, &mut **scratch))
+            });
+            match (parts, &data) {
+                (Some((sl, kernel, scratch)), LayerData::Slot(..)) => {
+                    let w = weights.views(&sl.gpu, &data, &stream)?;
+                    let host = host_rows(layer, sl, kernel)?;
+                    timer.before(layer.index, &stream)?;
+                    let spans = forward_layer_hybrid(k, &w, &host, state, scratch)
+                        .map_err(gpu_err("hybrid layer"))?;
+                    timer.after(&stream)?;
+                    cpu.cpu_bytes += host.bytes() as u64;
+                    for (j, sp) in spans.into_iter().enumerate() {
+                        cpu.cpu_busy += sp.end - sp.start;
+                        if j == 0 {
+                            cpu.cpu_wait_first += sp.start - sp.wait;
+                        } else {
+                            cpu.cpu_wait_sync += sp.start - sp.wait;
+                        }
+                        if let Some(tr) = &trace {
+                            let k = layer.index as u64;
+                            tr.record(Stage::CpuWait, k, sp.wait, sp.start);
+                            tr.record(Stage::CpuCompute, k, sp.start, sp.end);
+                        }
+                    }
+                }
+                _ => {
+                    let w = weights.views(layer, &data, &stream)?;
+                    timer.before(layer.index, &stream)?;
+                    forward_layer(k, &w, state).map_err(gpu_err("layer"))?;
+                    timer.after(&stream)?;
+                }
+            }
             release(&data, &stream)
         })?;
+        core.stats.add_cpu(
+            cpu.cpu_bytes,
+            cpu.cpu_busy,
+            cpu.cpu_wait_first + cpu.cpu_wait_sync,
+        );
         state.end_token().map_err(gpu_err("end of token"))?;
         timer.finish()?;
         core.record(1, t0, p.as_ref());
+        if let (Some((plan, _)), Some(p)) = (hybrid.as_mut(), p.as_ref()) {
+            cpu.wall = t0.elapsed();
+            cpu.copy_bytes = p.copy.bytes;
+            cpu.copy_busy = p.copy.busy;
+            cpu.stall = p.stall + p.fill;
+            if let Some(msg) = plan.learn(&core.setup, &cpu)? {
+                if *verbose {
+                    eprintln!("{msg}");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -374,6 +461,27 @@ impl GpuEngine {
             _ => HeadOut::None,
         })
     }
+}
+
+/// The CPU's rows of split layer `sl` (whole layout `layer`), read in place from its pinned
+/// buffer.
+fn host_rows<'a>(
+    layer: &'a LayerLayout,
+    sl: &'a SplitLayer,
+    kernel: Option<llama_model::cpu::Kernel>,
+) -> Result<HostLayerRows<'a>> {
+    let bytes = sl.memory.bytes();
+    let v = |j: usize| host_view(layer, bytes, j, sl.host_rows[j]);
+    Ok(HostLayerRows {
+        attn_q: v(1)?,
+        attn_k: v(2)?,
+        attn_v: v(3)?,
+        attn_output: v(4)?,
+        ffn_gate: v(6)?,
+        ffn_up: v(7)?,
+        ffn_down: v(8)?,
+        kernel,
+    })
 }
 
 /// Uploads layer `i`'s packed bytes from the mapped file into a new device buffer.
@@ -607,6 +715,10 @@ impl Backend for GpuEngine {
         let n: usize = rows.iter().map(|r| r.tokens.len()).sum();
         core.record(n, t0, p.as_ref());
         Ok(out)
+    }
+
+    fn hybrid(&self) -> Option<&HybridPlan> {
+        self.hybrid.as_ref().map(|(p, _)| p)
     }
 
     fn homes(&self) -> Vec<Home> {

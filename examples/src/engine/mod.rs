@@ -22,6 +22,7 @@ pub mod gpu;
 #[cfg(feature = "cuda")]
 mod gpu_trace;
 pub mod growth;
+pub mod hybrid;
 pub mod layout;
 pub mod options;
 pub mod plan;
@@ -43,7 +44,7 @@ use backend::{Backend, Head, HeadOut};
 
 pub use batch::{BatchEngine, FinishReason, SeqEvent, SeqId, SeqRequest};
 pub use error::{EngineError, Result};
-pub use options::{DataPath, Device, EngineOptions, Skip};
+pub use options::{DataPath, Device, EngineOptions, Hybrid, Skip};
 pub use plan::{Home, Plan};
 pub use speculative::{SpecOptions, SpecRun};
 pub use stats::EngineStats;
@@ -145,6 +146,12 @@ impl Engine {
     /// with [`trace::write`]).
     pub fn trace(&self) -> Option<&std::sync::Arc<slep_pipeline::Trace>> {
         self.backend.trace()
+    }
+
+    /// The split of streamed layers between the bus and CPU threads, when
+    /// [`EngineOptions::hybrid`] found one that pays (CUDA).
+    pub fn hybrid(&self) -> Option<&hybrid::HybridPlan> {
+        self.backend.hybrid()
     }
 
     /// Feeds `tokens` in passes of at most the backend's pass size, `head` on the last; all or

@@ -59,6 +59,39 @@ pub enum Skip {
     Layers(Vec<usize>),
 }
 
+/// How streamed layers share their weight rows with CPU threads (CUDA, one-sequence decode).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Hybrid {
+    /// Every streamed layer crosses the bus whole.
+    #[default]
+    Off,
+    /// The CPU takes the share of each pinned-RAM layer's rows that makes it finish with the
+    /// bus (its matrix-vector speed measured at start on the model's own layers).
+    Auto,
+    /// The CPU takes this fraction of the rows of every matrix of each pinned-RAM layer.
+    Fraction(f64),
+}
+
+impl Hybrid {
+    /// Parses `off`, `auto` or a fraction in `[0, 0.95]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "off" | "none" => Ok(Self::Off),
+            "auto" => Ok(Self::Auto),
+            other => match other.parse::<f64>() {
+                Ok(f) if (0.0..=0.95).contains(&f) => Ok(if f == 0.0 {
+                    Self::Off
+                } else {
+                    Self::Fraction(f)
+                }),
+                _ => Err(format!(
+                    "`{other}` is not a hybrid mode: use off, auto or the CPU's fraction of each streamed layer's rows (0 to 0.95)"
+                )),
+            },
+        }
+    }
+}
+
 /// Everything [`super::Engine::open`] takes besides the model path.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -104,6 +137,16 @@ pub struct EngineOptions {
     /// Record a timeline of every pass (storage reads, bus copies, waits, compute; on CUDA each
     /// layer's kernels timed by events): see [`super::Engine::trace`]. Off by default.
     pub trace: bool,
+    /// CPU threads compute part of the rows of every layer streamed from pinned RAM while the
+    /// rest crosses the bus (CUDA; the one-sequence engine's decode tokens; prompts and the
+    /// multi-sequence engine stream whole layers). Off by default.
+    pub hybrid: Hybrid,
+    /// The CPU kernel of the hybrid share: [`llama_model::cpu::Kernel::Q8`] (default: 8-bit
+    /// activations and integer dots, the fast one, with the precision of llama.cpp's CPU
+    /// backend), `F32`, or `None`: per matrix the kind of the GPU's product of the same matrix
+    /// (8-bit only where the GPU quantizes its input too), so both halves of a split product
+    /// see the same input.
+    pub hybrid_kernel: Option<llama_model::cpu::Kernel>,
 }
 
 impl Default for EngineOptions {
@@ -126,6 +169,8 @@ impl Default for EngineOptions {
             draft_layers: 0,
             verbose: true,
             trace: false,
+            hybrid: Hybrid::Off,
+            hybrid_kernel: Some(llama_model::cpu::Kernel::Q8),
         }
     }
 }

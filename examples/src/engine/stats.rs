@@ -33,6 +33,12 @@ pub struct EngineStats {
     pub predicted_s: f64,
     /// Read-ahead thread totals when the statistics were last cleared.
     pub prefetch_base: (u64, Duration),
+    /// Hybrid layers: weight bytes the CPU threads computed on in place.
+    pub cpu_bytes: u64,
+    /// Hybrid layers: time the CPU threads spent on their rows.
+    pub cpu_busy: Duration,
+    /// Hybrid layers: time the CPU threads waited for their input vectors from the device.
+    pub cpu_wait: Duration,
 }
 
 impl EngineStats {
@@ -57,6 +63,14 @@ impl EngineStats {
         self.read_bytes += totals.0.saturating_sub(self.prefetch_base.0);
         self.read_busy += totals.1.saturating_sub(self.prefetch_base.1);
         self.prefetch_base = totals;
+    }
+
+    /// Adds the CPU threads' share of hybrid layers: `bytes` of weights in `busy`, after
+    /// waiting `wait` for their inputs.
+    pub fn add_cpu(&mut self, bytes: u64, busy: Duration, wait: Duration) {
+        self.cpu_bytes += bytes;
+        self.cpu_busy += busy;
+        self.cpu_wait += wait;
     }
 
     /// Forgets the measurements (keeps the per-pass bytes and the prediction).
@@ -136,6 +150,18 @@ impl EngineStats {
                 self.stall.as_secs_f64(),
                 self.fill.as_secs_f64(),
                 self.wall.as_secs_f64()
+            );
+        }
+        if self.cpu_bytes > 0 {
+            let _ = writeln!(
+                s,
+                "stats: hybrid: CPU threads computed on {:.1} GB at {:.2} GB/s of their busy time ({:.3} s busy, {:.3} s waiting for inputs from the device, of {:.3} s wall; the bus copied at {:.2} GB/s of copy-engine time)",
+                self.cpu_bytes as f64 / 1e9,
+                gbps(self.cpu_bytes, self.cpu_busy),
+                self.cpu_busy.as_secs_f64(),
+                self.cpu_wait.as_secs_f64(),
+                self.wall.as_secs_f64(),
+                gbps(self.copy_bytes, self.copy_busy)
             );
         }
         s

@@ -43,6 +43,7 @@ pub(super) struct Kernels {
     rope: CudaFunction,
     swiglu: CudaFunction,
     add_inplace: CudaFunction,
+    store_f32: CudaFunction,
     argmax: CudaFunction,
     pub(super) kv_store: CudaFunction,
     pub(super) rope_kv: CudaFunction,
@@ -179,6 +180,7 @@ impl CudaBackend {
             rope: get("elementwise", "rope")?,
             swiglu: get("elementwise", "swiglu")?,
             add_inplace: get("elementwise", "add_inplace")?,
+            store_f32: get("elementwise", "store_f32")?,
             argmax: get("elementwise", "argmax")?,
             kv_store: get("attention", "kv_store")?,
             rope_kv: get("attention", "rope_kv")?,
@@ -396,17 +398,41 @@ impl CudaBackend {
 
     /// Residual add: `x[i] += y[i]` over `x.len()` elements.
     pub fn add_inplace(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>) -> Result<()> {
-        const OP: &str = "add";
+        need_len("add", "y", y.len(), x.len())?;
         let n = x.len();
-        need_len(OP, "y", y.len(), n)?;
-        let n32 = i32_arg(OP, "n", n)?;
+        let (xp, _gx) = x.device_ptr(&self.stream);
+        let (yp, _gy) = y.device_ptr(&self.stream);
+        self.add_at(xp, yp, n)
+    }
+
+    /// `x[i] += y[i]` for `n` values at device addresses `x` and `y` (parts of larger buffers,
+    /// which the caller keeps alive and in bounds).
+    pub(super) fn add_at(&self, x: u64, y: u64, n: usize) -> Result<()> {
+        self.elementwise_at("add", &self.k.add_inplace, x, y, n)
+    }
+
+    /// `x[i] = y[i]` for `n` values at device addresses `x` and `y` (either may be mapped
+    /// page-locked host memory), as [`CudaBackend::add_at`].
+    pub(super) fn store_at(&self, x: u64, y: u64, n: usize) -> Result<()> {
+        self.elementwise_at("store", &self.k.store_f32, x, y, n)
+    }
+
+    fn elementwise_at(
+        &self,
+        op: &'static str,
+        f: &CudaFunction,
+        x: u64,
+        y: u64,
+        n: usize,
+    ) -> Result<()> {
+        let n32 = i32_arg(op, "n", n)?;
         if n == 0 {
             return Ok(());
         }
-        let grid = grid_for(n, EW_THREADS as usize, OP)?;
-        let mut l = Launch::new(&self.stream, &self.k.add_inplace);
-        l.0.arg(x).arg(y).arg(&n32);
-        l.run(OP, cfg(grid, EW_THREADS))
+        let grid = grid_for(n, EW_THREADS as usize, op)?;
+        let mut l = Launch::new(&self.stream, f);
+        l.0.arg(&x).arg(&y).arg(&n32);
+        l.run(op, cfg(grid, EW_THREADS))
     }
 
     /// Writes to `out[0]` the index of the largest element of `x` (lowest index on ties; NaN

@@ -74,6 +74,9 @@ pub enum CudaError {
     /// The paged KV pool refused a multi-sequence step (exhausted, unknown sequence, ...).
     #[error(transparent)]
     Kv(#[from] crate::paged::KvError),
+    /// The CPU threads' share of a layer split between the GPU and the CPU failed.
+    #[error("CPU share of a split layer: {0}")]
+    Host(#[from] crate::cpu::ForwardError),
 }
 
 /// Result alias of the CUDA backend.

@@ -11,6 +11,7 @@
 //! of every layer in VRAM.
 
 pub(crate) mod batch;
+pub(crate) mod hybrid;
 pub(crate) mod multi;
 
 use std::sync::Arc;
@@ -510,11 +511,20 @@ impl GpuState {
 /// Runs transformer block `layer` on the current token of `state` (one decode step), in
 /// place, with `w` read where the caller keeps it.
 pub fn forward_layer(layer: usize, w: &DeviceLayerWeights<'_>, state: &mut GpuState) -> Result<()> {
-    let c = &state.config;
-    if layer >= c.n_layers {
+    let pos = check_step(layer, state)?;
+    w.validate(&state.config)?;
+    enqueue_layer(layer, w, state)?;
+    commit_layer(layer, pos, state);
+    Ok(())
+}
+
+/// Checks that block `layer` may run on the current token of `state` (a token begun, the
+/// layer's cache filled up to the token's position); the position.
+pub(super) fn check_step(layer: usize, state: &GpuState) -> Result<usize> {
+    if layer >= state.config.n_layers {
         return Err(CudaError::Sequence(format!(
             "layer {layer} does not exist (the model has {})",
-            c.n_layers
+            state.config.n_layers
         )));
     }
     if !state.in_token {
@@ -528,10 +538,12 @@ pub fn forward_layer(layer: usize, w: &DeviceLayerWeights<'_>, state: &mut GpuSt
             "layer {layer}'s KV cache lacks positions before {pos}: run the layers in order"
         )));
     }
-    w.validate(c)?;
-    enqueue_layer(layer, w, state)?;
+    Ok(pos)
+}
+
+/// Marks block `layer`'s cache as holding the current token (after its kernels are enqueued).
+pub(super) fn commit_layer(layer: usize, pos: usize, state: &mut GpuState) {
     state.layer_len[layer] = pos + 1;
-    Ok(())
 }
 
 /// Enqueues the kernels of block `layer` for the step in the state's step buffer (no host
@@ -544,6 +556,43 @@ pub(super) fn enqueue_layer(
 ) -> Result<()> {
     let b = s.backend.clone();
     let eps = s.config.rms_eps;
+
+    // --- Attention ---
+    b.rmsnorm_matvec_concat(
+        &s.x,
+        &w.attn_norm,
+        &mut s.xn,
+        eps,
+        &[&w.attn_q, &w.attn_k, &w.attn_v],
+        &mut s.qkv,
+    )?;
+    enqueue_attention(layer, s)?;
+    b.matvec_accumulate(&w.attn_output, &s.att, &mut s.x)?;
+
+    // --- Feed-forward (SwiGLU) ---
+    if w.ffn_gate.ggml_type == w.ffn_up.ggml_type {
+        b.rmsnorm_matvec_swiglu(
+            &s.x,
+            &w.ffn_norm,
+            &mut s.xn,
+            eps,
+            &w.ffn_gate,
+            &w.ffn_up,
+            &mut s.act,
+        )?;
+    } else {
+        b.rmsnorm_weight(&s.x, &w.ffn_norm, &mut s.xn, eps)?;
+        b.matvec(&w.ffn_gate, &s.xn, &mut s.gate)?;
+        b.matvec(&w.ffn_up, &s.xn, &mut s.up)?;
+        b.swiglu(&s.gate, &s.up, &mut s.act)?;
+    }
+    b.matvec_accumulate(&w.ffn_down, &s.act, &mut s.x)
+}
+
+/// Enqueues rope on the step's Q and K in `s.qkv`, the store of K and V into layer `layer`'s
+/// cache and the attention of Q over the cache into `s.att`.
+pub(super) fn enqueue_attention(layer: usize, s: &mut GpuState) -> Result<()> {
+    let b = s.backend.clone();
     let (rope_dim, rope_base) = (s.config.rope_dim, s.config.rope_base);
     let shape = s.shape;
     let (kc, vc) = match (s.k_cache.get_mut(layer), s.v_cache.get_mut(layer)) {
@@ -555,16 +604,6 @@ pub(super) fn enqueue_layer(
         }
     };
     let (step, _g) = s.step.device_ptr(b.stream());
-
-    // --- Attention ---
-    b.rmsnorm_matvec_concat(
-        &s.x,
-        &w.attn_norm,
-        &mut s.xn,
-        eps,
-        &[&w.attn_q, &w.attn_k, &w.attn_v],
-        &mut s.qkv,
-    )?;
     b.rope_kv_launch(
         &mut s.qkv,
         kc,
@@ -588,25 +627,5 @@ pub(super) fn enqueue_layer(
         step,
         s.splits,
         &mut s.attn_counters,
-    )?;
-    b.matvec_accumulate(&w.attn_output, &s.att, &mut s.x)?;
-
-    // --- Feed-forward (SwiGLU) ---
-    if w.ffn_gate.ggml_type == w.ffn_up.ggml_type {
-        b.rmsnorm_matvec_swiglu(
-            &s.x,
-            &w.ffn_norm,
-            &mut s.xn,
-            eps,
-            &w.ffn_gate,
-            &w.ffn_up,
-            &mut s.act,
-        )?;
-    } else {
-        b.rmsnorm_weight(&s.x, &w.ffn_norm, &mut s.xn, eps)?;
-        b.matvec(&w.ffn_gate, &s.xn, &mut s.gate)?;
-        b.matvec(&w.ffn_up, &s.xn, &mut s.up)?;
-        b.swiglu(&s.gate, &s.up, &mut s.act)?;
-    }
-    b.matvec_accumulate(&w.ffn_down, &s.act, &mut s.x)
+    )
 }

@@ -13,7 +13,7 @@ use super::weights::{type_code, DeviceWeight};
 /// mode; `CudaBackend::matvec_rows`), its warps splitting the row length.
 pub(super) const MV_WARPS: usize = 4;
 pub(super) const MV_STORE: i32 = 0;
-const MV_ACCUM: i32 = 1;
+pub(super) const MV_ACCUM: i32 = 1;
 pub(super) const MV_SWIGLU: i32 = 2;
 
 /// One weight of a launch: device pointer, type code, rows, output pointer.
@@ -24,7 +24,7 @@ pub(super) struct Job {
     pub(super) y: u64,
 }
 
-const NO_JOB: Job = Job {
+pub(super) const NO_JOB: Job = Job {
     w: 0,
     t: 0,
     rows: 0,
@@ -77,7 +77,8 @@ impl CudaBackend {
         Ok(p)
     }
 
-    fn job(&self, w: &DeviceWeight<'_>, y: u64) -> Result<Job> {
+    /// The job of weight `w` writing (or adding) its outputs at device address `y`.
+    pub(super) fn job(&self, w: &DeviceWeight<'_>, y: u64) -> Result<Job> {
         let (p, _g) = w.data.device_ptr(self.stream());
         Ok(Job {
             w: p,

@@ -133,3 +133,114 @@ pub(crate) fn disable_event_tracking(ctx: &cudarc::driver::CudaContext) {
     // copy stream) must be ordered by the caller with an event, as the backend documents.
     unsafe { ctx.disable_event_tracking() }
 }
+
+/// Page-locked, CPU-cached host memory of `f32` values, mapped into the device's address space:
+/// the activations a row-split layer exchanges with CPU threads. Kernels read and write it in
+/// place (no copy engine, so the exchanges never queue behind the bulk layer copies of the copy
+/// stream); every host access first waits for the kernels enqueued with it
+/// ([`PinnedF32::record`]), so the host never reads a value still being written nor overwrites
+/// one being read.
+pub(crate) struct PinnedF32 {
+    ptr: *mut f32,
+    /// The buffer's address on the device.
+    dev: u64,
+    len: usize,
+    /// Recorded after the last kernel enqueued with this buffer.
+    event: cudarc::driver::CudaEvent,
+}
+
+// SAFETY: the buffer is owned memory (no aliasing handle exists outside this value), and the
+// CUDA event may be used from any thread.
+unsafe impl Send for PinnedF32 {}
+
+impl std::fmt::Debug for PinnedF32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedF32").field("len", &self.len).finish()
+    }
+}
+
+/// `cuMemHostAlloc` flag: map the allocation into the device's address space.
+const HOST_ALLOC_DEVICEMAP: std::ffi::c_uint = 0x02;
+
+impl PinnedF32 {
+    /// `len` zeroed values of mapped page-locked memory (cached: the CPU reads it at full speed).
+    pub(crate) fn new(
+        ctx: &std::sync::Arc<cudarc::driver::CudaContext>,
+        len: usize,
+    ) -> Result<Self> {
+        use crate::cuda::error::driver;
+        ctx.bind_to_thread().map_err(driver("bind context"))?;
+        let event = ctx.new_event(None).map_err(driver("event"))?;
+        let bytes = len.max(1) * std::mem::size_of::<f32>();
+        // SAFETY: cuMemHostAlloc returns `bytes` of page-locked, cached, device-mapped memory
+        // (or an error); it is freed exactly once, in Drop (or below on error).
+        let ptr = unsafe { cudarc::driver::result::malloc_host(bytes, HOST_ALLOC_DEVICEMAP) }
+            .map_err(driver("page-locked host buffer"))? as *mut f32;
+        let mut dev: cudarc::driver::sys::CUdeviceptr = 0;
+        // SAFETY: `ptr` was returned by cuMemHostAlloc with the device-map flag in the current
+        // context; the call writes its device address to `dev`.
+        let r = unsafe {
+            cudarc::driver::sys::cuMemHostGetDevicePointer_v2(&mut dev, ptr.cast(), 0).result()
+        };
+        if let Err(e) = r {
+            // SAFETY: `ptr` came from malloc_host and nothing else holds it.
+            let _ = unsafe { cudarc::driver::result::free_host(ptr.cast()) };
+            return Err(driver("device address of a host buffer")(e));
+        }
+        // SAFETY: the allocation holds at least `len` f32 and is suitably aligned (page-aligned).
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(Self {
+            ptr,
+            dev,
+            len,
+            event,
+        })
+    }
+
+    /// The values, after every kernel enqueued with the buffer has finished.
+    pub(crate) fn host(&mut self) -> Result<&mut [f32]> {
+        self.event
+            .synchronize()
+            .map_err(crate::cuda::error::driver("wait for the device"))?;
+        // SAFETY: `ptr` holds `len` initialised f32; no kernel that touches them is in flight
+        // (the event above completed and `record` follows every enqueue), and `&mut self` keeps
+        // any other host access out while the slice lives.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) })
+    }
+
+    /// The device address of values `range` (checked against the buffer), for kernels; call
+    /// [`PinnedF32::record`] after enqueueing them.
+    pub(crate) fn addr(&self, range: std::ops::Range<usize>) -> Result<u64> {
+        let len = self.len;
+        if range.start > range.end || range.end > len {
+            return Err(CudaError::Shape {
+                op: "host buffer",
+                detail: format!("values {range:?} of a host buffer of {len}"),
+            });
+        }
+        Ok(self.dev + (range.start * std::mem::size_of::<f32>()) as u64)
+    }
+
+    /// Records, on `stream`, the point after the kernels just enqueued with the buffer: the next
+    /// host access waits for it.
+    pub(crate) fn record(&mut self, stream: &CudaStream) -> Result<()> {
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(crate::cuda::error::driver("bind context"))?;
+        self.event
+            .record(stream)
+            .map_err(crate::cuda::error::driver("record host buffer use"))
+    }
+}
+
+impl Drop for PinnedF32 {
+    fn drop(&mut self) {
+        // A kernel still using it must finish before its memory goes back.
+        if self.event.synchronize().is_err() {
+            return; // leak rather than free memory the device may still touch
+        }
+        // SAFETY: `ptr` came from malloc_host and is freed exactly once, here.
+        let _ = unsafe { cudarc::driver::result::free_host(self.ptr as *mut std::ffi::c_void) };
+    }
+}

@@ -53,6 +53,13 @@ extern "C" __global__ void add_inplace(float* x, const float* __restrict__ y, in
     if (i < n) x[i] += y[i];
 }
 
+// x[i] = y[i] (either side may be page-locked host memory mapped into the device's address
+// space: the exchanges of a row-split layer with CPU threads, which then need no copy engine).
+extern "C" __global__ void store_f32(float* x, const float* __restrict__ y, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = y[i];
+}
+
 // Index of the largest x[i] (the lowest index among equal maxima; NaN never wins unless all
 // values are NaN, then 0). One CTA of ARGMAX_THREADS threads.
 #define ARGMAX_THREADS 1024
