@@ -238,7 +238,7 @@ impl GpuEngine {
         };
         let setup = setup(path, opts, facts, batch)?;
         let weights = upload_weights(&backend, &setup, opts.verbose)?;
-        let core = Core::new(setup, opts, transfer, storage)?;
+        let mut core = Core::new(setup, opts, transfer, storage)?;
         let setup = &core.setup;
         // The batch path keeps its sequences' states; the single-sequence state is then a
         // one-position stub.
@@ -283,6 +283,7 @@ impl GpuEngine {
                     if opts.verbose {
                         eprint!("{}", plan.report);
                     }
+                    core.stats.predicted_s = plan.predicted_s;
                     let scratch =
                         HybridScratch::new(&state).map_err(gpu_err("hybrid host buffers"))?;
                     Some((plan, scratch))
@@ -380,7 +381,9 @@ impl GpuEngine {
             cpu.copy_bytes = p.copy.bytes;
             cpu.copy_busy = p.copy.busy;
             cpu.stall = p.stall + p.fill;
-            if let Some(msg) = plan.learn(&core.setup, &cpu)? {
+            let learnt = plan.learn(&core.setup, &cpu)?;
+            core.stats.predicted_s = plan.predicted_s;
+            if let Some(msg) = learnt {
                 if *verbose {
                     eprintln!("{msg}");
                 }

@@ -228,7 +228,8 @@ pub struct HybridPlan {
     pub cpu_bw: f64,
     /// The CPU's fraction of each split matrix's rows now.
     pub fraction: f64,
-    /// Predicted seconds per decode token with the split (the plan's figure without).
+    /// Predicted seconds per decode token with the split (once `auto` has searched: the
+    /// fastest pass it measured).
     pub predicted_s: f64,
     /// What the plan printout says.
     pub report: String,
