@@ -392,11 +392,11 @@ impl HybridPlan {
     }
 
     /// Learns from one decode pass (`auto` only): on the second pass the measured rates
-    /// ([`balance`]: the CPU's speed under the pass's load, the bus's, the exchanges' waits and
+    /// (the CPU's speed under the pass's load, the bus's, the exchanges' waits and
     /// the host's time outside the products) point the direction and the first step; from then
     /// on each pass's measured time decides, a pattern search that keeps the fastest share seen
     /// (the CPU's speed under load changes with its share, so no fixed model finds the optimum
-    /// alone). Stops after [`SEARCH_PASSES`] passes or once its step is below 2%. Returns what
+    /// alone). Stops after ten passes or once its step is below 2%. Returns what
     /// changed, for the log.
     pub fn learn(&mut self, setup: &Setup, m: &PassMeasure) -> Result<Option<String>> {
         if !self.auto || m.copy_busy.is_zero() {
