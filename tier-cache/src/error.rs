@@ -89,6 +89,25 @@ pub enum PlanError {
         /// The item's constraints, or "none".
         constraints: String,
     },
+    /// A layer-range split was asked for no devices.
+    #[error("no devices given: name at least one GPU to cut the layers for")]
+    NoDevices,
+    /// A device of a layer-range split has an unusable budget or bandwidth.
+    #[error("device {device}: {reason}")]
+    InvalidDevice {
+        /// Device index in the list given.
+        device: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Fewer layers than devices: some device would get no range.
+    #[error("{layers} layers cannot be cut into {devices} non-empty ranges: use at most {layers} devices")]
+    TooFewLayers {
+        /// Layers given.
+        layers: usize,
+        /// Devices given.
+        devices: usize,
+    },
 }
 
 /// Why a runtime cache operation failed. The cache state is unchanged unless noted.

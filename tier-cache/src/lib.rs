@@ -9,7 +9,10 @@
 //! items live on a [`Storage`] backend, streams copies into a tier on demand
 //! ([`TierCache::ensure`]), demotes items when a budget shrinks, re-plans when measured
 //! bandwidths move, and keeps [`Stats`]. Nothing here knows about GPUs or model layers: keys
-//! are generic and storage is a trait ([`MemStorage`] is the in-memory backend).
+//! are generic and storage is a trait ([`MemStorage`] is the in-memory backend). Two planners
+//! for compute beside the links: [`hybrid_split`] (the share of an item a [`ComputeTier`] such
+//! as CPU threads computes in place while the rest crosses the link) and [`plan_ranges`]
+//! (contiguous ranges of items, one per device, each streaming over its own link).
 //!
 //! ```
 //! use tier_cache::{CostModel, Item, Planner, Tier, TierId};
@@ -46,6 +49,7 @@ mod item;
 mod mem_storage;
 mod placement;
 mod planner;
+mod ranges;
 mod solve;
 mod stats;
 mod storage;
@@ -63,6 +67,7 @@ pub use item::{Constraint, Item};
 pub use mem_storage::{MemError, MemHandle, MemStorage};
 pub use placement::{Placement, PlanMethod};
 pub use planner::{Key, PlanOptions, Planner};
+pub use ranges::{plan_ranges, DeviceShare, RangePlan};
 pub use stats::{Stats, TierStats};
 pub use storage::Storage;
 pub use tier::{Tier, TierId};

@@ -14,8 +14,7 @@ use std::time::Instant;
 use cudarc::driver::CudaSlice;
 use llama_model::cuda::{
     forward_layer, forward_layer_batch, forward_layer_hybrid, forward_layer_multi, CudaBackend,
-    CudaError, DeviceLayerWeights, DeviceWeight, GpuBatch, GpuMultiState, GpuState, HostLayerRows,
-    HybridScratch,
+    CudaError, DeviceLayerWeights, DeviceWeight, GpuBatch, GpuMultiState, GpuState, HybridScratch,
 };
 use llama_model::paged::{KvPool, KvPoolOptions, KvSeq, StepPart, KV_BLOCK};
 use llama_model::{BATCHED_MIN_TOKENS, PREFILL_CHUNK};
@@ -24,7 +23,7 @@ use slep_pipeline::{CudaSignal, CudaTransfer, Source, Stage, Trace};
 use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
 use super::error::{from_pipeline, EngineError, Result};
 use super::gpu_trace::LayerTimer;
-use super::hybrid::{host_view, HybridPlan, PassMeasure, SplitLayer};
+use super::hybrid::{HybridPlan, PassMeasure};
 use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
 use super::plan::Home;
@@ -339,7 +338,7 @@ impl GpuEngine {
             match (parts, &data) {
                 (Some((sl, kernel, scratch)), LayerData::Slot(..)) => {
                     let w = weights.views(&sl.gpu, &data, &stream)?;
-                    let host = host_rows(layer, sl, kernel)?;
+                    let host = sl.host_rows(layer, kernel)?;
                     timer.before(layer.index, &stream)?;
                     let spans = forward_layer_hybrid(k, &w, &host, state, scratch)
                         .map_err(gpu_err("hybrid layer"))?;
@@ -464,27 +463,6 @@ impl GpuEngine {
             _ => HeadOut::None,
         })
     }
-}
-
-/// The CPU's rows of split layer `sl` (whole layout `layer`), read in place from its pinned
-/// buffer.
-fn host_rows<'a>(
-    layer: &'a LayerLayout,
-    sl: &'a SplitLayer,
-    kernel: Option<llama_model::cpu::Kernel>,
-) -> Result<HostLayerRows<'a>> {
-    let bytes = sl.memory.bytes();
-    let v = |j: usize| host_view(layer, bytes, j, sl.host_rows[j]);
-    Ok(HostLayerRows {
-        attn_q: v(1)?,
-        attn_k: v(2)?,
-        attn_v: v(3)?,
-        attn_output: v(4)?,
-        ffn_gate: v(6)?,
-        ffn_up: v(7)?,
-        ffn_down: v(8)?,
-        kernel,
-    })
 }
 
 /// Uploads layer `i`'s packed bytes from the mapped file into a new device buffer.

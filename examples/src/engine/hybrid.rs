@@ -51,6 +51,30 @@ impl std::fmt::Debug for SplitLayer {
     }
 }
 
+#[cfg(feature = "cuda")]
+impl SplitLayer {
+    /// The CPU's rows of this split of `layer` (the whole layer's layout), read in place from
+    /// its pinned buffer, for `llama_model::cuda::forward_layer_hybrid`.
+    pub fn host_rows<'a>(
+        &'a self,
+        layer: &'a LayerLayout,
+        kernel: Option<Kernel>,
+    ) -> Result<llama_model::cuda::HostLayerRows<'a>> {
+        let bytes = self.memory.bytes();
+        let v = |j: usize| host_view(layer, bytes, j, self.host_rows[j]);
+        Ok(llama_model::cuda::HostLayerRows {
+            attn_q: v(1)?,
+            attn_k: v(2)?,
+            attn_v: v(3)?,
+            attn_output: v(4)?,
+            ffn_gate: v(6)?,
+            ffn_up: v(7)?,
+            ffn_down: v(8)?,
+            kernel,
+        })
+    }
+}
+
 /// The file offset of byte `at` of `layer`'s packed bytes.
 fn file_offset(layer: &LayerLayout, at: usize) -> Option<u64> {
     let mut base = 0u64;
