@@ -6,8 +6,8 @@
 //! products round their input as the GPU's do (the `f32` kernel, or `match`: the rows are only
 //! summed in another order), and >= 0.99 with the default `q8` kernel, which quantizes the
 //! CPU's input to 8 bits as llama.cpp's CPU backend does while this GPU path keeps f32 (on an
-//! H200, 2026-12-04: 0.999974 after a 1-token prompt, 0.9979 at the worst step after a 5-token
-//! one, tokens equal; see docs/PERF.md). Fixed
+//! H200, 2026-12-04: 0.99993-0.99997 after a 1-token prompt, 0.9969-0.9979 at the worst step
+//! after a 5-token one, tokens equal; see docs/PERF.md). Fixed
 //! shares from 5% to 90% and `auto` (which re-splits after the first passes). Needs the `cuda`
 //! feature and a GPU.
 #![cfg(feature = "cuda")]
