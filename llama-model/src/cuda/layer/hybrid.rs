@@ -167,6 +167,32 @@ fn validate(w: &DeviceLayerWeights<'_>, h: &HostLayerRows<'_>, s: &GpuState) -> 
     Ok(())
 }
 
+/// Enqueues the copy of the `n` device values at `src` into the start of `buf` (by a kernel
+/// on the compute stream) and marks the buffer: its next host access waits for it.
+fn to_host(b: &crate::cuda::CudaBackend, buf: &mut PinnedF32, src: u64, n: usize) -> Result<()> {
+    b.store_at(buf.addr(0..n)?, src, n)?;
+    buf.record(b.stream())
+}
+
+/// One host product: waits for `input` (and for `out` to be free), runs `f` on them and times
+/// the wait and the compute.
+fn on_host(
+    input: &mut PinnedF32,
+    out: &mut PinnedF32,
+    f: impl FnOnce(&[f32], &mut [f32]) -> Result<()>,
+) -> Result<HostSpan> {
+    let wait = Instant::now();
+    let x = input.host()?;
+    let o = out.host()?;
+    let start = Instant::now();
+    f(x, o)?;
+    Ok(HostSpan {
+        wait,
+        start,
+        end: Instant::now(),
+    })
+}
+
 fn ptr(b: &crate::cuda::CudaBackend, x: &CudaSlice<f32>) -> u64 {
     let (p, _g) = x.device_ptr(b.stream());
     p
@@ -210,8 +236,7 @@ pub fn forward_layer_hybrid(
 
     // --- Q, K, V ---
     b.rmsnorm_weight(&s.x, &w.attn_norm, &mut s.xn, eps)?;
-    b.store_at(sc.xn.addr(0..d)?, xn_p, d)?;
-    sc.xn.record(&st)?;
+    to_host(&b, &mut sc.xn, xn_p, d)?;
     let (gq, gk, gv) = (w.attn_q.n_rows, w.attn_k.n_rows, w.attn_v.n_rows);
     let jobs = [
         b.job(&w.attn_q, qkv_p)?,
@@ -220,23 +245,14 @@ pub fn forward_layer_hybrid(
     ];
     b.launch_matvec("hybrid qkv", MV_STORE, xn_p, d, jobs)?;
     let (cq, ck, cv) = (host.attn_q.n_rows, host.attn_k.n_rows, host.attn_v.n_rows);
-    {
-        let wait = Instant::now();
-        let x = sc.xn.host()?;
-        let out = sc.out.host()?;
-        let t = Instant::now();
-        let k = kernel_of(&w.attn_q);
-        matmul(&host.attn_q, x, 1, &mut out[..cq], k)?;
-        let k = kernel_of(&w.attn_k);
-        matmul(&host.attn_k, x, 1, &mut out[cq..cq + ck], k)?;
-        let k = kernel_of(&w.attn_v);
-        matmul(&host.attn_v, x, 1, &mut out[cq + ck..cq + ck + cv], k)?;
-        spans.push(HostSpan {
-            wait,
-            start: t,
-            end: Instant::now(),
-        });
-    }
+    spans.push(on_host(&mut sc.xn, &mut sc.out, |x, out| {
+        let (q, rest) = out.split_at_mut(cq);
+        let (kk, rest) = rest.split_at_mut(ck);
+        matmul(&host.attn_q, x, 1, q, kernel_of(&w.attn_q))?;
+        matmul(&host.attn_k, x, 1, kk, kernel_of(&w.attn_k))?;
+        matmul(&host.attn_v, x, 1, &mut rest[..cv], kernel_of(&w.attn_v))?;
+        Ok(())
+    })?);
     b.store_at(at(qkv_p, gq), sc.out.addr(0..cq)?, cq)?;
     b.store_at(at(qkv_p, d + gk), sc.out.addr(cq..cq + ck)?, ck)?;
     b.store_at(
@@ -248,8 +264,7 @@ pub fn forward_layer_hybrid(
 
     // --- Attention, then x += Wo . att ---
     enqueue_attention(layer, s)?;
-    b.store_at(sc.att.addr(0..d)?, att_p, d)?;
-    sc.att.record(&st)?;
+    to_host(&b, &mut sc.att, att_p, d)?;
     let go = w.attn_output.n_rows;
     let job = b.job(&w.attn_output, x_p)?;
     b.launch_matvec(
@@ -260,26 +275,16 @@ pub fn forward_layer_hybrid(
         [job, NO_JOB, NO_JOB],
     )?;
     let co = host.attn_output.n_rows;
-    {
-        let wait = Instant::now();
-        let a = sc.att.host()?;
-        let out = sc.out.host()?;
-        let t = Instant::now();
+    spans.push(on_host(&mut sc.att, &mut sc.out, |a, out| {
         let k = kernel_of(&w.attn_output);
-        matmul(&host.attn_output, a, 1, &mut out[..co], k)?;
-        spans.push(HostSpan {
-            wait,
-            start: t,
-            end: Instant::now(),
-        });
-    }
+        Ok(matmul(&host.attn_output, a, 1, &mut out[..co], k)?)
+    })?);
     b.add_at(at(x_p, go), sc.out.addr(0..co)?, co)?;
     sc.out.record(&st)?;
 
     // --- act = silu(gate . xn) * (up . xn) ---
     b.rmsnorm_weight(&s.x, &w.ffn_norm, &mut s.xn, eps)?;
-    b.store_at(sc.xn.addr(0..d)?, xn_p, d)?;
-    sc.xn.record(&st)?;
+    to_host(&b, &mut sc.xn, xn_p, d)?;
     let gf = w.ffn_gate.n_rows;
     if w.ffn_gate.ggml_type == w.ffn_up.ggml_type {
         let jobs = [b.job(&w.ffn_gate, act_p)?, b.job(&w.ffn_up, 0)?, NO_JOB];
@@ -292,48 +297,28 @@ pub fn forward_layer_hybrid(
         b.swiglu(&s.gate, &s.up, &mut s.act)?;
     }
     let cf = host.ffn_gate.n_rows;
-    {
-        let wait = Instant::now();
-        let x = sc.xn.host()?;
-        let t = Instant::now();
-        let (g, u) = (&mut sc.gate[..cf], &mut sc.up[..cf]);
-        let k = kernel_of(&w.ffn_gate);
-        matmul(&host.ffn_gate, x, 1, g, k)?;
-        let k = kernel_of(&w.ffn_up);
-        matmul(&host.ffn_up, x, 1, u, k)?;
-        let out = sc.out.host()?;
+    let (g, u) = (&mut sc.gate[..cf], &mut sc.up[..cf]);
+    spans.push(on_host(&mut sc.xn, &mut sc.out, |x, out| {
+        matmul(&host.ffn_gate, x, 1, g, kernel_of(&w.ffn_gate))?;
+        matmul(&host.ffn_up, x, 1, u, kernel_of(&w.ffn_up))?;
         for ((o, g), u) in out[..cf].iter_mut().zip(g.iter()).zip(u.iter()) {
             *o = silu(*g) * u;
         }
-        spans.push(HostSpan {
-            wait,
-            start: t,
-            end: Instant::now(),
-        });
-    }
+        Ok(())
+    })?);
     b.store_at(at(act_p, gf), sc.out.addr(0..cf)?, cf)?;
     sc.out.record(&st)?;
 
     // --- x += Wdown . act ---
-    b.store_at(sc.act.addr(0..f)?, act_p, f)?;
-    sc.act.record(&st)?;
+    to_host(&b, &mut sc.act, act_p, f)?;
     let gd = w.ffn_down.n_rows;
     let job = b.job(&w.ffn_down, x_p)?;
     b.launch_matvec("hybrid ffn_down", MV_ACCUM, act_p, f, [job, NO_JOB, NO_JOB])?;
     let cd = host.ffn_down.n_rows;
-    {
-        let wait = Instant::now();
-        let a = sc.act.host()?;
-        let out = sc.out.host()?;
-        let t = Instant::now();
+    spans.push(on_host(&mut sc.act, &mut sc.out, |a, out| {
         let k = kernel_of(&w.ffn_down);
-        matmul(&host.ffn_down, a, 1, &mut out[..cd], k)?;
-        spans.push(HostSpan {
-            wait,
-            start: t,
-            end: Instant::now(),
-        });
-    }
+        Ok(matmul(&host.ffn_down, a, 1, &mut out[..cd], k)?)
+    })?);
     b.add_at(at(x_p, gd), sc.out.addr(0..cd)?, cd)?;
     sc.out.record(&st)?;
     commit_layer(layer, pos, s);
