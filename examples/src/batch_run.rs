@@ -128,6 +128,10 @@ pub struct BatchFigure {
     pub streamed_bytes_per_step: u64,
     /// KV blocks in use while timing, of the pool's.
     pub kv_blocks_used: usize,
+    /// Weight bytes CPU threads computed on per step (hybrid layers; 0 without).
+    pub cpu_bytes_per_step: u64,
+    /// The CPU threads' compute rate on them while busy, GB/s (0 without).
+    pub cpu_busy_gb_s: f64,
 }
 
 /// For each batch size: `b` sequences of `prompt` (each a little different so no two are
@@ -138,6 +142,7 @@ pub fn bench_batches(
     prompt: &[u32],
     batches: &[usize],
     steps: usize,
+    warmup: usize,
 ) -> Result<Vec<BatchFigure>, EngineError> {
     let mut sizes = batches.to_vec();
     if !sizes.contains(&1) {
@@ -157,13 +162,13 @@ pub fn bench_batches(
         // step's token budget): give every sequence the whole context, so none finishes inside
         // the timed steps and all `b` decode in each of them.
         let room = engine.max_context().saturating_sub(prompt.len());
-        if room < steps + 1 {
+        if room < warmup + steps + 1 {
             return Err(EngineError::Usage(format!(
                 "a context of {} positions leaves {room} tokens after the {}-token prompt: the \
                  bench needs at least {} (open the engine with a longer context)",
                 engine.max_context(),
                 prompt.len(),
-                steps + 1
+                warmup + steps + 1
             )));
         }
         let mut ids = Vec::new();
@@ -184,6 +189,10 @@ pub fn bench_batches(
             .iter()
             .any(|&id| engine.seq_positions(id).is_some_and(|p| p < prompt.len()))
         {
+            engine.step()?;
+        }
+        // Untimed decode steps (e.g. while a hybrid plan learns this size's share).
+        for _ in 0..warmup {
             engine.step()?;
         }
         engine.clear_stats();
@@ -208,6 +217,10 @@ pub fn bench_batches(
             )));
         }
         let kv_used = engine.kv_usage().0;
+        let (cpu_bytes, cpu_busy) = (
+            engine.stats().cpu_bytes,
+            engine.stats().cpu_busy.as_secs_f64(),
+        );
         for id in ids {
             engine.cancel(id);
         }
@@ -228,6 +241,12 @@ pub fn bench_batches(
                 0.0
             },
             streamed_bytes_per_step: engine.stats().streamed_per_pass(),
+            cpu_bytes_per_step: cpu_bytes / steps.max(1) as u64,
+            cpu_busy_gb_s: if cpu_busy > 0.0 {
+                cpu_bytes as f64 / cpu_busy / 1e9
+            } else {
+                0.0
+            },
             kv_blocks_used: kv_used,
         });
     }

@@ -8,9 +8,11 @@
 #   cargo build --release -p vramless-examples --features cuda \
 #       --bin generate --bin bench-stream-model --bin synth-model
 #   cargo test --release -p vramless-examples --features cuda --test engine_hybrid --no-run
+#   cargo test --release -p vramless-llama-model --features cuda --test cuda_multi --no-run
 #   mkdir -p .device-hybrid && for b in generate bench-stream-model synth-model; do
 #       strip -o .device-hybrid/$b target/release/$b; done
 #   strip -o .device-hybrid/engine_hybrid target/release/deps/engine_hybrid-<hash>
+#   strip -o .device-hybrid/cuda_multi target/release/deps/cuda_multi-<hash>
 #
 # then `bash scripts/device/hybrid.sh` from the repository root there. Steps:
 # 1. Correctness, synthetic SmolLM2-135M and Llama-3.1-8B Q4_K_M (synth-model, random weights):
@@ -19,14 +21,19 @@
 #    --hybrid 0.5 (q8 and f32 CPU kernels), 0.9 and auto: greedy tokens equal, logits after a
 #    1-token prompt (decoded through the split layers) at cosine >= 0.99999.
 # 2. The real SmolLM2 (when REAL names its GGUF): the engine_hybrid test binary (the same
-#    comparison at every step, in Rust).
+#    comparison at every step, in Rust; one sequence, and three through the batch engine).
+# m. The multi-sequence step the batch engine runs (`cuda_multi`: against the CPU's multi step
+#    and single-sequence runs) on synthetic SmolLM2 and 8B, and REAL when set.
 # 3. Speed, synthetic Llama-3.1-70B Q4_K_M at --vram-budget 24GiB, rest pinned: whole layers
 #    over the bus, --hybrid auto (timed after 10 warm-up tokens, in which it searches its share;
 #    with --stats and --trace), fixed fractions (FRACTIONS, default "0.45 0.55"),
 #    and --ram-budget 16GiB (rest on disk through O_DIRECT). bench-stream-model prints tok/s,
-#    the bus limit and the combined (bus + CPU) limit measured in the same run.
+#    the bus limit and the combined (bus + CPU) limit measured in the same run. BENCH picks
+#    the groups (default "single batch ram16"; batch: the batch engine at BATCHES, default
+#    1,2,4,8, whole layers and --hybrid auto after 8 warm-up steps per size).
+# SYNTH_ONLY=1 with step 3 only writes the 70B model (KEEP=1 keeps it for the next call).
 # Logs, JSON and the trace go to $OUT (default /tmp/hybrid-out). BIN overrides the binary
-# folder; STEPS picks steps (default "1 2 3"). Exit 0 only when every correctness check passed.
+# folder; STEPS picks steps (default "1 2 m 3"). Exit 0 only when every correctness check passed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/hybrid-out}
@@ -93,7 +100,8 @@ bench() { # label, flags...
     nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.max,pcie.link.width.max --format=csv
     lscpu | grep -E "^(Model name|CPU\(s\)|Flags)" | cut -c1-200
     free -g | head -2
-    STEPS=${STEPS:-1 2 3}
+    STEPS=${STEPS:-1 2 m 3}
+    BENCH=${BENCH:-single batch ram16}
     if [[ " $STEPS " == *" 1 "* ]]; then
         echo "== 1. correctness: hybrid == whole layers over the bus"
         correctness s135 smollm2-135m 145MiB
@@ -106,16 +114,34 @@ bench() { # label, flags...
         VRAMLESS_MODEL=$REAL VRAMLESS_REQUIRE_GPU=1 CI=true timeout 240 "$BIN/engine_hybrid" \
             --nocapture 2>&1 | grep -vE "^\s*$" | tail -25 || rc=1
     fi
+    if [[ " $STEPS " == *" m "* ]]; then
+        echo "== m. the multi-sequence step: cuda_multi on synthetic SmolLM2 and 8B${REAL:+ and the real SmolLM2}"
+        "$BIN/synth-model" --shape smollm2-135m --quant q4_k_m --vocab "$VOCAB" --out "$M/ms.gguf" > /dev/null || rc=1
+        "$BIN/synth-model" --shape llama3.1-8b --quant q4_k_m --vocab "$VOCAB" --out "$M/m8.gguf" > /dev/null || rc=1
+        VRAMLESS_SYNTH_MODELS="$M/ms.gguf:$M/m8.gguf" VRAMLESS_MODEL=${REAL:-} VRAMLESS_REQUIRE_GPU=1 \
+            CI=true timeout 300 "$BIN/cuda_multi" --nocapture 2>&1 | grep -vE "^\s*$" | tail -25 || rc=1
+        rm -f "$M/ms.gguf" "$M/m8.gguf"
+    fi
     [[ " $STEPS " == *" 3 "* ]] || { echo "== exit $rc"; exit $rc; }
     echo "== 3. speed: synthetic Llama-3.1-70B Q4_K_M, --vram-budget 24GiB"
     t=$(date +%s)
     [ -s "$M/l70b.gguf" ] || "$BIN/synth-model" --shape llama3.1-70b --quant q4_k_m --vocab "$VOCAB" --out "$M/l70b.gguf" > /dev/null || rc=1
     echo "synth-model 70B: $(( $(date +%s) - t )) s"
-    bench whole-pinned --tokens 6
-    bench hybrid-auto --warmup 10 --tokens 8 --hybrid auto --trace "$OUT/hybrid-70b.trace.json"
-    for f in ${FRACTIONS:-0.45 0.55}; do bench "hybrid-$f" --tokens 6 --hybrid "$f"; done
-    bench hybrid-auto-ram16 --warmup 10 --tokens 4 --hybrid auto --ram-budget 16GiB --path direct
-    bench whole-ram16 --tokens 3 --ram-budget 16GiB --path direct
+    [ -z "${SYNTH_ONLY:-}" ] || { echo "== exit $rc"; exit $rc; }
+    if [[ " $BENCH " == *" single "* ]]; then
+        bench whole-pinned --tokens 6
+        bench hybrid-auto --warmup 10 --tokens 8 --hybrid auto --trace "$OUT/hybrid-70b.trace.json"
+        for f in ${FRACTIONS:-0.45 0.55}; do bench "hybrid-$f" --tokens 6 --hybrid "$f"; done
+    fi
+    if [[ " $BENCH " == *" batch "* ]]; then
+        bench whole-batch --batch "${BATCHES:-1,2,4,8}" --tokens 6
+        bench hybrid-batch --batch "${BATCHES:-1,2,4,8}" --warmup 8 --tokens 6 --hybrid auto
+        grep -E "^ +(B|[0-9]+) " "$OUT/whole-batch.log" "$OUT/hybrid-batch.log"
+    fi
+    if [[ " $BENCH " == *" ram16 "* ]]; then
+        bench hybrid-auto-ram16 --warmup 10 --tokens 4 --hybrid auto --ram-budget 16GiB --path direct
+        bench whole-ram16 --tokens 3 --ram-budget 16GiB --path direct
+    fi
     echo "== results"
     python3 -c "import json
 for l in open('$OUT/results.jsonl'):
@@ -123,8 +149,12 @@ for l in open('$OUT/results.jsonl'):
     if not l: continue
     try: r=json.loads(l)
     except Exception: continue
+    if r.get('mode') == 'batch':
+        for f in r['batches']:
+            print(f\"{r['label']:20s} B {f['batch']:2d}  {f['aggregate_tok_s']:.3f} tok/s aggregate  streamed {f['streamed_bytes_per_step']/1e9:.2f} GB/step  cpu {f.get('cpu_bytes_per_step',0)/1e9:.2f} GB/step at {f.get('cpu_busy_gb_s',0):.1f} GB/s\")
+        continue
     print(f\"{r['label']:20s} dev {r['layers_device']:2d} pin {r['layers_pinned']:2d} disk {r['layers_storage']:2d} split {r.get('hybrid_layers',0):2d}  {r['tok_s']:.3f} tok/s  bus {r['streamed_bytes_per_token']/1e9:.2f} GB/tok  cpu {r.get('hybrid_cpu_bytes_per_token',0)/1e9:.2f} GB/tok  H2D {r['h2d_gb_s']:.1f} GB/s  CPU {r.get('hybrid_cpu_gb_s',0):.1f} GB/s (busy {r.get('hybrid_cpu_busy_gb_s',0):.1f})  bus limit {r['pcie_limit_tok_s'] or 0:.3f}  combined {r.get('combined_limit_tok_s') or 0:.3f} ratio {r.get('combined_ratio',0):.3f}  predicted {r.get('hybrid_predicted_tok_s') or r['predicted_tok_s']:.2f}\")" || true
-    rm -f "$M/l70b.gguf"
+    [ -n "${KEEP:-}" ] || rm -f "$M/l70b.gguf"  # KEEP=1: for a next call on the same machine
     echo "== exit $rc"
     exit $rc
 } 2>&1 | tee "$OUT/hybrid.log"

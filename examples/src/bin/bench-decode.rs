@@ -155,7 +155,8 @@ fn batch_mode(args: &Args, path: &Path, list: &str, ctx: usize) -> Result<(), St
         per_seq as f64 / 1e6,
         weight_bytes as f64 / 1e6
     );
-    let figs = bench_batches(&mut engine, &prompt, &sizes, args.gen).map_err(|e| e.to_string())?;
+    let figs =
+        bench_batches(&mut engine, &prompt, &sizes, args.gen, 0).map_err(|e| e.to_string())?;
     eprintln!(
         "{:>5} {:>12} {:>12} {:>10} {:>14}",
         "B", "agg tok/s", "tok/s/seq", "agg/(B*1)", "weights GB/s"

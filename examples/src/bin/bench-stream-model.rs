@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     tokens: usize,
     /// Greedy decode steps before the timed ones (e.g. while `--hybrid auto` searches its
-    /// share; their statistics are dropped).
+    /// share; their statistics are dropped); with --batch, at each batch size.
     #[arg(long, default_value_t = 0)]
     warmup: usize,
     /// KV cache positions.
@@ -315,24 +315,34 @@ fn batch_mode(
         opts.ctx,
         engine.max_seqs()
     );
-    let figs = bench_batches(&mut engine, &prompt, &sizes, a.tokens).map_err(|e| e.to_string())?;
+    let figs = bench_batches(&mut engine, &prompt, &sizes, a.tokens, a.warmup)
+        .map_err(|e| e.to_string())?;
     let h2d = match device {
         Device::Cuda => engine.h2d_gbps().unwrap_or(0.0),
         Device::Cpu => memcpy_gbps(),
     };
     eprintln!(
-        "{:>5} {:>12} {:>12} {:>10} {:>14} {:>10}",
-        "B", "agg tok/s", "tok/s/seq", "agg/(B*1)", "streamed/step", "KV blocks"
+        "{:>5} {:>12} {:>12} {:>10} {:>14} {:>10} {:>12} {:>9}",
+        "B",
+        "agg tok/s",
+        "tok/s/seq",
+        "agg/(B*1)",
+        "streamed/step",
+        "KV blocks",
+        "CPU/step",
+        "CPU GB/s"
     );
     for f in &figs {
         eprintln!(
-            "{:>5} {:>12.3} {:>12.3} {:>10.3} {:>11.2} GB {:>10}",
+            "{:>5} {:>12.3} {:>12.3} {:>10.3} {:>11.2} GB {:>10} {:>9.2} GB {:>9.1}",
             f.batch,
             f.aggregate_tok_s,
             f.per_seq_tok_s,
             f.ratio_to_b_x_single,
             f.streamed_bytes_per_step as f64 / 1e9,
-            f.kv_blocks_used
+            f.kv_blocks_used,
+            f.cpu_bytes_per_step as f64 / 1e9,
+            f.cpu_busy_gb_s
         );
     }
     let streamed = engine.stats().streamed_per_pass();

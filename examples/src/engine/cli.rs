@@ -61,7 +61,8 @@ pub struct EngineArgs {
     /// kernels timed by events, one row each.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
-    /// Hybrid streamed layers (CUDA, one sequence's decode): CPU threads compute the last rows
+    /// Hybrid streamed layers (CUDA; one sequence's decode, and the batch engine's steps of up
+    /// to 16 rows, each batch size with its own share under `auto`): CPU threads compute the last rows
     /// of every matrix of each layer held in pinned RAM, in place, while the first rows cross
     /// the bus. `auto`: the share that makes the CPU and the bus finish together, from the CPU
     /// speed measured at start on the model's own layer (0 where the CPU is too slow); `off`;

@@ -13,17 +13,20 @@ use std::time::Instant;
 
 use cudarc::driver::CudaSlice;
 use llama_model::cuda::{
-    forward_layer, forward_layer_batch, forward_layer_hybrid, forward_layer_multi, CudaBackend,
-    CudaError, DeviceLayerWeights, DeviceWeight, GpuBatch, GpuMultiState, GpuState, HybridScratch,
+    forward_layer, forward_layer_batch, forward_layer_hybrid, forward_layer_multi,
+    forward_layer_multi_hybrid, CudaBackend, CudaError, DeviceLayerWeights, DeviceWeight, GpuBatch,
+    GpuMultiState, GpuState, HybridScratch, MultiHybridScratch,
 };
 use llama_model::paged::{KvPool, KvPoolOptions, KvSeq, StepPart, KV_BLOCK};
 use llama_model::{BATCHED_MIN_TOKENS, PREFILL_CHUNK};
-use slep_pipeline::{CudaSignal, CudaTransfer, Source, Stage, Trace};
+use slep_pipeline::{CudaSignal, CudaTransfer, Source, Trace};
 
 use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
 use super::error::{from_pipeline, EngineError, Result};
+use super::gpu_hybrid::{account, finish};
 use super::gpu_trace::LayerTimer;
 use super::hybrid::{HybridPlan, PassMeasure};
+use super::hybrid_batch::MAX_HYBRID_ROWS;
 use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
 use super::plan::Home;
@@ -179,6 +182,9 @@ pub struct GpuEngine {
     /// Layers split between the bus and CPU threads, with their exchange buffers
     /// ([`EngineOptions::hybrid`]; decode tokens of the single sequence).
     hybrid: Option<(HybridPlan, HybridScratch)>,
+    /// The exchange buffers of split layers in multi-sequence steps (batch engines with a
+    /// hybrid plan).
+    multi_hybrid: Option<MultiHybridScratch>,
     /// Print what the engine learns while it runs (the hybrid share).
     verbose: bool,
 }
@@ -264,12 +270,7 @@ impl GpuEngine {
         } else {
             None
         };
-        let hybrid = if batch {
-            if opts.hybrid != super::options::Hybrid::Off && opts.verbose {
-                eprintln!("hybrid: off: the multi-sequence engine streams whole layers (hybrid splits serve one sequence's decode)");
-            }
-            None
-        } else {
+        let hybrid = {
             let pinned = core.sources.pinned.clone();
             match HybridPlan::new(
                 &core.setup,
@@ -281,6 +282,16 @@ impl GpuEngine {
                 Some(plan) => {
                     if opts.verbose {
                         eprint!("{}", plan.report);
+                        if batch && !plan.layers.is_empty() {
+                            eprintln!(
+                                "hybrid: multi-sequence steps of up to {MAX_HYBRID_ROWS} rows split too{}",
+                                if opts.hybrid == super::options::Hybrid::Auto {
+                                    ", each batch size learning its own share from its first steps"
+                                } else {
+                                    ", at the same share"
+                                }
+                            );
+                        }
                     }
                     core.stats.predicted_s = plan.predicted_s;
                     let scratch =
@@ -289,6 +300,13 @@ impl GpuEngine {
                 }
                 None => None,
             }
+        };
+        let multi_hybrid = match (&hybrid, &multi) {
+            (Some(_), Some(m)) => Some(
+                MultiHybridScratch::new(m, MAX_HYBRID_ROWS)
+                    .map_err(gpu_err("hybrid host buffers"))?,
+            ),
+            _ => None,
         };
         Ok(Self {
             core,
@@ -300,6 +318,7 @@ impl GpuEngine {
             multi,
             h2d_gbps,
             hybrid,
+            multi_hybrid,
             verbose: opts.verbose,
         })
     }
@@ -343,20 +362,7 @@ impl GpuEngine {
                     let spans = forward_layer_hybrid(k, &w, &host, state, scratch)
                         .map_err(gpu_err("hybrid layer"))?;
                     timer.after(&stream)?;
-                    cpu.cpu_bytes += host.bytes() as u64;
-                    for (j, sp) in spans.into_iter().enumerate() {
-                        cpu.cpu_busy += sp.end - sp.start;
-                        if j == 0 {
-                            cpu.cpu_wait_first += sp.start - sp.wait;
-                        } else {
-                            cpu.cpu_wait_sync += sp.start - sp.wait;
-                        }
-                        if let Some(tr) = &trace {
-                            let k = layer.index as u64;
-                            tr.record(Stage::CpuWait, k, sp.wait, sp.start);
-                            tr.record(Stage::CpuCompute, k, sp.start, sp.end);
-                        }
-                    }
+                    account(&mut cpu, trace.as_ref(), layer.index, host.bytes(), spans);
                 }
                 _ => {
                     let w = weights.views(layer, &data, &stream)?;
@@ -367,19 +373,11 @@ impl GpuEngine {
             }
             release(&data, &stream)
         })?;
-        core.stats.add_cpu(
-            cpu.cpu_bytes,
-            cpu.cpu_busy,
-            cpu.cpu_wait_first + cpu.cpu_wait_sync,
-        );
         state.end_token().map_err(gpu_err("end of token"))?;
         timer.finish()?;
         core.record(1, t0, p.as_ref());
-        if let (Some((plan, _)), Some(p)) = (hybrid.as_mut(), p.as_ref()) {
-            cpu.wall = t0.elapsed();
-            cpu.copy_bytes = p.copy.bytes;
-            cpu.copy_busy = p.copy.busy;
-            cpu.stall = p.stall + p.fill;
+        finish(&mut cpu, &mut core.stats, t0.elapsed(), p.as_ref());
+        if let (Some((plan, _)), Some(_)) = (hybrid.as_mut(), p.as_ref()) {
             let learnt = plan.learn(&core.setup, &cpu)?;
             core.stats.predicted_s = plan.predicted_s;
             if let Some(msg) = learnt {
@@ -656,6 +654,9 @@ impl Backend for GpuEngine {
             core,
             weights,
             multi,
+            hybrid,
+            multi_hybrid,
+            verbose,
             ..
         } = self;
         let multi = multi.as_mut().ok_or_else(no_pool)?;
@@ -667,17 +668,45 @@ impl Backend for GpuEngine {
                 want_logits: r.logits,
             })
             .collect();
+        let n_rows: usize = parts.iter().map(|p| p.tokens.len()).sum();
+        if let Some((plan, _)) = hybrid.as_mut() {
+            plan.split_for_rows(&core.setup, n_rows)?;
+        }
+        let (schedule, mut split) = match (hybrid.as_ref(), multi_hybrid.as_mut()) {
+            (Some((plan, _)), Some(sc)) if !plan.layers.is_empty() => {
+                (Some(&plan.schedule), Some((plan, sc)))
+            }
+            _ => (None, None),
+        };
+        let trace = core.trace.clone();
+        let mut cpu = PassMeasure::default();
         let r = (|| {
             multi
                 .begin_step(&weights.embd(&core.setup)?, &parts)
                 .map_err(gpu_err("the step's embedding"))?;
             let stream = multi.stream().clone();
             let mut timer = LayerTimer::start(core.trace.clone(), &stream)?;
-            let p = core.run_layers(|_, k, layer, data| {
-                let w = weights.views(layer, &data, &stream)?;
-                timer.before(layer.index, &stream)?;
-                forward_layer_multi(k, &w, multi).map_err(gpu_err("layer"))?;
-                timer.after(&stream)?;
+            let p = core.run_layers_on(schedule, |_, k, layer, data| {
+                let parts = split.as_mut().and_then(|(plan, sc)| {
+                    Some((plan.layers.get(&layer.index)?, plan.kernel, &mut **sc))
+                });
+                match (parts, &data) {
+                    (Some((sl, kernel, sc)), LayerData::Slot(..)) => {
+                        let w = weights.views(&sl.gpu, &data, &stream)?;
+                        let host = sl.host_rows(layer, kernel)?;
+                        timer.before(layer.index, &stream)?;
+                        let spans = forward_layer_multi_hybrid(k, &w, &host, multi, sc)
+                            .map_err(gpu_err("hybrid layer"))?;
+                        timer.after(&stream)?;
+                        account(&mut cpu, trace.as_ref(), layer.index, host.bytes(), spans);
+                    }
+                    _ => {
+                        let w = weights.views(layer, &data, &stream)?;
+                        timer.before(layer.index, &stream)?;
+                        forward_layer_multi(k, &w, multi).map_err(gpu_err("layer"))?;
+                        timer.after(&stream)?;
+                    }
+                }
                 release(&data, &stream)
             })?;
             multi.end_step().map_err(gpu_err("the step's end"))?;
@@ -693,8 +722,15 @@ impl Backend for GpuEngine {
                 out[i] = Some(l);
             }
         }
-        let n: usize = rows.iter().map(|r| r.tokens.len()).sum();
-        core.record(n, t0, p.as_ref());
+        core.record(n_rows, t0, p.as_ref());
+        finish(&mut cpu, &mut core.stats, t0.elapsed(), p.as_ref());
+        if let (Some((plan, _)), Some(_)) = (hybrid.as_mut(), p.as_ref()) {
+            if let Some(msg) = plan.learn_rows(n_rows, &cpu) {
+                if *verbose {
+                    eprintln!("{msg}");
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -743,6 +779,9 @@ impl Backend for GpuEngine {
             }
         }
         let r = core.move_layers(moves);
+        if let Some((plan, _)) = self.hybrid.as_mut() {
+            plan.rehome(&core.setup, &core.homes)?;
+        }
         // Keep the buffers of layers that run from the device (and of the draft's layers).
         let (homes, draft) = (&core.homes, &core.setup.draft);
         weights

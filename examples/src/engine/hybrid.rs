@@ -19,6 +19,7 @@ use slep_pipeline::{HostMemory, Schedule};
 use tier_cache::{hybrid_split, ComputeTier};
 
 use super::error::{EngineError, Result};
+use super::hybrid_batch::BatchShares;
 use super::layout::{LayerLayout, TensorSlot};
 use super::options::Hybrid;
 use super::plan::{ranges, Home};
@@ -267,6 +268,8 @@ pub struct HybridPlan {
     passes: u64,
     /// `auto`'s search state (from the second pass on).
     search: Option<Search>,
+    /// The shares of the multi-sequence engine's steps, per batch size.
+    batch: BatchShares,
 }
 
 impl std::fmt::Debug for HybridPlan {
@@ -344,6 +347,7 @@ impl HybridPlan {
             auto: mode == Hybrid::Auto,
             passes: 0,
             search: None,
+            batch: BatchShares::new(fraction, mode == Hybrid::Auto),
         };
         plan.split(setup, fraction)?;
         // The predicted time of a split layer: the longer of its bus part and its CPU part.
@@ -374,6 +378,35 @@ impl HybridPlan {
             )
         };
         Ok(Some(plan))
+    }
+
+    /// Splits the layers at the share of a multi-sequence step of `n` rows (none for large
+    /// steps; see [`crate::engine::hybrid_batch`]) before the step runs.
+    pub fn split_for_rows(&mut self, setup: &Setup, n: usize) -> Result<()> {
+        let f = self.batch.fraction(n);
+        if f != self.fraction {
+            self.split(setup, f)?;
+        }
+        Ok(())
+    }
+
+    /// Learns from a multi-sequence step of `n` rows run at [`HybridPlan::split_for_rows`]'s
+    /// share. Returns what changed, for the log.
+    pub fn learn_rows(&mut self, n: usize, m: &PassMeasure) -> Option<String> {
+        self.batch.learn(n, self.matrix_bytes as f64, m)
+    }
+
+    /// Keeps only the candidates still homed in pinned RAM after layers moved (`homes`), and
+    /// re-splits them at the current share.
+    pub fn rehome(&mut self, setup: &Setup, homes: &[Home]) -> Result<()> {
+        self.candidates
+            .retain(|(i, _)| homes.get(*i) == Some(&Home::Pinned));
+        self.matrix_bytes = self
+            .candidates
+            .iter()
+            .map(|(i, _)| matrix_bytes(&setup.layout.layers[*i]).0)
+            .sum();
+        self.split(setup, self.fraction)
     }
 
     /// Split layers' indices, ascending.
@@ -508,12 +541,17 @@ impl HybridPlan {
 
 /// The balance [`balance`] found.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Balance {
-    fraction: f64,
-    pass_s: f64,
-    cpu_rate: f64,
-    bus_rate: f64,
-    other_s: f64,
+pub(super) struct Balance {
+    /// The CPU's share that balances the two paths.
+    pub fraction: f64,
+    /// The pass time predicted at that share.
+    pub pass_s: f64,
+    /// The CPU's measured rate (weight bytes per second under the pass's load).
+    pub cpu_rate: f64,
+    /// The bus's measured rate.
+    pub bus_rate: f64,
+    /// Host time outside the products.
+    pub other_s: f64,
 }
 
 /// The CPU share at which a pass takes as long on the CPU's path as on the bus, from a pass
@@ -528,7 +566,7 @@ struct Balance {
 ///
 /// `None` when the pass measured nothing to learn from. Shares below 2% are 0 (not worth the
 /// exchanges).
-fn balance(f0: f64, s: f64, m: &PassMeasure) -> Option<Balance> {
+pub(super) fn balance(f0: f64, s: f64, m: &PassMeasure) -> Option<Balance> {
     let (cb, bb) = (m.cpu_busy.as_secs_f64(), m.copy_busy.as_secs_f64());
     if cb <= 0.0 || bb <= 0.0 || m.cpu_bytes == 0 || s <= 0.0 {
         return None;

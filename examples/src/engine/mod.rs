@@ -20,9 +20,12 @@ pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 #[cfg(feature = "cuda")]
+mod gpu_hybrid;
+#[cfg(feature = "cuda")]
 mod gpu_trace;
 pub mod growth;
 pub mod hybrid;
+pub mod hybrid_batch;
 pub mod layout;
 pub mod options;
 pub mod plan;

@@ -59,7 +59,8 @@ pub enum Skip {
     Layers(Vec<usize>),
 }
 
-/// How streamed layers share their weight rows with CPU threads (CUDA, one-sequence decode).
+/// How streamed layers share their weight rows with CPU threads (CUDA: one sequence's decode,
+/// and the batch engine's steps of a few rows, see [`crate::engine::hybrid_batch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Hybrid {
     /// Every streamed layer crosses the bus whole.

@@ -49,6 +49,7 @@ pub use layer::batch::{
     GEMM_K_STEP, PREFILL_CHUNK,
 };
 pub use layer::hybrid::{forward_layer_hybrid, HostLayerRows, HostSpan, HybridScratch};
+pub use layer::multi::hybrid::{forward_layer_multi_hybrid, MultiHybridScratch};
 pub use layer::multi::{
     forward_layer_multi, GpuMultiState, DEFAULT_MATVEC_ROWS, MATVEC_MAX_ROWS, MULTI_ENTRY_POINTS,
     MULTI_KERNEL_MODULES,

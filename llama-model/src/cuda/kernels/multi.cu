@@ -199,3 +199,27 @@ mt_attention(const float* __restrict__ q, const u16* __restrict__ kp, const u16*
         }
     }
 }
+
+// The two parts of a row-split product joined into rows of ld = g + c values:
+// dst[t][j] (+)= j < g ? dev[t][j] : host[t][j - g] for n rows t, where dev holds the device's
+// first g values of each row and host (mapped page-locked memory the CPU threads wrote) the
+// last c.
+extern "C" __global__ void mt_join_cols(float* __restrict__ dst, const float* __restrict__ dev,
+                                        const float* __restrict__ host, int n, int ld, int g,
+                                        int accumulate) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)n * ld) return;
+    const int t = (int)(i / ld);
+    const int j = (int)(i % ld);
+    const int c = ld - g;
+    const float v = j < g ? dev[(size_t)t * g + j] : host[(size_t)t * c + (j - g)];
+    dst[i] = accumulate ? dst[i] + v : v;
+}
+
+// dst[i] = src[i] for n f16 values widened to f32 (dst: mapped page-locked host memory, the
+// input of the CPU threads' rows of a split product).
+extern "C" __global__ void mt_f16_to_f32(float* __restrict__ dst, const u16* __restrict__ src,
+                                         int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = half_bits_to_f32(src[i]);
+}

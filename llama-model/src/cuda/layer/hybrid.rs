@@ -28,7 +28,7 @@ use std::time::Instant;
 use cudarc::driver::{CudaSlice, DevicePtr};
 
 use super::{check_step, commit_layer, enqueue_attention, expect, DeviceLayerWeights, GpuState};
-use crate::cpu::{matmul, silu, Kernel, TensorView};
+use crate::cpu::{matmul, matmul_shared_input, silu, Kernel, TensorView};
 use crate::cuda::error::{CudaError, Result};
 use crate::cuda::matvec::{MV_ACCUM, MV_STORE, MV_SWIGLU, NO_JOB};
 use crate::cuda::sys::PinnedF32;
@@ -143,8 +143,13 @@ fn expect_split(
     Ok(())
 }
 
-fn validate(w: &DeviceLayerWeights<'_>, h: &HostLayerRows<'_>, s: &GpuState) -> Result<()> {
-    let c = &s.config;
+/// Checks a split layer against `c`: norms whole, each matrix's two parts adding up, gate and
+/// up split alike.
+pub(crate) fn validate(
+    w: &DeviceLayerWeights<'_>,
+    h: &HostLayerRows<'_>,
+    c: &crate::config::LlamaConfig,
+) -> Result<()> {
     let (d, kv, f) = (c.dim, c.kv_dim(), c.ffn_dim);
     expect(&w.attn_norm, "attn_norm", d, 1)?;
     expect(&w.ffn_norm, "ffn_norm", d, 1)?;
@@ -176,7 +181,7 @@ fn to_host(b: &crate::cuda::CudaBackend, buf: &mut PinnedF32, src: u64, n: usize
 
 /// One host product: waits for `input` (and for `out` to be free), runs `f` on them and times
 /// the wait and the compute.
-fn on_host(
+pub(crate) fn on_host(
     input: &mut PinnedF32,
     out: &mut PinnedF32,
     f: impl FnOnce(&[f32], &mut [f32]) -> Result<()>,
@@ -191,6 +196,27 @@ fn on_host(
         start,
         end: Instant::now(),
     })
+}
+
+/// The host's products of several matrices sharing input `x` (`n` rows), each with its kernel:
+/// one parallel pass over all their rows where the kernels agree (the threads synchronise once,
+/// not once per matrix; [`matmul_shared_input`]), else one product after the other.
+pub(crate) fn products(
+    ws: &[&TensorView<'_>],
+    kernels: &[Kernel],
+    x: &[f32],
+    n: usize,
+    outs: &mut [&mut [f32]],
+) -> Result<()> {
+    match kernels.first() {
+        Some(&k) if kernels.iter().all(|&o| o == k) => Ok(matmul_shared_input(ws, x, n, outs, k)?),
+        _ => {
+            for ((w, o), &k) in ws.iter().zip(outs.iter_mut()).zip(kernels) {
+                matmul(w, x, n, o, k)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 fn ptr(b: &crate::cuda::CudaBackend, x: &CudaSlice<f32>) -> u64 {
@@ -210,7 +236,7 @@ pub fn forward_layer_hybrid(
     scratch: &mut HybridScratch,
 ) -> Result<Vec<HostSpan>> {
     let pos = check_step(layer, state)?;
-    validate(w, host, state)?;
+    validate(w, host, &state.config)?;
     let s = state;
     let sc = scratch;
     let b = s.backend.clone();
@@ -248,10 +274,17 @@ pub fn forward_layer_hybrid(
     spans.push(on_host(&mut sc.xn, &mut sc.out, |x, out| {
         let (q, rest) = out.split_at_mut(cq);
         let (kk, rest) = rest.split_at_mut(ck);
-        matmul(&host.attn_q, x, 1, q, kernel_of(&w.attn_q))?;
-        matmul(&host.attn_k, x, 1, kk, kernel_of(&w.attn_k))?;
-        matmul(&host.attn_v, x, 1, &mut rest[..cv], kernel_of(&w.attn_v))?;
-        Ok(())
+        products(
+            &[&host.attn_q, &host.attn_k, &host.attn_v],
+            &[
+                kernel_of(&w.attn_q),
+                kernel_of(&w.attn_k),
+                kernel_of(&w.attn_v),
+            ],
+            x,
+            1,
+            &mut [q, kk, &mut rest[..cv]],
+        )
     })?);
     b.store_at(at(qkv_p, gq), sc.out.addr(0..cq)?, cq)?;
     b.store_at(at(qkv_p, d + gk), sc.out.addr(cq..cq + ck)?, ck)?;
@@ -299,8 +332,13 @@ pub fn forward_layer_hybrid(
     let cf = host.ffn_gate.n_rows;
     let (g, u) = (&mut sc.gate[..cf], &mut sc.up[..cf]);
     spans.push(on_host(&mut sc.xn, &mut sc.out, |x, out| {
-        matmul(&host.ffn_gate, x, 1, g, kernel_of(&w.ffn_gate))?;
-        matmul(&host.ffn_up, x, 1, u, kernel_of(&w.ffn_up))?;
+        products(
+            &[&host.ffn_gate, &host.ffn_up],
+            &[kernel_of(&w.ffn_gate), kernel_of(&w.ffn_up)],
+            x,
+            1,
+            &mut [&mut *g, &mut *u],
+        )?;
         for ((o, g), u) in out[..cf].iter_mut().zip(g.iter()).zip(u.iter()) {
             *o = silu(*g) * u;
         }

@@ -16,6 +16,7 @@
 //! Precision is the batched prefill's (f16 GEMM inputs, f32 products and accumulators), so a
 //! row's logits are close to, not bit-equal with, the one-token path's.
 
+pub(crate) mod hybrid;
 mod kernels;
 
 use std::sync::Arc;
@@ -592,25 +593,18 @@ fn product(
     }
 }
 
-/// Runs transformer block `layer` over every row of `st`'s open step, in place, with `w` read
-/// where the caller keeps it (once for all rows). Layers run in order, each once per step.
-pub fn forward_layer_multi(
-    layer: usize,
-    w: &DeviceLayerWeights<'_>,
-    st: &mut GpuMultiState,
-) -> Result<()> {
-    st.book.enter_layer(layer)?;
+/// Rope at each row's position on the step's Q and K rows (in the scratch's `q` and `k`), the
+/// keys and values into `layer`'s pool, and the paged attention into the scratch's `h16`: the
+/// middle of a layer, whole ([`forward_layer_multi`]) or split ([`hybrid`]).
+fn attend(layer: usize, st: &mut GpuMultiState) -> Result<()> {
     let c = &st.config;
-    w.validate(c)?;
     let n = st.book.n_rows();
-    let (eps, rope_dim, rope_base) = (c.rms_eps, c.rope_dim, c.rope_base);
-    let (kv, ffn) = (c.kv_dim(), c.ffn_dim);
+    let (kv, rope_dim, rope_base) = (c.kv_dim(), c.rope_dim, c.rope_base);
     let shape = st.shape;
     let m = st.meta;
     let b = st.backend.clone();
-    let k = st.batch.clone();
     let (Some(sc), Some(buf)) = (st.scratch.as_mut(), st.meta_buf.as_ref()) else {
-        return Err(CudaError::Sequence("multi step scratch missing".into()));
+        return Err(no_scratch());
     };
     let (Some(kp), Some(vp)) = (st.k_pool.get_mut(layer), st.v_pool.get_mut(layer)) else {
         return Err(CudaError::Sequence(format!("no KV pool for layer {layer}")));
@@ -621,13 +615,6 @@ pub fn forward_layer_multi(
     let tiles = buf.slice(m.tiles..m.tiles + 4 * m.n_tiles);
     let table = buf.slice(m.table..m.sel);
     let width = st.book.pool().max_blocks_per_seq();
-    let mv = st.matvec_rows;
-
-    // --- Attention ---
-    k.rmsnorm_f16(&b, &sc.x, &w.attn_norm, &mut sc.h16, n, eps)?;
-    product(&k, &st.mk, mv, &b, &w.attn_q, &sc.h16, n, &mut sc.q, false)?;
-    product(&k, &st.mk, mv, &b, &w.attn_k, &sc.h16, n, &mut sc.k, false)?;
-    product(&k, &st.mk, mv, &b, &w.attn_v, &sc.h16, n, &mut sc.v, false)?;
     let (nh, nkv, hd) = (shape.n_heads, shape.n_kv_heads, shape.head_dim);
     st.mk
         .rope(&b, &mut sc.q, n, nh, hd, rope_dim, &pos, rope_base, f)?;
@@ -645,35 +632,45 @@ pub fn forward_layer_multi(
         &table,
         width,
         shape,
-    )?;
-    product(
-        &k,
-        &st.mk,
-        mv,
-        &b,
-        &w.attn_output,
-        &sc.h16,
-        n,
-        &mut sc.x,
-        true,
-    )?;
+    )
+}
+
+/// The error of a layer run outside a step (no scratch allocated by
+/// [`GpuMultiState::begin_step`]).
+fn no_scratch() -> CudaError {
+    CudaError::Sequence("multi step scratch missing".into())
+}
+
+/// Runs transformer block `layer` over every row of `st`'s open step, in place, with `w` read
+/// where the caller keeps it (once for all rows). Layers run in order, each once per step.
+pub fn forward_layer_multi(
+    layer: usize,
+    w: &DeviceLayerWeights<'_>,
+    st: &mut GpuMultiState,
+) -> Result<()> {
+    st.book.enter_layer(layer)?;
+    w.validate(&st.config)?;
+    let n = st.book.n_rows();
+    let (eps, ffn) = (st.config.rms_eps, st.config.ffn_dim);
+    let b = st.backend.clone();
+    let k = st.batch.clone();
+    let mv = st.matvec_rows;
+    let sc = st.scratch.as_mut().ok_or_else(no_scratch)?;
+    k.rmsnorm_f16(&b, &sc.x, &w.attn_norm, &mut sc.h16, n, eps)?;
+    product(&k, &st.mk, mv, &b, &w.attn_q, &sc.h16, n, &mut sc.q, false)?;
+    product(&k, &st.mk, mv, &b, &w.attn_k, &sc.h16, n, &mut sc.k, false)?;
+    product(&k, &st.mk, mv, &b, &w.attn_v, &sc.h16, n, &mut sc.v, false)?;
+    attend(layer, st)?;
+    let sc = st.scratch.as_mut().ok_or_else(no_scratch)?;
+    let mk = &st.mk;
+    product(&k, mk, mv, &b, &w.attn_output, &sc.h16, n, &mut sc.x, true)?;
 
     // --- Feed-forward (SwiGLU) ---
     k.rmsnorm_f16(&b, &sc.x, &w.ffn_norm, &mut sc.h16, n, eps)?;
-    product(
-        &k,
-        &st.mk,
-        mv,
-        &b,
-        &w.ffn_gate,
-        &sc.h16,
-        n,
-        &mut sc.gate,
-        false,
-    )?;
-    product(&k, &st.mk, mv, &b, &w.ffn_up, &sc.h16, n, &mut sc.up, false)?;
+    product(&k, mk, mv, &b, &w.ffn_gate, &sc.h16, n, &mut sc.gate, false)?;
+    product(&k, mk, mv, &b, &w.ffn_up, &sc.h16, n, &mut sc.up, false)?;
     k.swiglu_f16(&b, &sc.gate, &sc.up, &mut sc.h16, n * ffn)?;
-    product(&k, &st.mk, mv, &b, &w.ffn_down, &sc.h16, n, &mut sc.x, true)?;
+    product(&k, mk, mv, &b, &w.ffn_down, &sc.h16, n, &mut sc.x, true)?;
     st.book.layer_done(layer);
     Ok(())
 }

@@ -39,6 +39,8 @@ pub const MULTI_ENTRY_POINTS: &[(&str, &[&str])] = &[(
         "mt_matvec2",
         "mt_matvec4",
         "mt_matvec8",
+        "mt_join_cols",
+        "mt_f16_to_f32",
     ],
 )];
 
@@ -69,6 +71,8 @@ pub(super) struct MultiKernels {
     attention: CudaFunction,
     /// `mt_matvec2`, `mt_matvec4`, `mt_matvec8`.
     matvec: [CudaFunction; 3],
+    join: CudaFunction,
+    to_f32: CudaFunction,
 }
 
 impl MultiKernels {
@@ -87,7 +91,83 @@ impl MultiKernels {
             gather: f("mt_gather_rows")?,
             attention: f("mt_attention")?,
             matvec: [f("mt_matvec2")?, f("mt_matvec4")?, f("mt_matvec8")?],
+            join: f("mt_join_cols")?,
+            to_f32: f("mt_f16_to_f32")?,
         })
+    }
+
+    /// `dst[t][j] (+)= j < g ? dev[t][j] : host[t][j - g]` for `n` rows of `ld` values: the
+    /// device's `g` first values of each row (`dev`, `[n][g]`) and the host's `ld - g` last
+    /// (`host`: the device address of `[n][ld - g]` values, e.g. mapped page-locked memory the
+    /// caller keeps alive and in bounds until the kernel has run).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn join_cols(
+        &self,
+        b: &CudaBackend,
+        dst: &mut CudaSlice<f32>,
+        dev: &CudaSlice<f32>,
+        host: u64,
+        n: usize,
+        ld: usize,
+        g: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        const OP: &str = "join split rows";
+        let total = n.checked_mul(ld).ok_or_else(|| CudaError::Shape {
+            op: OP,
+            detail: format!("{n} rows of {ld} overflow"),
+        })?;
+        if g > ld {
+            return Err(CudaError::Shape {
+                op: OP,
+                detail: format!("{g} device values of rows of {ld}"),
+            });
+        }
+        need_len(OP, "dst", dst.len(), total)?;
+        need_len(OP, "dev", dev.len(), n * g)?;
+        if total == 0 {
+            return Ok(());
+        }
+        let (n32, ld32, g32) = (
+            i32_arg(OP, "n", n)?,
+            i32_arg(OP, "ld", ld)?,
+            i32_arg(OP, "g", g)?,
+        );
+        i32_arg(OP, "values", total)?;
+        let acc = i32::from(accumulate);
+        let mut l = Launch::new(b.stream(), &self.join);
+        l.0.arg(dst)
+            .arg(dev)
+            .arg(&host)
+            .arg(&n32)
+            .arg(&ld32)
+            .arg(&g32)
+            .arg(&acc);
+        l.run(
+            OP,
+            cfg(grid_for(total, MT_THREADS as usize, OP)?, MT_THREADS),
+        )
+    }
+
+    /// `dst[i] = src[i]` widened from f16 for the first `n` values of `src`, `dst` the device
+    /// address of `n` f32 (mapped page-locked memory the caller keeps alive until the kernel has
+    /// run).
+    pub(super) fn f16_to_f32(
+        &self,
+        b: &CudaBackend,
+        src: &CudaSlice<u16>,
+        dst: u64,
+        n: usize,
+    ) -> Result<()> {
+        const OP: &str = "f16 rows to the host";
+        need_len(OP, "src", src.len(), n)?;
+        let n32 = i32_arg(OP, "n", n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut l = Launch::new(b.stream(), &self.to_f32);
+        l.0.arg(&dst).arg(src).arg(&n32);
+        l.run(OP, cfg(grid_for(n, MT_THREADS as usize, OP)?, MT_THREADS))
     }
 
     /// `y[k][r] (+)= w[r] . x[k]` for `n <= MATVEC_MAX_ROWS` f16 activation rows `x`
