@@ -20,6 +20,8 @@ thread_local! {
     /// thread finds an empty one and allocates instead of aliasing).
     static SCRATCH_Q8: Cell<Vec<BlockQ8>> = const { Cell::new(Vec::new()) };
     static SCRATCH_Q8K: Cell<Vec<BlockQ8K>> = const { Cell::new(Vec::new()) };
+    /// Products of several tokens, `[row][token]` before the transpose into `[token][row]`.
+    static SCRATCH_BY_ROW: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` with this thread's scratch buffer `key` (emptied by `f` as it likes).
@@ -136,15 +138,18 @@ pub fn matmul(
         return rows_times_tokens(w, x, 1, out, kernel);
     }
     // Computed as [row][token] so each task writes one contiguous run, then transposed.
-    let mut by_row = vec![0f32; out.len()];
-    rows_times_tokens(w, x, n_tokens, &mut by_row, kernel)?;
-    let n_rows = w.n_rows;
-    out.par_chunks_mut(n_rows).enumerate().for_each(|(t, o)| {
-        for (r, v) in o.iter_mut().enumerate() {
-            *v = by_row[r * n_tokens + t];
-        }
-    });
-    Ok(())
+    with_scratch(&SCRATCH_BY_ROW, |by_row| {
+        by_row.resize(out.len(), 0.0);
+        rows_times_tokens(w, x, n_tokens, by_row, kernel)?;
+        let n_rows = w.n_rows;
+        let by_row = &*by_row;
+        out.par_chunks_mut(n_rows).enumerate().for_each(|(t, o)| {
+            for (r, v) in o.iter_mut().enumerate() {
+                *v = by_row[r * n_tokens + t];
+            }
+        });
+        Ok(())
+    })
 }
 
 /// `dst[r * n_tokens + t] = dot(W row r, x[t])`, in parallel over runs of rows.
@@ -213,47 +218,46 @@ pub fn matmul_shared_input(
             )));
         }
     }
-    let paths: Vec<Path> = ws
-        .iter()
-        .map(|w| path(kernel, w.ggml_type, w.row_len))
-        .collect();
+    let paths = || ws.iter().map(|w| path(kernel, w.ggml_type, w.row_len));
     with_scratch(&SCRATCH_Q8, |xq8| {
         with_scratch(&SCRATCH_Q8K, |xq8k| {
             xq8.clear();
             xq8k.clear();
-            if paths.contains(&Path::Q8) {
+            if paths().any(|p| p == Path::Q8) {
                 quantize_q8(x, xq8);
             }
-            if paths.contains(&Path::Q8K) {
+            if paths().any(|p| p == Path::Q8K) {
                 quantize_q8k(x, xq8k);
             }
             let total_rows: usize = ws.iter().map(|w| w.n_rows).sum();
             let chunk_rows = rows_per_task(total_rows);
-            // One task per run of rows of one matrix.
-            let mut tasks = Vec::new();
-            for ((w, o), p) in ws.iter().zip(outs.iter_mut()).zip(&paths) {
-                let rb = w.row_bytes();
-                for (oc, rows) in o.chunks_mut(chunk_rows).zip(w.data.chunks(chunk_rows * rb)) {
-                    tasks.push((*w, *p, oc, rows));
-                }
-            }
             let (xq8, xq8k) = (&*xq8, &*xq8k);
-            tasks.into_par_iter().try_for_each(|(w, p, o, rows)| {
-                let (rb, ty) = (w.row_bytes(), w.ggml_type);
-                match p {
-                    Path::Q8 => simd::rows_q8(ty, rows, rb, xq8, w.row_len / 32, o),
-                    Path::Q8K => simd_k::rows_q8k(ty, rows, rb, xq8k, w.row_len / QK_K, o),
-                    Path::F32 => {
-                        return simd::rows_f32(ty, rows, rb, x, w.row_len, o).map_err(|reason| {
-                            ForwardError::Dequant {
-                                name: w.name.to_string(),
-                                reason,
+            // One task per run of rows of one matrix, all in one parallel pass.
+            ws.par_iter()
+                .zip(outs.par_iter_mut())
+                .try_for_each(|(w, o)| {
+                    let (rb, ty) = (w.row_bytes(), w.ggml_type);
+                    let p = path(kernel, ty, w.row_len);
+                    o.par_chunks_mut(chunk_rows)
+                        .zip(w.data.par_chunks(chunk_rows * rb))
+                        .try_for_each(|(o, rows)| {
+                            match p {
+                                Path::Q8 => simd::rows_q8(ty, rows, rb, xq8, w.row_len / 32, o),
+                                Path::Q8K => {
+                                    simd_k::rows_q8k(ty, rows, rb, xq8k, w.row_len / QK_K, o)
+                                }
+                                Path::F32 => {
+                                    return simd::rows_f32(ty, rows, rb, x, w.row_len, o).map_err(
+                                        |reason| ForwardError::Dequant {
+                                            name: w.name.to_string(),
+                                            reason,
+                                        },
+                                    )
+                                }
                             }
+                            Ok(())
                         })
-                    }
-                }
-                Ok(())
-            })
+                })
         })
     })
 }
