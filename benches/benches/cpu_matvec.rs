@@ -17,7 +17,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use gguf::GgmlType;
-use llama_model::cpu::{kquant_kernel, limit_kquant_simd, matmul, Kernel, KquantSimd, TensorView};
+use llama_model::cpu::{
+    kquant_kernel, limit_kquant_simd, matmul, read_bandwidth, Kernel, KquantSimd, TensorView,
+};
 use rayon::prelude::*;
 use vramless_benches::quant_data::random_tensor_bytes;
 
@@ -48,22 +50,6 @@ fn time_per_call(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
         n += 1;
     }
     start.elapsed().as_secs_f64() / n as f64
-}
-
-/// Read bandwidth: each thread sums its share of `buf` as u64 words, best of 5 passes.
-fn read_bandwidth(pool: &rayon::ThreadPool, buf: &[u64]) -> f64 {
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let s: u64 = pool.install(|| {
-            buf.par_chunks(1 << 16)
-                .map(|c| c.iter().fold(0u64, |a, v| a.wrapping_add(*v)))
-                .reduce(|| 0, u64::wrapping_add)
-        });
-        black_box(s);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    (buf.len() * 8) as f64 / best / 1e9
 }
 
 fn main() {
@@ -99,7 +85,7 @@ fn main() {
     let buf: Vec<u64> = (0..(2usize << 30) / 8).map(|i| i as u64).collect();
     let mut bw = Vec::new();
     for (n, pool) in threads.iter().zip(&pools) {
-        let b = read_bandwidth(pool, &buf);
+        let b = pool.install(|| read_bandwidth(&buf, 5)) / 1e9;
         println!("memory read bandwidth, {n} threads: {b:.1} GB/s");
         bw.push(b);
     }

@@ -23,6 +23,7 @@ mod head;
 pub(crate) mod kernels;
 mod layer;
 mod matmul;
+mod membw;
 mod model;
 mod multi;
 mod norm;
@@ -41,8 +42,18 @@ pub use layer::{forward_layer, silu, State};
 pub use matmul::{
     kquant_kernel, limit_kquant_simd, matmul, matmul_shared_input, Kernel, KquantSimd,
 };
+pub use membw::{measure_read_bandwidth, read_bandwidth};
 pub use model::{Model, ModelOptions};
 pub use multi::{forward_layer_multi, MultiState};
 pub use norm::rmsnorm;
 pub use rope::RopeFreqs;
 pub use weights::{LayerWeights, TensorView, LAYER_TENSOR_NAMES};
+
+/// Runs `f` on a thread of the current rayon pool (here, if this thread is one) and returns
+/// its result. Every parallel product called from outside the pool hands its work to the pool
+/// and puts the caller to sleep until it is done, two thread switches per product; a whole
+/// forward pass run through this pays them once (its products start on a pool thread and the
+/// others steal from it). Callers of many small products per token (a decode step) use it.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}

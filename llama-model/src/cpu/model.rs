@@ -231,6 +231,12 @@ impl Model {
     }
 
     fn forward_batch(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ForwardError> {
+        // The whole pass on one of the pool's threads: its products then start and end there
+        // (work stolen by the others) instead of each waking this thread from outside the pool.
+        super::on_pool(|| self.forward_batch_here(tokens))
+    }
+
+    fn forward_batch_here(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ForwardError> {
         let start = self.state.n_past();
         let hidden = embed(&self.view(&self.token_embd)?, tokens)?;
         self.state.begin_batch(hidden)?;

@@ -134,6 +134,8 @@ unsafe fn rows_q8_avx2(
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::super::simd_k::avx2::prefetch;
+    use super::super::simd_k::PREFETCH_AHEAD;
     use super::BlockQ8;
 
     /// Sum of the 8 lanes.
@@ -260,6 +262,7 @@ mod avx2 {
             let mut acc = [_mm256_setzero_ps(); N];
             let mut mins = [0f32; N];
             for (bi, b) in row.chunks_exact(block_bytes::<K>()).enumerate() {
+                prefetch(b, PREFETCH_AHEAD);
                 let (w, sign, d, m) = weights::<K>(b);
                 for k in 0..N {
                     let xb = &xq[k * bpr + bi];

@@ -125,6 +125,10 @@ pub(crate) fn rows_q8k_at(
     q8k::rows_q8k(ty, rows, row_bytes, xq, blocks_per_row, out)
 }
 
+/// How far ahead of the super-block being computed the row loops prefetch weights (bytes).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const PREFETCH_AHEAD: usize = 2048;
+
 /// The row loop around per-super-block integer sums `$k4` (Q4_K/Q5_K, generic over "has
 /// qh") and `$q6` (Q6_K): the shared f32 steps of [`q8k`], each row's super-blocks in order.
 /// (Column tiles of 16 super-blocks over groups of 8 rows, to keep the activations of wide
@@ -142,6 +146,7 @@ macro_rules! row_loop {
             match ty {
                 GgmlType::Q4_K => {
                     for (b, xb) in blocks {
+                        avx2::prefetch_block(b);
                         let (sumi, summ) = $m::$k4::<false>(b, xb);
                         let (d, dmin) = avx2::f16_pair(b);
                         acc = q8k::accumulate_k4(acc, d, dmin, xb.d, sumi, summ);
@@ -149,6 +154,7 @@ macro_rules! row_loop {
                 }
                 GgmlType::Q5_K => {
                     for (b, xb) in blocks {
+                        avx2::prefetch_block(b);
                         let (sumi, summ) = $m::$k4::<true>(b, xb);
                         let (d, dmin) = avx2::f16_pair(b);
                         acc = q8k::accumulate_k4(acc, d, dmin, xb.d, sumi, summ);
@@ -156,6 +162,7 @@ macro_rules! row_loop {
                 }
                 GgmlType::Q6_K => {
                     for (b, xb) in blocks {
+                        avx2::prefetch_block(b);
                         let d = q8k::f16_scale(b, 208);
                         acc = q8k::accumulate_q6k(acc, d, xb.d, $m6::$q6(b, xb));
                     }
@@ -246,11 +253,32 @@ unsafe fn rows_q8k_vnni(
 /// The per-super-block integer sums. Each is a safe `fn` with the avx2 target features, only
 /// reached through `rows_q8k_avx2`, i.e. after the run-time check.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::BlockQ8K;
     use crate::cpu::q8k::scales_mins_k4;
+
+    /// Asks the cache for the line `ahead` bytes past the start of `b` (the weights a row loop
+    /// reaches soon), so streaming from RAM overlaps the arithmetic on the bytes before it.
+    #[inline(always)]
+    pub(crate) fn prefetch(b: &[u8], ahead: usize) {
+        // SAFETY: a prefetch is a hint that never faults and reads nothing into the program,
+        // whatever the address (here possibly past the slice's end; `wrapping_add` keeps the
+        // pointer arithmetic defined); SSE is baseline on x86_64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(ahead).cast()) }
+    }
+
+    /// [`prefetch`]es the lines of the super-block [`super::PREFETCH_AHEAD`] bytes past block
+    /// `b` (all of its bytes: one hint per 64).
+    #[inline(always)]
+    pub(super) fn prefetch_block(b: &[u8]) {
+        let mut at = 0;
+        while at < b.len() {
+            prefetch(b, super::PREFETCH_AHEAD + at);
+            at += 64;
+        }
+    }
 
     /// The f16 pair at `b[0..4]` (`d`, `dmin`) to f32 with one F16C conversion (exact, like
     /// the portable conversion).
