@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use llama_model::cpu::{
-    embed, forward_layer, forward_layer_multi, logits, Kernel, LayerWeights, MultiState, State,
-    TensorView,
+    embed, forward_layer, forward_layer_multi, logits, on_pool, Kernel, LayerWeights, MultiState,
+    State, TensorView,
 };
 use llama_model::paged::{KvPool, KvPoolOptions, KvSeq, StepPart, KV_BLOCK};
 use llama_model::PREFILL_CHUNK;
@@ -247,15 +247,17 @@ impl Backend for CpuEngine {
         state
             .begin_batch(hidden)
             .map_err(forward_err("the batch"))?;
-        let p = core
-            .run_layers(|setup, k, layer, data| {
+        // On a rayon thread: the layers' products then need no thread switch each.
+        let p = on_pool(|| {
+            core.run_layers(|setup, k, layer, data| {
                 let file = setup.file.as_bytes();
                 let w = layer_views(layer, layer_bytes(file, layer, &data)?)?;
                 forward_layer(k, &w, state)
                     .map_err(forward_err(&format!("layer {}", layer.index)))?;
                 Ok(None)
             })
-            .inspect_err(|_| rollback(state, start))?;
+        })
+        .inspect_err(|_| rollback(state, start))?;
         state.end_batch();
         let out = head_of(&core.setup, state, tokens.len(), head)?;
         core.record(tokens.len(), t0, p.as_ref());
@@ -287,15 +289,17 @@ impl Backend for CpuEngine {
             state
                 .begin_batch(hidden)
                 .map_err(forward_err("the draft's batch"))?;
-            for (k, &i) in setup.draft.iter().enumerate() {
-                let layer = &setup.layout.layers[i];
-                let r = layer_views(layer, resident_bytes(file, layer)?).and_then(|w| {
-                    forward_layer(k, &w, state).map_err(forward_err("a draft layer"))
-                });
-                if let Err(e) = r {
-                    rollback(state, start);
-                    return Err(e);
+            let r = on_pool(|| {
+                for (k, &i) in setup.draft.iter().enumerate() {
+                    let layer = &setup.layout.layers[i];
+                    let w = layer_views(layer, resident_bytes(file, layer)?)?;
+                    forward_layer(k, &w, state).map_err(forward_err("a draft layer"))?;
                 }
+                Ok(())
+            });
+            if let Err(e) = r {
+                rollback(state, start);
+                return Err(e);
             }
             state.end_batch();
             if (c + 1) * PREFILL_CHUNK >= tokens.len() {
@@ -359,12 +363,14 @@ impl Backend for CpuEngine {
                     .begin_step(&embd, &parts)
                     .map_err(forward_err("the step's embedding"))?;
             }
-            let p = core.run_layers(|setup, k, layer, data| {
-                let file = setup.file.as_bytes();
-                let w = layer_views(layer, layer_bytes(file, layer, &data)?)?;
-                forward_layer_multi(k, &w, multi)
-                    .map_err(forward_err(&format!("layer {}", layer.index)))?;
-                Ok(None)
+            let p = on_pool(|| {
+                core.run_layers(|setup, k, layer, data| {
+                    let file = setup.file.as_bytes();
+                    let w = layer_views(layer, layer_bytes(file, layer, &data)?)?;
+                    forward_layer_multi(k, &w, multi)
+                        .map_err(forward_err(&format!("layer {}", layer.index)))?;
+                    Ok(None)
+                })
             })?;
             multi.end_step().map_err(forward_err("the step's end"))?;
             let file = core.setup.file.as_bytes();
