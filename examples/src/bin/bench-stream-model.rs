@@ -7,7 +7,10 @@
 //! ```
 //! Measures pinned host-to-device bandwidth (on the CPU device: host memcpy bandwidth), feeds a
 //! short prompt, times `--tokens` greedy decode steps, and prints tok/s, the PCIe limit
-//! (H2D GB/s / streamed bytes per token), the ratio, and one JSON line on stdout.
+//! (H2D GB/s / streamed bytes per token), the ratio, and one JSON line on stdout. With
+//! `--hybrid`, also the combined limit (bus and CPU rows at their own measured speeds) and the
+//! RAM limit (every core's measured read rate over the bytes the CPU rows and the bus copies
+//! read from host RAM per token: both read the same memory).
 //!
 //! `--batch 1,8,32` times many sequences decoding together through one BatchEngine: aggregate
 //! and per-sequence tok/s, the ratio to B x the batch-1 figure of the same run, bytes streamed
@@ -224,7 +227,27 @@ fn run(a: Args) -> Result<(), String> {
     } else {
         limit
     };
+    // Both the bus's copies from pinned RAM and the CPU's rows are reads of the same RAM: at
+    // most the rate every core reading together measured now (the copy engine's reads share
+    // that memory's bandwidth), a bound the two sides' own rates do not show.
+    let ram_gbps = if cpu_per_token > 0.0 {
+        llama_model::cpu::measure_read_bandwidth(1 << 30) / 1e9
+    } else {
+        0.0
+    };
+    // Every bus copy reads host RAM (data from storage lands in a page-locked buffer first).
+    let from_ram = cpu_per_token + bus_per_token;
+    let ram_limit = if ram_gbps > 0.0 && from_ram > 0.0 {
+        ram_gbps * 1e9 / from_ram
+    } else {
+        f64::INFINITY
+    };
     if cpu_per_token > 0.0 {
+        eprintln!(
+            "bench-stream-model: hybrid: RAM read {ram_gbps:.1} GB/s (every core reading, measured now) over {:.2} GB read from RAM per token (CPU rows + bus copies) -> RAM limit {ram_limit:.3} tok/s; ratio {:.3}",
+            from_ram / 1e9,
+            tok_s / ram_limit
+        );
         eprintln!(
             "bench-stream-model: hybrid: CPU share {:.0}%: {:.2} GB per token computed by CPU threads ({cpu_gbps:.1} GB/s measured alone at start, {:.1} GB/s of their busy time here) + {:.2} GB over the bus ({h2d:.1} GB/s) -> combined limit {combined:.3} tok/s; ratio {:.3}",
             engine.hybrid().map_or(0.0, |h| h.fraction * 100.0),
@@ -277,6 +300,9 @@ fn run(a: Args) -> Result<(), String> {
         "hybrid_predicted_tok_s": engine.hybrid().map(|h| 1.0 / h.predicted_s.max(1e-12)),
         "combined_limit_tok_s": combined,
         "combined_ratio": if combined.is_finite() { tok_s / combined } else { 0.0 },
+        "ram_read_gb_s": ram_gbps,
+        "ram_limit_tok_s": if ram_limit.is_finite() { Some(ram_limit) } else { None },
+        "ram_ratio": if ram_limit.is_finite() { tok_s / ram_limit } else { 0.0 },
         "tokens": tokens,
         "verify_cost": verify,
     });
