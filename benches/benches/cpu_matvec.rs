@@ -4,7 +4,9 @@
 //! ceiling), for each rayon pool size in `CPU_MATVEC_THREADS` (comma-separated; default: all
 //! cores and 1); `CPU_MATVEC_TYPES` (e.g. `Q4_K,Q8_0`) limits the types, `CPU_MATVEC_MS` sets
 //! the time per figure (default 300 ms), `CPU_MATVEC_Q8_ONLY` (any value) skips the f32 kernel,
-//! `CPU_MATVEC_SIMD` (`avx512bw`, `avx2`, `portable`) caps the k-quant copy used.
+//! `CPU_MATVEC_SIMD` (`avx512bw`, `avx2`, `portable`) caps the k-quant copy used,
+//! `CPU_MATVEC_HUGE=1` puts the weights in transparent huge pages (default: 4 KiB pages; the
+//! engine's RAM and pinned tiers use huge pages where the kernel gives them).
 //!
 //! Beside each figure: the fraction of llama.cpp's CPU decode on the H200 machine (66.7 GB/s of
 //! weights, 70B CPU-only, 2026-12-02, docs/PERF.md) and of this machine's memory-read bandwidth
@@ -50,6 +52,19 @@ fn time_per_call(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
         n += 1;
     }
     start.elapsed().as_secs_f64() / n as f64
+}
+
+/// `copies` back-to-back copies of `one` in anonymous memory, advised to use transparent huge
+/// pages when `huge`.
+fn copies_in_memory(one: &[u8], copies: usize, huge: bool) -> memmap2::MmapMut {
+    let mut m = memmap2::MmapMut::map_anon(one.len() * copies).expect("anonymous memory");
+    if huge {
+        m.advise(memmap2::Advice::HugePage).expect("madvise");
+    }
+    for c in m.chunks_exact_mut(one.len()) {
+        c.copy_from_slice(one);
+    }
+    m
 }
 
 fn main() {
@@ -113,6 +128,13 @@ fn main() {
         "type", "rows x cols", "thr", "kernel", "GB/s", "/66.7", "/read", "hot GB/s", "us/call"
     );
     let only = std::env::var("CPU_MATVEC_TYPES").unwrap_or_default();
+    // CPU_MATVEC_HUGE=1: the weights in transparent huge pages (2 MiB), to see what the TLB
+    // misses of 4 KiB pages cost the products.
+    let huge = std::env::var("CPU_MATVEC_HUGE").is_ok_and(|v| v == "1");
+    println!(
+        "weights in {} pages",
+        if huge { "huge (madvise)" } else { "4 KiB" }
+    );
     let kernels: &[(Kernel, &str)] = if std::env::var_os("CPU_MATVEC_Q8_ONLY").is_some() {
         &[(Kernel::Q8, "q8")]
     } else {
@@ -129,9 +151,9 @@ fn main() {
         for (rows, cols) in SHAPES {
             let one = random_tensor_bytes(ty, rows * cols, 7).expect("whole blocks");
             let copies = ROTATION_BYTES.div_ceil(one.len()).max(2);
-            let mats: Vec<Vec<u8>> = (0..copies).map(|_| one.clone()).collect();
+            let mats = copies_in_memory(&one, copies, huge);
             let views: Vec<TensorView<'_>> = mats
-                .iter()
+                .chunks_exact(one.len())
                 .map(|m| TensorView::new("w", m, ty, cols, rows).expect("view"))
                 .collect();
             let x: Vec<f32> = (0..cols).map(|i| ((i % 23) as f32 - 11.0) / 11.0).collect();
