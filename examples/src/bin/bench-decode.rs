@@ -66,6 +66,11 @@ struct Args {
     /// host RSS and free device memory before/after (0: off).
     #[arg(long, default_value_t = 0)]
     churn_steps: usize,
+    /// CPU: where the weights are read from: `ram` (the file copied into memory backed by huge
+    /// pages where the kernel gives them: fewer TLB misses, as llama.cpp's CPU backend copies
+    /// its weights into its own buffers) or `map` (the file's memory map, in place).
+    #[arg(long, default_value = "ram", value_name = "ram|map")]
+    load: String,
 }
 
 fn main() -> ExitCode {
@@ -273,7 +278,23 @@ fn bench_cpu(path: &Path, args: &Args, ctx: usize) -> Result<Figures, String> {
         max_context: ctx,
         ..ModelOptions::default()
     };
-    let mut model = Model::open_with(path, opts).map_err(|e| format!("{}: {e}", path.display()))?;
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut model = match args.load.as_str() {
+        "map" => Model::open_with(path, opts).map_err(|e| at(&e))?,
+        "ram" => {
+            let file = GgufFile::read(path).map_err(|e| at(&e))?;
+            Model::from_gguf(file, opts).map_err(|e| at(&e))?
+        }
+        other => return Err(format!("--load {other}: use ram or map")),
+    };
+    eprintln!(
+        "bench-decode: weights {}",
+        if args.load == "map" {
+            "read in place from the file's memory map"
+        } else {
+            "copied into memory (huge pages where the kernel gives them)"
+        }
+    );
     let (n_layers, tied) = (model.config().n_layers, model.config().tied_output);
     let weight_bytes = weight_bytes_per_token(model.gguf(), n_layers, tied)?;
     let tok = Tokenizer::from_gguf(model.gguf().metadata()).map_err(|e| e.to_string())?;
@@ -293,7 +314,7 @@ fn bench_cpu(path: &Path, args: &Args, ctx: usize) -> Result<Figures, String> {
     }
     let decode_s = t.elapsed().as_secs_f64();
     Ok(Figures {
-        device: "cpu (batched prefill)".into(),
+        device: format!("cpu (batched prefill, weights: {})", args.load),
         bandwidth,
         prefill_s,
         decode_s,
