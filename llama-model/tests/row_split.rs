@@ -118,3 +118,25 @@ fn row_split_products_join_to_the_whole_product_bit_for_bit() {
     }
     assert_eq!(checked, TYPES.len() * 4 * 2 * 2);
 }
+
+/// A part of no rows (a matrix wholly on the other side of a split) is an empty product for
+/// any number of tokens and either kernel, not an error or a panic.
+#[test]
+fn an_empty_row_part_is_an_empty_product() {
+    let mut rng = StdRng::seed_from_u64(0x0501_1018);
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
+        let (rows, cols) = (5usize, 256usize);
+        let data = random_tensor(&mut rng, ty, rows * cols);
+        let w = TensorView::new("w", &data, ty, cols, rows).expect("view");
+        let none = w.rows(rows..rows).expect("empty view");
+        assert_eq!(none.n_rows, 0);
+        for n_tokens in [1usize, 2, 5] {
+            let x = vec![0.5f32; n_tokens * cols];
+            for kernel in [Kernel::Q8, Kernel::F32] {
+                let mut out: Vec<f32> = Vec::new();
+                matmul(&none, &x, n_tokens, &mut out, kernel)
+                    .unwrap_or_else(|e| panic!("{ty} x {n_tokens} tokens, {kernel:?}: {e}"));
+            }
+        }
+    }
+}

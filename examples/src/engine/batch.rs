@@ -458,6 +458,13 @@ impl BatchEngine {
         &self.backend.setup().plan
     }
 
+    /// The split of streamed layers between the bus and CPU threads, when
+    /// [`EngineOptions::hybrid`](super::EngineOptions::hybrid) found one that pays (CUDA); its
+    /// current share is that of the last step's size.
+    pub fn hybrid(&self) -> Option<&super::hybrid::HybridPlan> {
+        self.backend.hybrid()
+    }
+
     /// Statistics so far (a pass is one step).
     pub fn stats(&self) -> &EngineStats {
         self.backend.stats()

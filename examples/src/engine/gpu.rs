@@ -779,15 +779,17 @@ impl Backend for GpuEngine {
             }
         }
         let r = core.move_layers(moves);
-        if let Some((plan, _)) = self.hybrid.as_mut() {
-            plan.rehome(&core.setup, &core.homes)?;
-        }
         // Keep the buffers of layers that run from the device (and of the draft's layers).
         let (homes, draft) = (&core.homes, &core.setup.draft);
         weights
             .resident
             .retain(|i, _| homes.get(*i) == Some(&Home::Device) || draft.contains(i));
-        r
+        // Split only layers still homed in pinned RAM.
+        let rehomed = match self.hybrid.as_mut() {
+            Some((plan, _)) => plan.rehome(&core.setup, &core.homes),
+            None => Ok(()),
+        };
+        r.and(rehomed)
     }
 
     fn kv_usage(&self) -> KvUsage {

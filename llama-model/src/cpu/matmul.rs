@@ -131,7 +131,8 @@ pub fn matmul(
             out.len()
         )));
     }
-    if n_tokens == 0 {
+    // No tokens, or a view of no rows (a split matrix wholly on the other side): no output.
+    if n_tokens == 0 || w.n_rows == 0 {
         return Ok(());
     }
     if n_tokens == 1 {

@@ -55,8 +55,9 @@ pub struct HostLayerRows<'a> {
     pub ffn_down: TensorView<'a>,
     /// The CPU kernel of the host's products; `None`: for each matrix the kind of the device's
     /// product of its rows ([`Kernel::Q8`] where the GPU quantizes the input to 8 bits too,
-    /// [`crate::cuda::CudaBackend::matvec_uses_q8`], else [`Kernel::F32`]), so both parts of
-    /// a split product see the same input.
+    /// [`crate::cuda::CudaBackend::matvec_uses_q8`], else [`Kernel::F32`]; always
+    /// [`Kernel::F32`] in a multi-sequence step, whose device products take f16 rows
+    /// unquantized), so both parts of a split product see the same input.
     pub kernel: Option<Kernel>,
 }
 

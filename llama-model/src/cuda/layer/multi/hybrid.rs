@@ -99,13 +99,9 @@ pub fn forward_layer_multi_hybrid(
     let k = st.batch.clone();
     let mv = st.matvec_rows;
     let hs = scratch;
-    let kernel_of = |w: &DeviceWeight<'_>| {
-        host.kernel.unwrap_or(if b.matvec_uses_q8(w) {
-            Kernel::Q8
-        } else {
-            Kernel::F32
-        })
-    };
+    // The step's device products take the f16 rows unquantized (few-row matvec and GEMM
+    // alike), so the CPU's rows matching them take f32 inputs.
+    let kernel_of = |_: &DeviceWeight<'_>| host.kernel.unwrap_or(Kernel::F32);
     let mut spans = Vec::with_capacity(4);
     let (mk, sc) = (&st.mk, st.scratch.as_mut().ok_or_else(no_scratch)?);
 
