@@ -5,17 +5,18 @@
 //! engine may overwrite the slot. The batch path runs llama-model's `cuda::forward_layer_multi`
 //! over its paged VRAM KV pool (`GpuMultiState`): every sequence's rows through each layer while
 //! the layer is on the device, the weights read once (few-row matvec or tensor-core GEMM),
-//! paged attention over each sequence's own blocks in one launch.
+//! paged attention over each sequence's own blocks in one launch. Layers split by rows with CPU
+//! threads (`--hybrid`) run `cuda::forward_layer_hybrid` (one token) or
+//! `cuda::forward_layer_multi_hybrid` (steps of a few rows) on the device's part of the slot.
+//! The weights that do not stream live in `gpu_weights`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cudarc::driver::CudaSlice;
 use llama_model::cuda::{
     forward_layer, forward_layer_batch, forward_layer_hybrid, forward_layer_multi,
-    forward_layer_multi_hybrid, CudaBackend, CudaError, DeviceLayerWeights, DeviceWeight, GpuBatch,
-    GpuMultiState, GpuState, HybridScratch, MultiHybridScratch,
+    forward_layer_multi_hybrid, CudaBackend, CudaError, GpuBatch, GpuMultiState, GpuState,
+    HybridScratch, MultiHybridScratch,
 };
 use llama_model::paged::{KvPool, KvPoolOptions, KvSeq, StepPart, KV_BLOCK};
 use llama_model::{BATCHED_MIN_TOKENS, PREFILL_CHUNK};
@@ -25,21 +26,20 @@ use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
 use super::error::{from_pipeline, EngineError, Result};
 use super::gpu_hybrid::{account, finish};
 use super::gpu_trace::LayerTimer;
+use super::gpu_weights::{layer_views, upload_layer, upload_weights, Weights};
 use super::hybrid::{HybridPlan, PassMeasure};
 use super::hybrid_batch::MAX_HYBRID_ROWS;
-use super::layout::{GlobalTensor, LayerLayout};
 use super::options::EngineOptions;
 use super::plan::Home;
 use super::rebalance::LayerMove;
 use super::setup::{setup, DeviceFacts, Setup};
-use super::sources::bytes_bar;
 use super::stats::EngineStats;
 
 /// Bytes per KV value of the GPU cache (f16).
 pub const KV_VALUE_BYTES: u64 = 2;
 
 /// A CUDA error in `what` as the engine's: allocation failures name the budget to lower.
-fn gpu_err(what: &str) -> impl Fn(CudaError) -> EngineError + '_ {
+pub(super) fn gpu_err(what: &str) -> impl Fn(CudaError) -> EngineError + '_ {
     move |e| {
         let text = e.to_string();
         match e {
@@ -53,101 +53,6 @@ fn gpu_err(what: &str) -> impl Fn(CudaError) -> EngineError + '_ {
                 what: what.to_string(),
                 source,
             },
-        }
-    }
-}
-
-fn upload(backend: &CudaBackend, bytes: &[u8], what: &str) -> Result<CudaSlice<u8>> {
-    backend
-        .stream()
-        .clone_htod(bytes)
-        .map_err(|e| EngineError::OutOfMemory {
-            what: what.to_string(),
-            bytes: super::budget::show(bytes.len() as u64),
-            reason: e.to_string(),
-        })
-}
-
-fn weight<'a>(
-    buf: &'a CudaSlice<u8>,
-    range: std::ops::Range<usize>,
-    t: (gguf::GgmlType, usize, usize),
-) -> Result<DeviceWeight<'a>> {
-    if range.end > buf.len() {
-        return Err(EngineError::Compute(format!(
-            "tensor bytes {range:?} outside a buffer of {}",
-            buf.len()
-        )));
-    }
-    DeviceWeight::new(buf.slice(range), t.0, t.1, t.2).map_err(gpu_err("weight view"))
-}
-
-fn global<'a>(buf: &'a CudaSlice<u8>, t: &GlobalTensor) -> Result<DeviceWeight<'a>> {
-    weight(buf, 0..t.range.len(), (t.ggml_type, t.row_len, t.n_rows))
-}
-
-/// The nine device views of `layer` inside `buf` (its packed bytes).
-fn layer_views<'a>(layer: &LayerLayout, buf: &'a CudaSlice<u8>) -> Result<DeviceLayerWeights<'a>> {
-    let mut v = Vec::with_capacity(9);
-    for t in &layer.tensors {
-        v.push(weight(
-            buf,
-            t.range.clone(),
-            (t.ggml_type, t.row_len, t.n_rows),
-        )?);
-    }
-    let arr: [DeviceWeight<'a>; 9] = v
-        .try_into()
-        .map_err(|_| EngineError::Compute(format!("layer {} lacks tensors", layer.index)))?;
-    Ok(DeviceLayerWeights::from_array(arr))
-}
-
-/// The device buffers that never move: embedding, final norm, LM head, resident layers.
-struct Weights {
-    embd: CudaSlice<u8>,
-    norm: CudaSlice<u8>,
-    head: Option<CudaSlice<u8>>,
-    resident: HashMap<usize, CudaSlice<u8>>,
-}
-
-impl Weights {
-    fn embd<'a>(&'a self, setup: &Setup) -> Result<DeviceWeight<'a>> {
-        global(&self.embd, &setup.layout.token_embd)
-    }
-
-    fn norm_head<'a>(&'a self, setup: &Setup) -> Result<(DeviceWeight<'a>, DeviceWeight<'a>)> {
-        let lay = &setup.layout;
-        Ok((
-            global(&self.norm, &lay.output_norm)?,
-            global(self.head.as_ref().unwrap_or(&self.embd), &lay.lm_head)?,
-        ))
-    }
-
-    fn resident(&self, i: usize) -> Result<&CudaSlice<u8>> {
-        self.resident
-            .get(&i)
-            .ok_or_else(|| EngineError::Compute(format!("layer {i} is not on the device")))
-    }
-
-    /// The device views of `layer` in this pass: its resident buffer, or the slot after the
-    /// compute stream waits for the slot's copy. Returns the views and, for a slot, the
-    /// transfer to release it with.
-    fn views<'a>(
-        &'a self,
-        layer: &LayerLayout,
-        data: &LayerData<'_, 'a, CudaTransfer>,
-        state_stream: &Arc<cudarc::driver::CudaStream>,
-    ) -> Result<DeviceLayerWeights<'a>> {
-        match data {
-            LayerData::Resident => layer_views(layer, self.resident(layer.index)?),
-            LayerData::Slot(ready, slot) => {
-                if let Some(ev) = ready.event() {
-                    state_stream
-                        .wait(ev.event())
-                        .map_err(|e| EngineError::Compute(e.to_string()))?;
-                }
-                layer_views(layer, slot.slice())
-            }
         }
     }
 }
@@ -461,60 +366,6 @@ impl GpuEngine {
             _ => HeadOut::None,
         })
     }
-}
-
-/// Uploads layer `i`'s packed bytes from the mapped file into a new device buffer.
-fn upload_layer(backend: &CudaBackend, setup: &Setup, i: usize) -> Result<CudaSlice<u8>> {
-    let file = setup.file.as_bytes();
-    let l = setup
-        .layout
-        .layers
-        .get(i)
-        .ok_or_else(|| EngineError::Usage(format!("layer {i} is not in the model")))?;
-    match l.spans.as_slice() {
-        [r] => upload(
-            backend,
-            &file[r.start as usize..r.end as usize],
-            "resident layer",
-        ),
-        _ => upload(backend, &l.pack(file)?, "resident layer"),
-    }
-}
-
-/// Uploads the embedding, final norm, LM head and every resident layer.
-fn upload_weights(backend: &CudaBackend, setup: &Setup, verbose: bool) -> Result<Weights> {
-    let file = setup.file.as_bytes();
-    let lay = &setup.layout;
-    let embd = upload(
-        backend,
-        &file[lay.token_embd.range.clone()],
-        "token embedding",
-    )?;
-    let norm = upload(backend, &file[lay.output_norm.range.clone()], "output norm")?;
-    let head = if lay.lm_head.range == lay.token_embd.range {
-        None
-    } else {
-        Some(upload(
-            backend,
-            &file[lay.lm_head.range.clone()],
-            "LM head",
-        )?)
-    };
-    let dev = setup.plan.layers(Home::Device);
-    let total: u64 = dev.iter().map(|&i| lay.layers[i].bytes).sum();
-    let bar = bytes_bar(verbose, total, "uploading resident layers");
-    let mut resident = HashMap::new();
-    for &i in &dev {
-        resident.insert(i, upload_layer(backend, setup, i)?);
-        bar.inc(lay.layers[i].bytes);
-    }
-    bar.finish_and_clear();
-    Ok(Weights {
-        embd,
-        norm,
-        head,
-        resident,
-    })
 }
 
 impl Backend for GpuEngine {

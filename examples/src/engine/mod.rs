@@ -23,6 +23,8 @@ pub mod gpu;
 mod gpu_hybrid;
 #[cfg(feature = "cuda")]
 mod gpu_trace;
+#[cfg(feature = "cuda")]
+mod gpu_weights;
 pub mod growth;
 pub mod hybrid;
 pub mod hybrid_batch;
