@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch_run;
+pub mod cpu_load;
 pub mod default_model;
 pub mod engine;
 pub mod serve;

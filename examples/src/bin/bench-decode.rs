@@ -25,9 +25,10 @@ use std::time::Instant;
 
 use clap::Parser;
 use gguf::GgufFile;
-use llama_model::cpu::{Model, ModelOptions, LAYER_TENSOR_NAMES};
+use llama_model::cpu::{ModelOptions, LAYER_TENSOR_NAMES};
 use llama_model::sampler::argmax;
 use llama_model::tokenizer::Tokenizer;
+use vramless_engine::cpu_load::{open_cpu_model, Load};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,8 +69,9 @@ struct Args {
     churn_steps: usize,
     /// CPU: where the weights are read from: `ram` (the file copied into memory backed by huge
     /// pages where the kernel gives them: fewer TLB misses, as llama.cpp's CPU backend copies
-    /// its weights into its own buffers) or `map` (the file's memory map, in place).
-    #[arg(long, default_value = "ram", value_name = "ram|map")]
+    /// its weights into its own buffers), `map` (the file's memory map, in place) or `auto`
+    /// (`ram` when the file fits in the available memory with a quarter to spare).
+    #[arg(long, default_value = "auto", value_name = "auto|ram|map")]
     load: String,
 }
 
@@ -278,18 +280,10 @@ fn bench_cpu(path: &Path, args: &Args, ctx: usize) -> Result<Figures, String> {
         max_context: ctx,
         ..ModelOptions::default()
     };
-    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let mut model = match args.load.as_str() {
-        "map" => Model::open_with(path, opts).map_err(|e| at(&e))?,
-        "ram" => {
-            let file = GgufFile::read(path).map_err(|e| at(&e))?;
-            Model::from_gguf(file, opts).map_err(|e| at(&e))?
-        }
-        other => return Err(format!("--load {other}: use ram or map")),
-    };
+    let (mut model, load) = open_cpu_model(path, opts, Load::parse(&args.load)?)?;
     eprintln!(
         "bench-decode: weights {}",
-        if args.load == "map" {
+        if load == Load::Map {
             "read in place from the file's memory map"
         } else {
             "copied into memory (huge pages where the kernel gives them)"
@@ -314,7 +308,10 @@ fn bench_cpu(path: &Path, args: &Args, ctx: usize) -> Result<Figures, String> {
     }
     let decode_s = t.elapsed().as_secs_f64();
     Ok(Figures {
-        device: format!("cpu (batched prefill, weights: {})", args.load),
+        device: format!(
+            "cpu (batched prefill, weights: {})",
+            if load == Load::Map { "map" } else { "ram" }
+        ),
         bandwidth,
         prefill_s,
         decode_s,

@@ -19,10 +19,11 @@ use std::time::Instant;
 
 use clap::Parser;
 use llama_model::chat::{ChatTemplate, Conversation, PromptDelta};
-use llama_model::cpu::{Model, ModelOptions};
+use llama_model::cpu::ModelOptions;
 use llama_model::sampler::{Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
 use llama_model::TextGenerator;
+use vramless_engine::cpu_load::{open_cpu_model, Load};
 use vramless_engine::engine::cli::{parse_device, EngineArgs};
 use vramless_engine::engine::Engine as StreamEngine;
 
@@ -59,6 +60,11 @@ struct Args {
     /// KV cache size in positions (0: the model's context length).
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
+    /// CPU, whole model resident: where the weights are read from: `auto` (a copy in memory,
+    /// on huge pages where the kernel gives them, when the file fits in the available memory
+    /// with a quarter to spare; else the map), `ram` or `map` (the file's memory map, in place).
+    #[arg(long, default_value = "auto", value_name = "auto|ram|map")]
+    load: String,
     /// Compute device: cpu, or cuda (needs a build with `--features cuda` and an NVIDIA GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -100,7 +106,7 @@ fn open(args: &Args, path: &Path) -> Result<Box<dyn TextGenerator>, String> {
                 max_context: args.ctx,
                 ..ModelOptions::default()
             };
-            let m = Model::open_with(path, opts).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (m, _) = open_cpu_model(path, opts, Load::parse(&args.load)?)?;
             Ok(Box::new(m))
         }
         #[cfg(feature = "cuda")]

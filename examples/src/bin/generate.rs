@@ -21,6 +21,7 @@ use llama_model::cpu::{Model, ModelOptions};
 use llama_model::sampler::{argmax, Sampler, SamplerConfig};
 use llama_model::tokenizer::{StreamDecoder, Tokenizer};
 use llama_model::TextGenerator;
+use vramless_engine::cpu_load::{open_cpu_model, Load};
 use vramless_engine::engine::cli::{parse_device, EngineArgs};
 use vramless_engine::engine::Engine as StreamEngine;
 use vramless_engine::engine::{BatchEngine, FinishReason};
@@ -74,6 +75,11 @@ struct Args {
     /// KV cache size in positions (0: the model's context length).
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
+    /// CPU, whole model resident: where the weights are read from: `auto` (a copy in memory,
+    /// on huge pages where the kernel gives them, when the file fits in the available memory
+    /// with a quarter to spare; else the map), `ram` or `map` (the file's memory map, in place).
+    #[arg(long, default_value = "auto", value_name = "auto|ram|map")]
+    load: String,
     /// Write {"prompt_tokens":[..],"tokens":[..],"text":".."} here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -193,8 +199,7 @@ fn run(args: Args) -> Result<(), String> {
         max_context: args.ctx,
         ..ModelOptions::default()
     };
-    let mut model =
-        Model::open_with(&path, opts).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (mut model, _) = open_cpu_model(&path, opts, Load::parse(&args.load)?)?;
     let loaded = t0.elapsed().as_secs_f64();
     let threads = format!("{} threads", rayon_threads());
     let prompt_tokens = generate(&mut model, &args, &prompt, &path, loaded, &threads)?;
