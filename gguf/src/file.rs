@@ -115,7 +115,8 @@ impl GgufFile {
             source: std::io::Error::other("the file does not fit in memory"),
         })?;
         if len < HUGE_PAGE {
-            let bytes = std::fs::read(path).map_err(io_at(path))?;
+            let mut bytes = Vec::with_capacity(len);
+            std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io_at(path))?;
             return Self::from_bytes(bytes);
         }
         let mut m = memmap2::MmapMut::map_anon(len).map_err(io_at(path))?;

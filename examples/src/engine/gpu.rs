@@ -24,7 +24,7 @@ use slep_pipeline::{CudaSignal, CudaTransfer, Source, Trace};
 
 use super::backend::{Backend, Core, Head, HeadOut, KvUsage, LayerData, SeqRows};
 use super::error::{from_pipeline, EngineError, Result};
-use super::gpu_hybrid::{account, finish};
+use super::gpu_hybrid::{finish, run_layer};
 use super::gpu_trace::LayerTimer;
 use super::gpu_weights::{layer_views, upload_layer, upload_weights, Weights};
 use super::hybrid::{HybridPlan, PassMeasure};
@@ -256,26 +256,25 @@ impl GpuEngine {
         };
         let mut cpu = PassMeasure::default();
         let p = core.run_layers_on(schedule, |_, k, layer, data| {
-            let parts = split.as_mut().and_then(|(plan, scratch)| {
-                Some((plan.layers.get(&layer.index)?, plan.kernel, &mut **scratch))
-            });
-            match (parts, &data) {
-                (Some((sl, kernel, scratch)), LayerData::Slot(..)) => {
-                    let w = weights.views(&sl.gpu, &data, &stream)?;
-                    let host = sl.host_rows(layer, kernel)?;
-                    timer.before(layer.index, &stream)?;
-                    let spans = forward_layer_hybrid(k, &w, &host, state, scratch)
-                        .map_err(gpu_err("hybrid layer"))?;
-                    timer.after(&stream)?;
-                    account(&mut cpu, trace.as_ref(), layer.index, host.bytes(), spans);
-                }
-                _ => {
-                    let w = weights.views(layer, &data, &stream)?;
-                    timer.before(layer.index, &stream)?;
-                    forward_layer(k, &w, state).map_err(gpu_err("layer"))?;
-                    timer.after(&stream)?;
-                }
-            }
+            let (cpu, t) = (&mut cpu, trace.as_ref());
+            run_layer(
+                weights,
+                split.as_mut(),
+                layer,
+                &data,
+                &stream,
+                &mut timer,
+                cpu,
+                t,
+                |w, host| match host {
+                    Some((h, sc)) => {
+                        forward_layer_hybrid(k, w, h, state, sc).map_err(gpu_err("hybrid layer"))
+                    }
+                    None => forward_layer(k, w, state)
+                        .map(|()| Vec::new())
+                        .map_err(gpu_err("layer")),
+                },
+            )?;
             release(&data, &stream)
         })?;
         state.end_token().map_err(gpu_err("end of token"))?;
@@ -538,26 +537,24 @@ impl Backend for GpuEngine {
             let stream = multi.stream().clone();
             let mut timer = LayerTimer::start(core.trace.clone(), &stream)?;
             let p = core.run_layers_on(schedule, |_, k, layer, data| {
-                let parts = split.as_mut().and_then(|(plan, sc)| {
-                    Some((plan.layers.get(&layer.index)?, plan.kernel, &mut **sc))
-                });
-                match (parts, &data) {
-                    (Some((sl, kernel, sc)), LayerData::Slot(..)) => {
-                        let w = weights.views(&sl.gpu, &data, &stream)?;
-                        let host = sl.host_rows(layer, kernel)?;
-                        timer.before(layer.index, &stream)?;
-                        let spans = forward_layer_multi_hybrid(k, &w, &host, multi, sc)
-                            .map_err(gpu_err("hybrid layer"))?;
-                        timer.after(&stream)?;
-                        account(&mut cpu, trace.as_ref(), layer.index, host.bytes(), spans);
-                    }
-                    _ => {
-                        let w = weights.views(layer, &data, &stream)?;
-                        timer.before(layer.index, &stream)?;
-                        forward_layer_multi(k, &w, multi).map_err(gpu_err("layer"))?;
-                        timer.after(&stream)?;
-                    }
-                }
+                let (cpu, t) = (&mut cpu, trace.as_ref());
+                run_layer(
+                    weights,
+                    split.as_mut(),
+                    layer,
+                    &data,
+                    &stream,
+                    &mut timer,
+                    cpu,
+                    t,
+                    |w, host| match host {
+                        Some((h, sc)) => forward_layer_multi_hybrid(k, w, h, multi, sc)
+                            .map_err(gpu_err("hybrid layer")),
+                        None => forward_layer_multi(k, w, multi)
+                            .map(|()| Vec::new())
+                            .map_err(gpu_err("layer")),
+                    },
+                )?;
                 release(&data, &stream)
             })?;
             multi.end_step().map_err(gpu_err("the step's end"))?;

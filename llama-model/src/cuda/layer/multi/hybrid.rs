@@ -14,7 +14,7 @@
 use cudarc::driver::CudaSlice;
 
 use super::{alloc, attend, no_scratch, overflow, product, GpuMultiState};
-use crate::cpu::{matmul, Kernel};
+use crate::cpu::{Kernel, TensorView};
 use crate::cuda::error::Result;
 use crate::cuda::layer::hybrid::{on_host, products, validate, HostLayerRows, HostSpan};
 use crate::cuda::layer::DeviceLayerWeights;
@@ -69,6 +69,92 @@ impl MultiHybridScratch {
     }
 }
 
+/// One split matrix of a [`Group`]: the device's first rows and the host's last rows, the
+/// device scratch its rows go to first, and the step's activations they join into.
+struct Part<'p, 'w> {
+    gpu: &'p DeviceWeight<'w>,
+    host: &'p TensorView<'w>,
+    tmp: &'p mut CudaSlice<f32>,
+    dst: &'p mut CudaSlice<f32>,
+}
+
+impl<'p, 'w> Part<'p, 'w> {
+    fn new(
+        gpu: &'p DeviceWeight<'w>,
+        host: &'p TensorView<'w>,
+        tmp: &'p mut CudaSlice<f32>,
+        dst: &'p mut CudaSlice<f32>,
+    ) -> Self {
+        Self {
+            gpu,
+            host,
+            tmp,
+            dst,
+        }
+    }
+}
+
+/// What every group of split products of one step shares: the backend and batch kernels, the
+/// few-row limit, the step's `n` rows and the CPU kernel.
+#[derive(Clone, Copy)]
+struct Group<'g> {
+    b: &'g crate::cuda::CudaBackend,
+    k: &'g crate::cuda::BatchKernels,
+    mv: usize,
+    n: usize,
+    kernel: Kernel,
+}
+
+impl Group<'_> {
+    /// Split products sharing the step's f16 input rows `h16` (`width` values each): the input
+    /// widened into the page-locked `input`, each part's device rows into its scratch while the
+    /// CPU threads compute the host rows of all parts (one pass where it can) into `out`, then
+    /// each part's two halves joined into its destination (added to it with `accumulate`).
+    /// Returns the host's span.
+    #[allow(clippy::too_many_arguments)]
+    fn run<const N: usize>(
+        &self,
+        mk: &super::MultiKernels,
+        h16: &CudaSlice<u16>,
+        width: usize,
+        input: &mut PinnedF32,
+        out: &mut PinnedF32,
+        mut parts: [Part<'_, '_>; N],
+        accumulate: bool,
+    ) -> Result<HostSpan> {
+        let (b, n) = (self.b, self.n);
+        mk.f16_to_f32(b, h16, input.addr(0..n * width)?, n * width)?;
+        input.record(b.stream())?;
+        for p in &mut parts {
+            product(self.k, mk, self.mv, b, p.gpu, h16, n, p.tmp, false)?;
+        }
+        // Part i's host rows at out[at[i]..at[i + 1]], [n][its host rows].
+        let mut at = [0usize; N];
+        let mut end = 0;
+        for (a, p) in at.iter_mut().zip(&parts) {
+            *a = end;
+            end += n * p.host.n_rows;
+        }
+        let span = on_host(input, out, |x, o| {
+            let mut rest = &mut o[..end];
+            let mut outs: [&mut [f32]; N] = std::array::from_fn(|i| {
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(n * parts[i].host.n_rows);
+                rest = tail;
+                head
+            });
+            let views: [&TensorView<'_>; N] = std::array::from_fn(|i| parts[i].host);
+            products(&views, &[self.kernel; N], &x[..n * width], n, &mut outs)
+        })?;
+        for (p, &a) in parts.iter_mut().zip(&at) {
+            let (g, c) = (p.gpu.n_rows, p.host.n_rows);
+            let host_rows = out.addr(a..a + n * c)?;
+            mk.join_cols(b, p.dst, p.tmp, host_rows, n, g + c, g, accumulate)?;
+        }
+        out.record(b.stream())?;
+        Ok(span)
+    }
+}
+
 /// Runs transformer block `layer` over every row of `st`'s open step with its matrices split
 /// by rows: the device's first rows in `w`, the host's last rows in `host` (computed by CPU
 /// threads on this thread's rayon pool, for all the step's rows, while the GPU computes its
@@ -94,138 +180,65 @@ pub fn forward_layer_multi_hybrid(
     validate(w, host, &st.config)?;
     st.book.enter_layer(layer)?;
     let c = &st.config;
-    let (d, kv, f, eps) = (c.dim, c.kv_dim(), c.ffn_dim, c.rms_eps);
+    let (d, f, eps) = (c.dim, c.ffn_dim, c.rms_eps);
     let b = st.backend.clone();
     let k = st.batch.clone();
     let mv = st.matvec_rows;
     let hs = scratch;
     // The step's device products take the f16 rows unquantized (few-row matvec and GEMM
     // alike), so the CPU's rows matching them take f32 inputs.
-    let kernel_of = |_: &DeviceWeight<'_>| host.kernel.unwrap_or(Kernel::F32);
+    let kernel = host.kernel.unwrap_or(Kernel::F32);
     let mut spans = Vec::with_capacity(4);
     let (mk, sc) = (&st.mk, st.scratch.as_mut().ok_or_else(no_scratch)?);
+    let g = Group {
+        b: &b,
+        k: &k,
+        mv,
+        n,
+        kernel,
+    };
 
     // --- Q, K, V ---
     k.rmsnorm_f16(&b, &sc.x, &w.attn_norm, &mut sc.h16, n, eps)?;
-    mk.f16_to_f32(&b, &sc.h16, hs.xn.addr(0..n * d)?, n * d)?;
-    hs.xn.record(b.stream())?;
-    product(&k, mk, mv, &b, &w.attn_q, &sc.h16, n, &mut hs.q, false)?;
-    product(&k, mk, mv, &b, &w.attn_k, &sc.h16, n, &mut hs.k, false)?;
-    product(&k, mk, mv, &b, &w.attn_v, &sc.h16, n, &mut hs.v, false)?;
-    let (cq, ck, cv) = (host.attn_q.n_rows, host.attn_k.n_rows, host.attn_v.n_rows);
-    let (oq, ok, ov) = (0, n * cq, n * (cq + ck));
-    spans.push(on_host(&mut hs.xn, &mut hs.out, |x, out| {
-        let (q, rest) = out[oq..ov + n * cv].split_at_mut(ok);
-        let (kk, v) = rest.split_at_mut(ov - ok);
-        products(
-            &[&host.attn_q, &host.attn_k, &host.attn_v],
-            &[
-                kernel_of(&w.attn_q),
-                kernel_of(&w.attn_k),
-                kernel_of(&w.attn_v),
-            ],
-            &x[..n * d],
-            n,
-            &mut [q, kk, v],
-        )
-    })?);
-    let (gq, gk, gv) = (w.attn_q.n_rows, w.attn_k.n_rows, w.attn_v.n_rows);
-    mk.join_cols(&b, &mut sc.q, &hs.q, hs.out.addr(oq..ok)?, n, d, gq, false)?;
-    mk.join_cols(&b, &mut sc.k, &hs.k, hs.out.addr(ok..ov)?, n, kv, gk, false)?;
-    let end = ov + n * cv;
-    mk.join_cols(
-        &b,
-        &mut sc.v,
-        &hs.v,
-        hs.out.addr(ov..end)?,
-        n,
-        kv,
-        gv,
+    spans.push(g.run(
+        mk,
+        &sc.h16,
+        d,
+        &mut hs.xn,
+        &mut hs.out,
+        [
+            Part::new(&w.attn_q, &host.attn_q, &mut hs.q, &mut sc.q),
+            Part::new(&w.attn_k, &host.attn_k, &mut hs.k, &mut sc.k),
+            Part::new(&w.attn_v, &host.attn_v, &mut hs.v, &mut sc.v),
+        ],
         false,
-    )?;
-    hs.out.record(b.stream())?;
+    )?);
 
     // --- Attention, then x += Wo . att ---
     attend(layer, st)?;
     let (mk, sc) = (&st.mk, st.scratch.as_mut().ok_or_else(no_scratch)?);
-    mk.f16_to_f32(&b, &sc.h16, hs.att.addr(0..n * d)?, n * d)?;
-    hs.att.record(b.stream())?;
-    product(&k, mk, mv, &b, &w.attn_output, &sc.h16, n, &mut hs.q, false)?;
-    let co = host.attn_output.n_rows;
-    spans.push(on_host(&mut hs.att, &mut hs.out, |a, out| {
-        let kernel = kernel_of(&w.attn_output);
-        Ok(matmul(
-            &host.attn_output,
-            &a[..n * d],
-            n,
-            &mut out[..n * co],
-            kernel,
-        )?)
-    })?);
-    let go = w.attn_output.n_rows;
-    mk.join_cols(
-        &b,
-        &mut sc.x,
-        &hs.q,
-        hs.out.addr(0..n * co)?,
-        n,
-        d,
-        go,
-        true,
-    )?;
-    hs.out.record(b.stream())?;
+    let wo = Part::new(&w.attn_output, &host.attn_output, &mut hs.q, &mut sc.x);
+    spans.push(g.run(mk, &sc.h16, d, &mut hs.att, &mut hs.out, [wo], true)?);
 
     // --- act = silu(gate . xn) * (up . xn) ---
     k.rmsnorm_f16(&b, &sc.x, &w.ffn_norm, &mut sc.h16, n, eps)?;
-    mk.f16_to_f32(&b, &sc.h16, hs.xn.addr(0..n * d)?, n * d)?;
-    hs.xn.record(b.stream())?;
-    product(&k, mk, mv, &b, &w.ffn_gate, &sc.h16, n, &mut hs.gate, false)?;
-    product(&k, mk, mv, &b, &w.ffn_up, &sc.h16, n, &mut hs.up, false)?;
-    let cf = host.ffn_gate.n_rows;
-    spans.push(on_host(&mut hs.xn, &mut hs.out, |x, out| {
-        let (g, u) = out[..2 * n * cf].split_at_mut(n * cf);
-        products(
-            &[&host.ffn_gate, &host.ffn_up],
-            &[kernel_of(&w.ffn_gate), kernel_of(&w.ffn_up)],
-            &x[..n * d],
-            n,
-            &mut [g, u],
-        )
-    })?);
-    let gf = w.ffn_gate.n_rows;
-    let (host_g, host_u) = (hs.out.addr(0..n * cf)?, hs.out.addr(n * cf..2 * n * cf)?);
-    mk.join_cols(&b, &mut sc.gate, &hs.gate, host_g, n, f, gf, false)?;
-    mk.join_cols(&b, &mut sc.up, &hs.up, host_u, n, f, gf, false)?;
-    hs.out.record(b.stream())?;
+    spans.push(g.run(
+        mk,
+        &sc.h16,
+        d,
+        &mut hs.xn,
+        &mut hs.out,
+        [
+            Part::new(&w.ffn_gate, &host.ffn_gate, &mut hs.gate, &mut sc.gate),
+            Part::new(&w.ffn_up, &host.ffn_up, &mut hs.up, &mut sc.up),
+        ],
+        false,
+    )?);
     k.swiglu_f16(&b, &sc.gate, &sc.up, &mut sc.h16, n * f)?;
 
     // --- x += Wdown . act ---
-    mk.f16_to_f32(&b, &sc.h16, hs.act.addr(0..n * f)?, n * f)?;
-    hs.act.record(b.stream())?;
-    product(&k, mk, mv, &b, &w.ffn_down, &sc.h16, n, &mut hs.q, false)?;
-    let cd = host.ffn_down.n_rows;
-    spans.push(on_host(&mut hs.act, &mut hs.out, |a, out| {
-        let kernel = kernel_of(&w.ffn_down);
-        Ok(matmul(
-            &host.ffn_down,
-            &a[..n * f],
-            n,
-            &mut out[..n * cd],
-            kernel,
-        )?)
-    })?);
-    let gd = w.ffn_down.n_rows;
-    mk.join_cols(
-        &b,
-        &mut sc.x,
-        &hs.q,
-        hs.out.addr(0..n * cd)?,
-        n,
-        d,
-        gd,
-        true,
-    )?;
-    hs.out.record(b.stream())?;
+    let wd = Part::new(&w.ffn_down, &host.ffn_down, &mut hs.q, &mut sc.x);
+    spans.push(g.run(mk, &sc.h16, f, &mut hs.act, &mut hs.out, [wd], true)?);
     st.book.layer_done(layer);
     Ok(spans)
 }
